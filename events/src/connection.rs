@@ -1,0 +1,363 @@
+//! Connections: where tools send requests and with which credentials.
+//!
+//! `Auth<S>` is generic over how a secret is held: `String` in a request body, [`Sealed`] in an
+//! event and in state, and `&'static str` (`"***"`) in a response. One shape, three lives.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::secret::{Cipher, Sealed, REDACTED};
+use crate::Rejection;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum CredentialMode {
+    /// One set of credentials for every caller.
+    #[default]
+    Team,
+    /// Each caller (`X-Hangar-Member`) uses its own stored credentials.
+    Member,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Auth<S> {
+    ApiKey {
+        header: String,
+        #[serde(default = "none", skip_serializing_if = "Option::is_none")]
+        key: Option<S>,
+    },
+    Basic {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        username: Option<String>,
+        #[serde(default = "none", skip_serializing_if = "Option::is_none")]
+        password: Option<S>,
+    },
+    Bearer {
+        #[serde(default = "none", skip_serializing_if = "Option::is_none")]
+        token: Option<S>,
+    },
+    KeyValue {
+        #[serde(default = "BTreeMap::new")]
+        pairs: BTreeMap<String, S>,
+    },
+}
+
+fn none<S>() -> Option<S> {
+    None
+}
+
+impl<S> Auth<S> {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Auth::ApiKey { .. } => "api_key",
+            Auth::Basic { .. } => "basic",
+            Auth::Bearer { .. } => "bearer",
+            Auth::KeyValue { .. } => "key_value",
+        }
+    }
+
+    /// The same auth with every secret passed through `f`.
+    pub fn map<T>(&self, mut f: impl FnMut(&S) -> T) -> Auth<T> {
+        match self {
+            Auth::ApiKey { header, key } => Auth::ApiKey {
+                header: header.clone(),
+                key: key.as_ref().map(&mut f),
+            },
+            Auth::Basic { username, password } => Auth::Basic {
+                username: username.clone(),
+                password: password.as_ref().map(&mut f),
+            },
+            Auth::Bearer { token } => Auth::Bearer {
+                token: token.as_ref().map(&mut f),
+            },
+            Auth::KeyValue { pairs } => Auth::KeyValue {
+                pairs: pairs.iter().map(|(k, v)| (k.clone(), f(v))).collect(),
+            },
+        }
+    }
+
+    /// The first secret field that is missing, for a credential set that must be complete.
+    fn missing_field(&self) -> Option<&'static str> {
+        match self {
+            Auth::ApiKey { header, .. } if header.trim().is_empty() => Some("header"),
+            Auth::ApiKey { key: None, .. } => Some("key"),
+            Auth::Basic { username: None, .. } => Some("username"),
+            Auth::Basic { password: None, .. } => Some("password"),
+            Auth::Bearer { token: None } => Some("token"),
+            Auth::KeyValue { pairs } if pairs.is_empty() => Some("pairs"),
+            _ => None,
+        }
+    }
+}
+
+impl Auth<String> {
+    pub fn seal(&self, cipher: &Cipher) -> Auth<Sealed> {
+        self.map(|s| cipher.seal(s))
+    }
+}
+
+impl Auth<Sealed> {
+    pub fn redacted(&self) -> Auth<&'static str> {
+        self.map(|_| REDACTED)
+    }
+
+    pub fn open(&self, cipher: &Cipher) -> Result<Auth<String>, crate::secret::Error> {
+        let mut err = None;
+        let out = self.map(|s| {
+            cipher.open(s).unwrap_or_else(|e| {
+                err = Some(e);
+                String::new()
+            })
+        });
+        err.map_or(Ok(out), Err)
+    }
+}
+
+/// A connection as a request carries it (`S = String`) and as it is stored (`S = Sealed`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Connection<S> {
+    #[serde(default)]
+    pub id: String,
+    #[serde(default)]
+    pub display_name: String,
+    pub server: String,
+    #[serde(default)]
+    pub sso: bool,
+    #[serde(default)]
+    pub credentials: CredentialMode,
+    pub auth: Auth<S>,
+}
+
+impl Connection<String> {
+    /// Checks a connection from a request and seals its secrets.
+    pub fn admit(&self, cipher: &Cipher) -> Result<Connection<Sealed>, Rejection> {
+        if !is_identifier(&self.id) {
+            return Err(Rejection::invalid(
+                "id",
+                "connection id must be 1-64 letters, digits, '-' or '_'",
+            ));
+        }
+        check_server(&self.server)?;
+        match self.credentials {
+            CredentialMode::Member if matches!(self.auth, Auth::KeyValue { .. }) => {
+                return Err(Rejection::invalid(
+                    "auth.type",
+                    "key_value auth is team-only: use credentials \"team\"",
+                ))
+            }
+            CredentialMode::Team => {
+                if let Some(field) = self.auth.missing_field() {
+                    return Err(Rejection::invalid(
+                        format!("auth.{field}"),
+                        format!("team credentials need auth.{field}"),
+                    ));
+                }
+            }
+            CredentialMode::Member => {
+                if let Auth::ApiKey { header, .. } = &self.auth {
+                    if header.trim().is_empty() {
+                        return Err(Rejection::invalid(
+                            "auth.header",
+                            "api_key auth needs a header name",
+                        ));
+                    }
+                }
+            }
+        }
+        // With member credentials the team-level secrets are never used, so none is kept.
+        let auth = match self.credentials {
+            CredentialMode::Team => self.auth.seal(cipher),
+            CredentialMode::Member => self.auth.map(|_| None::<()>).keep_shape_only(),
+        };
+        Ok(Connection {
+            id: self.id.clone(),
+            display_name: if self.display_name.is_empty() {
+                self.id.clone()
+            } else {
+                self.display_name.clone()
+            },
+            server: self.server.trim_end_matches('/').to_owned(),
+            sso: self.sso,
+            credentials: self.credentials,
+            auth,
+        })
+    }
+}
+
+impl Auth<Option<()>> {
+    /// The auth type and its non-secret fields, with no secret at all.
+    fn keep_shape_only(self) -> Auth<Sealed> {
+        match self {
+            Auth::ApiKey { header, .. } => Auth::ApiKey { header, key: None },
+            Auth::Basic { .. } => Auth::Basic {
+                username: None,
+                password: None,
+            },
+            Auth::Bearer { .. } => Auth::Bearer { token: None },
+            Auth::KeyValue { .. } => Auth::KeyValue {
+                pairs: BTreeMap::new(),
+            },
+        }
+    }
+}
+
+impl Connection<Sealed> {
+    pub fn redacted(&self) -> Connection<&'static str> {
+        Connection {
+            id: self.id.clone(),
+            display_name: self.display_name.clone(),
+            server: self.server.clone(),
+            sso: self.sso,
+            credentials: self.credentials,
+            auth: self.auth.redacted(),
+        }
+    }
+}
+
+/// Checks a member's own credentials against the connection they are for, and seals them.
+pub fn admit_member_auth(
+    connection: &Connection<Sealed>,
+    auth: &Auth<String>,
+    cipher: &Cipher,
+) -> Result<Auth<Sealed>, Rejection> {
+    if connection.credentials != CredentialMode::Member {
+        return Err(Rejection::invalid(
+            "credentials",
+            format!(
+                "connection '{}' uses team credentials; member credentials apply only to \"member\" connections",
+                connection.id
+            ),
+        ));
+    }
+    if auth.type_name() != connection.auth.type_name() {
+        return Err(Rejection::invalid(
+            "type",
+            format!(
+                "connection '{}' uses {} auth, not {}",
+                connection.id,
+                connection.auth.type_name(),
+                auth.type_name()
+            ),
+        ));
+    }
+    // The header name is the connection's; a member supplies only the secret.
+    let auth = match (auth, &connection.auth) {
+        (Auth::ApiKey { key, .. }, Auth::ApiKey { header, .. }) => Auth::ApiKey {
+            header: header.clone(),
+            key: key.clone(),
+        },
+        (other, _) => other.clone(),
+    };
+    if let Some(field) = auth.missing_field() {
+        return Err(Rejection::invalid(
+            field,
+            format!("member credentials need {field}"),
+        ));
+    }
+    Ok(auth.seal(cipher))
+}
+
+pub fn is_identifier(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+fn check_server(server: &str) -> Result<(), Rejection> {
+    let ok = (server.starts_with("http://") || server.starts_with("https://"))
+        && server.len() > "https://".len()
+        && !server.chars().any(char::is_whitespace);
+    if ok {
+        Ok(())
+    } else {
+        Err(Rejection::invalid(
+            "server",
+            "server must be an absolute http:// or https:// URL",
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn(credentials: CredentialMode, auth: serde_json::Value) -> Connection<String> {
+        Connection {
+            id: "w".into(),
+            display_name: String::new(),
+            server: "https://api.example.com/".into(),
+            sso: false,
+            credentials,
+            auth: serde_json::from_value(auth).expect("auth parses"),
+        }
+    }
+
+    #[test]
+    fn team_connection_needs_its_secret() {
+        let c = Cipher::from_key(&[0; 32]);
+        let err = conn(CredentialMode::Team, serde_json::json!({"type": "bearer"}))
+            .admit(&c)
+            .expect_err("no token");
+        assert_eq!(err.field(), Some("auth.token"));
+        let ok = conn(
+            CredentialMode::Team,
+            serde_json::json!({"type": "bearer", "token": "t0k"}),
+        )
+        .admit(&c)
+        .expect("admitted");
+        assert_eq!(ok.server, "https://api.example.com");
+        assert_eq!(ok.display_name, "w");
+        let shown = serde_json::to_value(ok.redacted()).expect("serializes");
+        assert_eq!(shown["auth"]["token"], "***");
+    }
+
+    #[test]
+    fn key_value_is_team_only() {
+        let c = Cipher::from_key(&[0; 32]);
+        let err = conn(
+            CredentialMode::Member,
+            serde_json::json!({"type": "key_value", "pairs": {"a": "b"}}),
+        )
+        .admit(&c)
+        .expect_err("refused");
+        assert_eq!(err.field(), Some("auth.type"));
+    }
+
+    #[test]
+    fn member_connection_keeps_no_team_secret_and_checks_member_type() {
+        let c = Cipher::from_key(&[0; 32]);
+        let stored = conn(
+            CredentialMode::Member,
+            serde_json::json!({"type": "api_key", "header": "X-Key", "key": "ignored"}),
+        )
+        .admit(&c)
+        .expect("admitted");
+        assert_eq!(
+            stored.auth,
+            Auth::ApiKey {
+                header: "X-Key".into(),
+                key: None
+            }
+        );
+        let bad: Auth<String> =
+            serde_json::from_value(serde_json::json!({"type": "bearer", "token": "x"}))
+                .expect("parses");
+        assert!(admit_member_auth(&stored, &bad, &c).is_err());
+        let good: Auth<String> = serde_json::from_value(
+            serde_json::json!({"type": "api_key", "header": "", "key": "mine"}),
+        )
+        .expect("parses");
+        let sealed = admit_member_auth(&stored, &good, &c).expect("admitted");
+        let opened = sealed.open(&c).expect("opens");
+        assert_eq!(
+            opened,
+            Auth::ApiKey {
+                header: "X-Key".into(),
+                key: Some("mine".into())
+            }
+        );
+    }
+}

@@ -1,0 +1,75 @@
+use serde::{Deserialize, Serialize};
+
+use super::{Apply, Meta};
+use crate::connection::{Auth, Connection};
+use crate::secret::Sealed;
+use crate::state::{AgentState, ConnectionState};
+
+/// A connection was added to the draft; its secrets are sealed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConnectionAdded {
+    pub connection: Connection<Sealed>,
+}
+
+impl Apply for ConnectionAdded {
+    fn apply(&self, state: &mut AgentState, _meta: Meta) {
+        state.connections.insert(
+            self.connection.id.clone(),
+            ConnectionState {
+                connection: self.connection.clone(),
+                members: Default::default(),
+            },
+        );
+    }
+}
+
+/// A connection was replaced. Members' own credentials survive unless the auth type changed,
+/// since credentials of another type could never be used.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConnectionUpdated {
+    pub connection: Connection<Sealed>,
+}
+
+impl Apply for ConnectionUpdated {
+    fn apply(&self, state: &mut AgentState, _meta: Meta) {
+        let entry = state
+            .connections
+            .entry(self.connection.id.clone())
+            .or_insert_with(|| ConnectionState {
+                connection: self.connection.clone(),
+                members: Default::default(),
+            });
+        if entry.connection.auth.type_name() != self.connection.auth.type_name() {
+            entry.members.clear();
+        }
+        entry.connection = self.connection.clone();
+    }
+}
+
+/// A connection and every member credential stored for it were removed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConnectionRemoved {
+    pub id: String,
+}
+
+impl Apply for ConnectionRemoved {
+    fn apply(&self, state: &mut AgentState, _meta: Meta) {
+        state.connections.remove(&self.id);
+    }
+}
+
+/// A member stored its own credentials for a `member` connection (sealed).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MemberCredentialSet {
+    pub connection: String,
+    pub member: String,
+    pub auth: Auth<Sealed>,
+}
+
+impl Apply for MemberCredentialSet {
+    fn apply(&self, state: &mut AgentState, _meta: Meta) {
+        if let Some(c) = state.connections.get_mut(&self.connection) {
+            c.members.insert(self.member.clone(), self.auth.clone());
+        }
+    }
+}

@@ -1,0 +1,17 @@
+use serde::{Deserialize, Serialize};
+
+use super::{Apply, Meta};
+use crate::spec::AgentSpec;
+use crate::state::AgentState;
+
+/// The draft was replaced whole (`PUT /draft`). The live version, if any, is untouched.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FlowEdited {
+    pub spec: AgentSpec,
+}
+
+impl Apply for FlowEdited {
+    fn apply(&self, state: &mut AgentState, _meta: Meta) {
+        state.draft = self.spec.clone();
+    }
+}

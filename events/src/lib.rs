@@ -1,0 +1,29 @@
+//! The domain of Hangar and its log. Knows nothing of actix or HTTP.
+//!
+//! # Layout
+//! - [`spec`]: the agent specification a team edits (the draft), flows and their nodes.
+//! - [`connection`], [`endpoint`]: connections with their credentials, and endpoint settings.
+//! - [`secret`]: sealing credentials with the server's AEAD key; redaction.
+//! - [`event`]: the domain events, one file per kind, each applying itself to the state.
+//! - [`envelope`]: how an event is stored, and the SHA-256 hash chain over a stream.
+//! - [`state`]: the agent as the fold of its events.
+//! - [`command`]: what a client asks for, checked against the state and turned into events.
+//! - [`validation`]: the draft's errors and warnings, which block deploy.
+//! - [`store`]: the `EventStore` trait, its sled implementation, chain verification.
+
+pub mod command;
+pub mod connection;
+pub mod endpoint;
+pub mod envelope;
+pub mod event;
+mod rejection;
+pub mod secret;
+pub mod spec;
+pub mod state;
+pub mod store;
+pub mod validation;
+
+pub use envelope::{Envelope, NewEvent};
+pub use event::Event;
+pub use rejection::Rejection;
+pub use state::AgentState;

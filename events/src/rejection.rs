@@ -1,0 +1,43 @@
+//! Why a command was refused. Every variant is something a client can fix; the HTTP layer maps
+//! each to one status and one stable code, in one place.
+
+use crate::validation::Report;
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Rejection {
+    /// A field of the request is out of range or inconsistent.
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+    #[error("{what} not found")]
+    NotFound { what: String },
+    #[error("{what} already exists")]
+    Duplicate { what: String },
+    #[error("the agent is not deployed")]
+    NotDeployed,
+    /// `If-Match` named a sequence number the stream has moved past.
+    #[error("the agent changed: expected seq {expected}, it is at {actual}")]
+    Stale { expected: u64, actual: u64 },
+    #[error("the draft has {} error(s) and {} warning(s)", .0.errors.len(), .0.warnings.len())]
+    ValidationFailed(Report),
+}
+
+impl Rejection {
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Rejection::Invalid {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn not_found(what: impl Into<String>) -> Self {
+        Rejection::NotFound { what: what.into() }
+    }
+
+    /// The request field a client should fix, when there is one.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            Rejection::Invalid { field, .. } => Some(field),
+            _ => None,
+        }
+    }
+}

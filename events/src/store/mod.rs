@@ -1,0 +1,124 @@
+//! The event log: an `EventStore` trait and its implementations.
+//!
+//! A stream is one agent's log. Appends name the seq they expect the stream to be at, so two
+//! writers racing on one stream cannot both win; they are atomic (all events of one command or
+//! none) and the returned [`Commit`] resolves only once the events are durable.
+
+mod sled_store;
+mod verify;
+
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
+
+pub use sled_store::SledStore;
+pub use verify::{verify_all, verify_stream, VerifyReport};
+
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+use crate::envelope::{Envelope, NewEvent};
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Error {
+    /// The stream is not at the expected seq: someone else appended first.
+    #[error("stream {stream} is at seq {actual}, not {expected}")]
+    Conflict {
+        stream: Uuid,
+        expected: u64,
+        actual: u64,
+    },
+    #[error("stored event {stream}#{seq} is unreadable: {reason}")]
+    Corrupt {
+        stream: Uuid,
+        seq: u64,
+        reason: String,
+    },
+    #[error("the data directory {0} is locked by a running server; stop it, or copy the directory and use the copy")]
+    Locked(String),
+    #[error("storage error: {0}")]
+    Io(String),
+    #[error("the store is shutting down")]
+    Closed,
+}
+
+/// Appended events on their way to disk. The events are visible to reads at once; they are
+/// durable (they survive a crash) when [`Commit::durable`] or [`Commit::wait`] returns `Ok`.
+#[must_use = "an append is not durable until its Commit is awaited"]
+pub struct Commit {
+    envelopes: Vec<Envelope>,
+    flushed: Option<oneshot::Receiver<Result<(), Error>>>,
+}
+
+impl Commit {
+    /// A commit that is already durable (or a store without a separate flush step).
+    pub fn durable_now(envelopes: Vec<Envelope>) -> Self {
+        Commit {
+            envelopes,
+            flushed: None,
+        }
+    }
+
+    pub fn pending(
+        envelopes: Vec<Envelope>,
+        flushed: oneshot::Receiver<Result<(), Error>>,
+    ) -> Self {
+        Commit {
+            envelopes,
+            flushed: Some(flushed),
+        }
+    }
+
+    pub fn envelopes(&self) -> &[Envelope] {
+        &self.envelopes
+    }
+
+    pub async fn durable(self) -> Result<Vec<Envelope>, Error> {
+        if let Some(rx) = self.flushed {
+            rx.await.map_err(|_| Error::Closed)??;
+        }
+        Ok(self.envelopes)
+    }
+
+    /// Blocks the calling thread; never call it on an async executor's thread.
+    pub fn wait(self) -> Result<Vec<Envelope>, Error> {
+        if let Some(rx) = self.flushed {
+            rx.blocking_recv().map_err(|_| Error::Closed)??;
+        }
+        Ok(self.envelopes)
+    }
+}
+
+pub trait EventStore: Send + Sync + 'static {
+    /// Appends `events` to `stream` if its last seq is `expected` (0: the stream must be new).
+    /// All or nothing; on success the events carry seq `expected+1..`.
+    fn append(&self, stream: Uuid, expected: u64, events: &[NewEvent]) -> Result<Commit, Error>;
+
+    /// The stored bytes of events with `seq >= from`, oldest first, at most `limit` of them.
+    fn read_raw(&self, stream: Uuid, from: u64, limit: usize)
+        -> Result<Vec<(u64, Vec<u8>)>, Error>;
+
+    /// The seq of the stream's last event; 0 for a stream that does not exist.
+    fn head(&self, stream: Uuid) -> Result<u64, Error>;
+
+    /// Every stream id, in id order.
+    fn streams(&self) -> Result<Vec<Uuid>, Error>;
+
+    /// Decoded events with `seq >= from`, oldest first, at most `limit` of them.
+    fn read(&self, stream: Uuid, from: u64, limit: usize) -> Result<Vec<Envelope>, Error> {
+        self.read_raw(stream, from, limit)?
+            .into_iter()
+            .map(|(seq, bytes)| {
+                Envelope::decode(&bytes).map_err(|e| Error::Corrupt {
+                    stream,
+                    seq,
+                    reason: e.to_string(),
+                })
+            })
+            .collect()
+    }
+
+    /// The whole stream.
+    fn read_all(&self, stream: Uuid) -> Result<Vec<Envelope>, Error> {
+        self.read(stream, 1, usize::MAX)
+    }
+}
