@@ -1,1 +1,71 @@
-fn main() {}
+//! `hangar`: the server and the operators' offline tools.
+//!
+//! # Layout
+//! - `serve`: opens the data directory (store, secret key, admin token) and runs the HTTP server.
+//! - `http`: the actix-web layer; thin handlers over the `actors` registry, one error mapping.
+//! - `offline`: `events`, `replay` and `verify`, which read a stopped server's data directory.
+//!
+//! The domain and the log live in the `events` crate, the actors in `actors`.
+
+mod http;
+mod offline;
+mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use uuid::Uuid;
+
+#[derive(Parser)]
+#[command(
+    name = "hangar",
+    version,
+    about = "A self-hosted runtime for deploying AI agents"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the server.
+    Serve(serve::Options),
+    /// Print an agent's event log, one stored envelope (JSON) per line, oldest first.
+    Events {
+        #[arg(long, default_value = "./hangar-data")]
+        data: PathBuf,
+        agent_id: Uuid,
+    },
+    /// Fold an agent's log and print its state (secrets redacted), optionally as of event SEQ.
+    Replay {
+        #[arg(long, default_value = "./hangar-data")]
+        data: PathBuf,
+        agent_id: Uuid,
+        #[arg(long)]
+        at: Option<u64>,
+    },
+    /// Check every agent's hash chain; exits 1 naming the first bad event.
+    Verify {
+        #[arg(long, default_value = "./hangar-data")]
+        data: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Cmd::Serve(opts) => serve::run(opts),
+        Cmd::Events { data, agent_id } => offline::events(&data, agent_id),
+        Cmd::Replay { data, agent_id, at } => offline::replay(&data, agent_id, at),
+        Cmd::Verify { data } => offline::verify(&data),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("hangar: {e}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,1 +1,18 @@
+//! The actix actors of Hangar. Knows nothing of HTTP.
+//!
+//! # Layout
+//! - [`registry`]: the [`Registry`] handle: activates one [`AgentActor`] per agent on first use,
+//!   under an actix `Supervisor`, spread over a few arbiters (threads).
+//! - [`agent`]: the [`AgentActor`]: owns one agent's state, rebuilt from its log on start and after
+//!   a crash; turns commands into events, appends them with the expected seq, applies them.
+//! - [`directory`]: how validation looks up other agents (collaborators) in the store.
+//! - [`error`]: this crate's error type.
 
+pub mod agent;
+pub mod directory;
+pub mod error;
+pub mod registry;
+
+pub use agent::{AgentActor, Execute, GetState, Outcome};
+pub use error::Error;
+pub use registry::Registry;

@@ -24,6 +24,8 @@ pub enum CredentialMode {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Auth<S> {
     ApiKey {
+        /// Required of a connection; a member's own credentials take the connection's.
+        #[serde(default)]
         header: String,
         #[serde(default = "none", skip_serializing_if = "Option::is_none")]
         key: Option<S>,

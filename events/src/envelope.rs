@@ -86,8 +86,11 @@ impl Envelope {
             hash: String::new(),
         };
         let mut doc = serde_json::to_value(&env)?;
+        if let Some(map) = doc.as_object_mut() {
+            map.remove("hash");
+        }
         let hash = content_hash(&doc, prev_hash);
-        if let Value::Object(map) = &mut doc {
+        if let Some(map) = doc.as_object_mut() {
             map.insert("hash".into(), Value::String(hash.clone()));
         }
         env.hash = hash;

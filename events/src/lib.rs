@@ -9,6 +9,7 @@
 //! - [`state`]: the agent as the fold of its events.
 //! - [`command`]: what a client asks for, checked against the state and turned into events.
 //! - [`validation`]: the draft's errors and warnings, which block deploy.
+//! - [`view`]: response bodies computed from the state, secrets redacted.
 //! - [`store`]: the `EventStore` trait, its sled implementation, chain verification.
 
 pub mod command;
@@ -22,6 +23,7 @@ pub mod spec;
 pub mod state;
 pub mod store;
 pub mod validation;
+pub mod view;
 
 pub use envelope::{Envelope, NewEvent};
 pub use event::Event;

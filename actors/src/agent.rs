@@ -1,0 +1,203 @@
+//! One actor per agent. It is the only writer of its agent's stream: commands are checked against
+//! its state, turned into events by [`events::command::decide`], appended with the expected seq,
+//! and applied. Replies wait for durability off the actor's thread, so the next command can be
+//! decided while the previous one's flush is in progress (group commit gathers them).
+
+use std::future::ready;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+
+use actix::prelude::*;
+use events::command::{decide, Command, Context as DecideContext};
+use events::secret::Cipher;
+use events::store::{self, Commit, EventStore};
+use events::{AgentState, Envelope, Rejection};
+use uuid::Uuid;
+
+use crate::directory::StoreDirectory;
+use crate::Error;
+
+pub struct AgentActor {
+    id: Uuid,
+    store: Arc<dyn EventStore>,
+    cipher: Arc<Cipher>,
+    /// Shared with readers: a `GetState` is an `Arc` clone, and a write copies only when a
+    /// reader still holds the previous state.
+    state: Arc<AgentState>,
+    /// Why the log could not be read, if it could not; every message is answered with it until a
+    /// restart succeeds, rather than serving a state that is not the fold of the log.
+    broken: Option<String>,
+}
+
+impl AgentActor {
+    pub fn new(id: Uuid, store: Arc<dyn EventStore>, cipher: Arc<Cipher>) -> Self {
+        AgentActor {
+            id,
+            store,
+            cipher,
+            state: Arc::new(AgentState::new(id)),
+            broken: None,
+        }
+    }
+
+    fn rebuild(&mut self) {
+        match self.store.read_all(self.id) {
+            Ok(log) => {
+                self.state = Arc::new(AgentState::replay(self.id, &log));
+                self.broken = None;
+            }
+            Err(e) => {
+                tracing::error!(agent = %self.id, error = %e, "cannot rebuild agent from its log");
+                self.state = Arc::new(AgentState::new(self.id));
+                self.broken = Some(e.to_string());
+            }
+        }
+    }
+
+    fn execute(&mut self, msg: Execute) -> Result<(Commit, Option<String>), Error> {
+        if let Some(why) = &self.broken {
+            return Err(Error::Unavailable(why.clone()));
+        }
+        if let Some(expected) = msg.if_match {
+            if expected != self.state.seq {
+                return Err(Rejection::Stale {
+                    expected,
+                    actual: self.state.seq,
+                }
+                .into());
+            }
+        }
+        let directory = StoreDirectory::new(self.store.clone());
+        let decision = decide(
+            &self.state,
+            &msg.command,
+            &DecideContext {
+                cipher: &self.cipher,
+                directory: &directory,
+            },
+        )?;
+        let new: Vec<_> = decision
+            .events
+            .into_iter()
+            .map(events::NewEvent::now)
+            .collect();
+        let commit = match self.store.append(self.id, self.state.seq, &new) {
+            Ok(c) => c,
+            Err(e @ store::Error::Conflict { .. }) => {
+                // Only this actor writes this stream, so our state is stale: read it again.
+                self.rebuild();
+                return Err(e.into());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let state = Arc::make_mut(&mut self.state);
+        for env in commit.envelopes() {
+            state.apply(env);
+        }
+        Ok((commit, decision.revealed_secret))
+    }
+}
+
+impl Actor for AgentActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // Writers wait for one another through the mailbox; keep it bounded so a flood of
+        // requests to one agent pushes back instead of growing without limit.
+        ctx.set_mailbox_capacity(1024);
+        self.rebuild();
+    }
+}
+
+impl Supervised for AgentActor {
+    fn restarting(&mut self, _ctx: &mut Self::Context) {
+        tracing::warn!(agent = %self.id, "agent actor restarting; rebuilding from its log");
+        self.state = Arc::new(AgentState::new(self.id));
+    }
+}
+
+/// Run a command against the agent. `if_match` is the seq the client last saw (`If-Match`).
+#[derive(Message)]
+#[rtype(result = "Result<Outcome, Error>")]
+pub struct Execute {
+    pub command: Command,
+    pub if_match: Option<u64>,
+}
+
+/// The state after a durable command, the events it wrote, and a secret to show once.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub state: Arc<AgentState>,
+    pub events: Vec<Envelope>,
+    pub revealed_secret: Option<String>,
+}
+
+impl Handler<Execute> for AgentActor {
+    type Result = ResponseFuture<Result<Outcome, Error>>;
+
+    fn handle(&mut self, msg: Execute, ctx: &mut Self::Context) -> Self::Result {
+        // A panic would otherwise kill the actor's task with its supervisor. Catch it on purpose,
+        // answer this request with an error, and stop: the supervisor restarts the actor, which
+        // rebuilds from its log — the only state that was ever acknowledged.
+        match catch_unwind(AssertUnwindSafe(|| self.execute(msg))) {
+            Ok(Ok((commit, revealed_secret))) => {
+                let state = self.state.clone();
+                Box::pin(async move {
+                    let events = commit.durable().await?;
+                    Ok(Outcome {
+                        state,
+                        events,
+                        revealed_secret,
+                    })
+                })
+            }
+            Ok(Err(e)) => Box::pin(ready(Err(e))),
+            Err(_) => {
+                tracing::error!(agent = %self.id, "agent actor panicked; restarting it from its log");
+                ctx.stop();
+                Box::pin(ready(Err(Error::Unavailable(
+                    "the agent's actor failed and is being rebuilt from its log; retry".into(),
+                ))))
+            }
+        }
+    }
+}
+
+/// The agent's current state.
+#[derive(Message)]
+#[rtype(result = "Result<Arc<AgentState>, Error>")]
+pub struct GetState;
+
+impl Handler<GetState> for AgentActor {
+    type Result = Result<Arc<AgentState>, Error>;
+
+    fn handle(&mut self, _msg: GetState, _ctx: &mut Self::Context) -> Self::Result {
+        match &self.broken {
+            Some(why) => Err(Error::Unavailable(why.clone())),
+            None => Ok(self.state.clone()),
+        }
+    }
+}
+
+/// Makes the actor panic inside command handling, to prove a crash is contained.
+#[cfg(test)]
+#[derive(Message)]
+#[rtype(result = "Result<(), Error>")]
+pub struct Crash;
+
+#[cfg(test)]
+impl Handler<Crash> for AgentActor {
+    type Result = Result<(), Error>;
+
+    fn handle(&mut self, _msg: Crash, ctx: &mut Self::Context) -> Self::Result {
+        let caught = catch_unwind(AssertUnwindSafe(|| {
+            // Corrupt the in-memory state first, as a real bug might, then fail.
+            Arc::make_mut(&mut self.state).seq = 999_999;
+            panic!("injected failure");
+        }));
+        if caught.is_err() {
+            ctx.stop();
+        }
+        Err(Error::Unavailable("crashed".into()))
+    }
+}

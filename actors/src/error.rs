@@ -1,0 +1,14 @@
+use events::Rejection;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    /// The command was refused; the client can fix it.
+    #[error(transparent)]
+    Rejected(#[from] Rejection),
+    #[error(transparent)]
+    Store(#[from] events::store::Error),
+    /// The agent's actor could not serve the request (it crashed and is being rebuilt, or its
+    /// log could not be read); retrying later may succeed.
+    #[error("agent unavailable: {0}")]
+    Unavailable(String),
+}

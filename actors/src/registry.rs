@@ -1,0 +1,135 @@
+//! The registry: a cheap, cloneable handle that finds an agent's actor, activating it on first
+//! use. Lookups go through a shared map rather than a registry actor's mailbox, so a busy server
+//! does not funnel every request through one thread.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use actix::prelude::*;
+use events::command::Command;
+use events::secret::Cipher;
+use events::spec::AgentSpec;
+use events::store::EventStore;
+use events::AgentState;
+use uuid::Uuid;
+
+use crate::agent::{AgentActor, Execute, GetState, Outcome};
+use crate::directory::StoreDirectory;
+use crate::Error;
+use events::Rejection;
+
+#[derive(Clone)]
+pub struct Registry {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<dyn EventStore>,
+    cipher: Arc<Cipher>,
+    agents: Mutex<HashMap<Uuid, Addr<AgentActor>>>,
+    /// Agent actors are spread over these threads, round robin.
+    arbiters: Vec<ArbiterHandle>,
+    next_arbiter: AtomicUsize,
+}
+
+impl Registry {
+    /// Must be called inside a running actix `System`. `threads` arbiters host the agent actors.
+    pub fn new(store: Arc<dyn EventStore>, cipher: Arc<Cipher>, threads: usize) -> Self {
+        let arbiters = (0..threads.max(1))
+            .map(|_| Arbiter::new().handle())
+            .collect();
+        Registry {
+            inner: Arc::new(Inner {
+                store,
+                cipher,
+                agents: Mutex::new(HashMap::new()),
+                arbiters,
+                next_arbiter: AtomicUsize::new(0),
+            }),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn EventStore> {
+        &self.inner.store
+    }
+
+    pub fn cipher(&self) -> &Arc<Cipher> {
+        &self.inner.cipher
+    }
+
+    pub fn directory(&self) -> StoreDirectory {
+        StoreDirectory::new(self.inner.store.clone())
+    }
+
+    /// Creates a new agent from `spec`.
+    pub async fn create(&self, spec: AgentSpec) -> Result<Outcome, Error> {
+        let id = Uuid::now_v7();
+        let addr = self.activate(id, true)?;
+        send(
+            &addr,
+            Execute {
+                command: Command::Create { spec },
+                if_match: None,
+            },
+        )
+        .await
+    }
+
+    pub async fn execute(
+        &self,
+        id: Uuid,
+        command: Command,
+        if_match: Option<u64>,
+    ) -> Result<Outcome, Error> {
+        let addr = self.activate(id, false)?;
+        send(&addr, Execute { command, if_match }).await
+    }
+
+    pub async fn state(&self, id: Uuid) -> Result<Arc<AgentState>, Error> {
+        let addr = self.activate(id, false)?;
+        addr.send(GetState).await.map_err(mailbox)?
+    }
+
+    /// Every agent's state, activating each.
+    pub async fn list(&self) -> Result<Vec<Arc<AgentState>>, Error> {
+        let mut out = Vec::new();
+        for id in self.inner.store.streams()? {
+            out.push(self.state(id).await?);
+        }
+        Ok(out)
+    }
+
+    /// The actor of agent `id`, started if it is not running. Unless `new`, the agent must have a
+    /// log. The map's lock makes check-and-start atomic, so one agent never gets two writers.
+    fn activate(&self, id: Uuid, new: bool) -> Result<Addr<AgentActor>, Error> {
+        let mut agents = self
+            .inner
+            .agents
+            .lock()
+            .map_err(|_| Error::Unavailable("registry lock poisoned".into()))?;
+        if let Some(addr) = agents.get(&id) {
+            if addr.connected() {
+                return Ok(addr.clone());
+            }
+        }
+        if !new && self.inner.store.head(id)? == 0 {
+            return Err(Rejection::not_found(format!("agent {id}")).into());
+        }
+        let i = self.inner.next_arbiter.fetch_add(1, Ordering::Relaxed) % self.inner.arbiters.len();
+        let (store, cipher) = (self.inner.store.clone(), self.inner.cipher.clone());
+        let addr = Supervisor::start_in_arbiter(&self.inner.arbiters[i], move |_| {
+            AgentActor::new(id, store, cipher)
+        });
+        agents.insert(id, addr.clone());
+        Ok(addr)
+    }
+}
+
+async fn send(addr: &Addr<AgentActor>, msg: Execute) -> Result<Outcome, Error> {
+    addr.send(msg).await.map_err(mailbox)?
+}
+
+fn mailbox(e: MailboxError) -> Error {
+    Error::Unavailable(format!("agent actor did not answer: {e}"))
+}

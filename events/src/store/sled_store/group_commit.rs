@@ -1,0 +1,247 @@
+//! Group commit: one background thread makes appended events durable, many appends per flush.
+//!
+//! An fsync costs milliseconds whatever it carries, so appends do not flush on their own thread:
+//! each registers a waiter here, and the flusher thread takes every waiter that has gathered,
+//! flushes once, and answers them all. Under load, many appends share one flush.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+
+use tokio::sync::oneshot;
+
+use super::super::Error;
+
+type Waiter = oneshot::Sender<Result<(), Error>>;
+
+/// The flusher thread and the queue of appends waiting for it.
+pub(super) struct GroupCommit {
+    shared: Arc<Shared>,
+    /// Joined on drop, so that every waiter is answered and the thread's handle on the db is gone
+    /// before the db closes (a reopen of the directory must find it unlocked).
+    thread: Option<JoinHandle<()>>,
+}
+
+struct Shared {
+    queue: Mutex<Queue>,
+    wake: Condvar,
+}
+
+#[derive(Default)]
+struct Queue {
+    waiters: Vec<Waiter>,
+    stopping: bool,
+    /// Set by the first failed flush and never cleared. After a failed fsync the kernel may have
+    /// dropped the dirty pages it could not write, so a later successful fsync proves nothing about
+    /// them: the only safe course is to refuse further writes until a restart re-reads the disk.
+    failed: Option<Error>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        // The queue holds no invariant a panicking holder could break halfway.
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl GroupCommit {
+    /// Starts the flusher for the sled db in `dir`.
+    pub(super) fn start(db: sled::Db, dir: &Path) -> Result<Self, Error> {
+        // sled 0.34 ends its own writes with sync_file_range on Linux, which writes the pages but
+        // does not flush the disk's volatile cache; fdatasync on a descriptor of the same file
+        // does. Our own descriptor does not touch sled's lock (flock is per open file).
+        let log = OpenOptions::new()
+            .write(true)
+            .open(dir.join("db"))
+            .map_err(|e| io_error("opening the db file for fsync", &e))?;
+        // The directory entries of the files sled just created must survive a power loss too.
+        sync_dir(dir).map_err(|e| io_error("syncing the data directory", &e))?;
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            sync_dir(parent).map_err(|e| io_error("syncing the data directory's parent", &e))?;
+        }
+
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue::default()),
+            wake: Condvar::new(),
+        });
+        let flusher = Flusher {
+            db,
+            log,
+            blobs: BlobSync::new(dir.join("blobs")),
+            shared: shared.clone(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("hangar-group-commit".into())
+            .spawn(move || flusher.run())
+            .map_err(|e| io_error("starting the flusher thread", &e))?;
+        Ok(GroupCommit {
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    /// Fails if an earlier flush failed: the store takes no more writes until restarted.
+    pub(super) fn check_healthy(&self) -> Result<(), Error> {
+        match &self.shared.lock().failed {
+            Some(e) => Err(e.clone()),
+            None => Ok(()),
+        }
+    }
+
+    /// Asks for a flush of everything written so far; the receiver resolves once it is durable.
+    pub(super) fn request(&self) -> oneshot::Receiver<Result<(), Error>> {
+        let (tx, rx) = oneshot::channel();
+        let mut queue = self.shared.lock();
+        match &queue.failed {
+            Some(e) => {
+                let _ = tx.send(Err(e.clone()));
+            }
+            None => {
+                queue.waiters.push(tx);
+                self.shared.wake.notify_one();
+            }
+        }
+        rx
+    }
+}
+
+impl Drop for GroupCommit {
+    fn drop(&mut self) {
+        self.shared.lock().stopping = true;
+        self.shared.wake.notify_one();
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                tracing::error!("the group-commit flusher thread panicked");
+            }
+        }
+    }
+}
+
+struct Flusher {
+    db: sled::Db,
+    /// Our own descriptor of `<dir>/db`, for fdatasync.
+    log: File,
+    blobs: BlobSync,
+    shared: Arc<Shared>,
+}
+
+impl Flusher {
+    fn run(mut self) {
+        loop {
+            let (batch, failed) = {
+                let mut queue = self.shared.lock();
+                while queue.waiters.is_empty() && !queue.stopping {
+                    queue = self
+                        .shared
+                        .wake
+                        .wait(queue)
+                        .unwrap_or_else(PoisonError::into_inner);
+                }
+                // Stopping still answers whoever is waiting; it ends only on an empty queue.
+                if queue.waiters.is_empty() {
+                    return;
+                }
+                (std::mem::take(&mut queue.waiters), queue.failed.clone())
+            };
+            let result = match failed {
+                Some(e) => Err(e),
+                None => self.make_durable(),
+            };
+            if let Err(e) = &result {
+                tracing::error!(error = %e, "flushing the event log failed; refusing further writes");
+                self.shared.lock().failed.get_or_insert_with(|| e.clone());
+            }
+            for waiter in batch {
+                // A dropped receiver only means the caller stopped caring.
+                let _ = waiter.send(result.clone());
+            }
+        }
+    }
+
+    fn make_durable(&mut self) -> Result<(), Error> {
+        self.db
+            .flush()
+            .map_err(|e| Error::Io(format!("flushing sled: {e}")))?;
+        // Blobs before the log: a log record that survives without its blob is a hole sled cannot
+        // read back; a blob without its record is garbage sled removes on recovery.
+        self.blobs
+            .sync_new()
+            .map_err(|e| io_error("syncing sled's blob files", &e))?;
+        self.log
+            .sync_data()
+            .map_err(|e| io_error("fsyncing the db file", &e))
+    }
+}
+
+/// sled 0.34 writes any page larger than a quarter segment (~128 KiB: a large event, or a leaf of
+/// 16 medium ones) to its own file under `blobs/` and never fsyncs it or the directory. We do.
+struct BlobSync {
+    dir: PathBuf,
+    /// The blobs synced so far, with the length they had when synced. A blob being written while
+    /// we look is synced again once its length changes (blobs are written once, appending).
+    synced: HashMap<OsString, u64>,
+}
+
+impl BlobSync {
+    fn new(dir: PathBuf) -> Self {
+        BlobSync {
+            dir,
+            synced: HashMap::new(),
+        }
+    }
+
+    fn sync_new(&mut self) -> io::Result<()> {
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let mut present = HashMap::with_capacity(self.synced.len());
+        let mut synced_any = false;
+        for entry in entries {
+            let entry = entry?;
+            let name = entry.file_name();
+            // sled removes blobs it no longer needs, possibly between our listing and our look.
+            let len = match entry.metadata() {
+                Ok(meta) => meta.len(),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            if self.synced.get(&name) != Some(&len) {
+                match OpenOptions::new().write(true).open(entry.path()) {
+                    Ok(file) => file.sync_data()?,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e),
+                }
+                synced_any = true;
+            }
+            present.insert(name, len);
+        }
+        if synced_any {
+            sync_dir(&self.dir)?;
+        }
+        // Forget removed blobs, so the map stays the size of the directory.
+        self.synced = present;
+        Ok(())
+    }
+}
+
+/// Makes a directory's entries (files created or renamed in it) durable.
+#[cfg(unix)]
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Windows cannot open a directory for fsync; NTFS journals its metadata instead.
+#[cfg(not(unix))]
+fn sync_dir(_dir: &Path) -> io::Result<()> {
+    Ok(())
+}
+
+fn io_error(doing: &str, e: &io::Error) -> Error {
+    Error::Io(format!("{doing}: {e}"))
+}

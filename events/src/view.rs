@@ -1,0 +1,311 @@
+//! What clients see of an agent: the response bodies of the management API, computed from the
+//! state. Secrets appear here only redacted.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::connection::{Connection, CredentialMode};
+use crate::endpoint::EndpointSettings;
+use crate::secret::REDACTED;
+use crate::spec::{AgentSpec, Model};
+use crate::state::{AgentState, ConnectionState, Status};
+use crate::validation::{validate, Directory, Problem, Report};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentView {
+    pub id: Uuid,
+    pub name: String,
+    pub description: String,
+    pub status: Status,
+    pub draft: AgentSpec,
+    pub live_version: Option<u32>,
+    pub deployed_at: Option<DateTime<Utc>>,
+    pub seq: u64,
+    pub created_at: Option<DateTime<Utc>>,
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+impl AgentView {
+    pub fn of(state: &AgentState) -> Self {
+        AgentView {
+            id: state.id,
+            name: state.draft.name.clone(),
+            description: state.draft.description.clone(),
+            status: state.status,
+            draft: state.draft.clone(),
+            live_version: state.live_version,
+            deployed_at: state.live().map(|v| v.deployed_at),
+            seq: state.seq,
+            created_at: state.created_at,
+            updated_at: state.updated_at,
+        }
+    }
+}
+
+/// Endpoint settings with the token hidden and the signing secret shown only when it was just made.
+pub fn endpoint_view(
+    settings: &EndpointSettings,
+    has_signing_secret: bool,
+    revealed: Option<&str>,
+) -> Value {
+    let mut v = serde_json::to_value(settings).unwrap_or(Value::Null);
+    if let Some(token) = v.pointer_mut("/async/token") {
+        if !token.is_null() {
+            *token = Value::String(REDACTED.into());
+        }
+    }
+    let secret = match revealed {
+        Some(s) => Value::String(s.to_owned()),
+        None if has_signing_secret => Value::String(format!("whsec_{REDACTED}")),
+        None => Value::Null,
+    };
+    if let Value::Object(map) = &mut v {
+        map.insert("signing_secret".into(), secret);
+    }
+    v
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ConnectionView {
+    #[serde(flatten)]
+    pub connection: Connection<&'static str>,
+    /// `ready`, or `needs_member_credentials` for a member connection no member has set up yet.
+    pub status: &'static str,
+    pub members: Vec<String>,
+}
+
+impl ConnectionView {
+    pub fn of(c: &ConnectionState) -> Self {
+        ConnectionView {
+            connection: c.connection.redacted(),
+            status: connection_status(c),
+            members: c.members.keys().cloned().collect(),
+        }
+    }
+}
+
+fn connection_status(c: &ConnectionState) -> &'static str {
+    match c.connection.credentials {
+        CredentialMode::Team => "ready",
+        CredentialMode::Member if c.members.is_empty() => "needs_member_credentials",
+        CredentialMode::Member => "ready",
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VersionView {
+    pub version: u32,
+    pub deployed_at: DateTime<Utc>,
+    pub seq: u64,
+    pub rollback_of: Option<u32>,
+    pub live: bool,
+}
+
+pub fn versions(state: &AgentState) -> Vec<VersionView> {
+    state
+        .versions
+        .iter()
+        .map(|v| VersionView {
+            version: v.version,
+            deployed_at: v.deployed_at,
+            seq: v.seq,
+            rollback_of: v.rollback_of,
+            live: state.live_version == Some(v.version),
+        })
+        .collect()
+}
+
+/// The live version without its URLs, which only the HTTP layer knows.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeploymentView {
+    pub agent_id: Uuid,
+    pub version: u32,
+    pub deployed_at: DateTime<Utc>,
+    pub rollback_of: Option<u32>,
+    pub spec: AgentSpec,
+    pub endpoint: Value,
+    pub connections: Vec<Connection<&'static str>>,
+}
+
+pub fn deployment(state: &AgentState) -> Option<DeploymentView> {
+    let v = state.live()?;
+    Some(DeploymentView {
+        agent_id: state.id,
+        version: v.version,
+        deployed_at: v.deployed_at,
+        rollback_of: v.rollback_of,
+        spec: v.snapshot.spec.clone(),
+        endpoint: endpoint_view(&v.snapshot.endpoint, state.signing_secret.is_some(), None),
+        connections: v
+            .snapshot
+            .connections
+            .iter()
+            .map(Connection::redacted)
+            .collect(),
+    })
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ValidationView {
+    pub ok: bool,
+    pub errors: Vec<Problem>,
+    pub warnings: Vec<Problem>,
+}
+
+pub fn validation(state: &AgentState, directory: &dyn Directory) -> ValidationView {
+    let report = validate(
+        state.id,
+        &state.draft,
+        &state.draft_connections(),
+        directory,
+    );
+    ValidationView {
+        ok: report.ok(),
+        errors: report.errors,
+        warnings: report.warnings,
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub profile: Profile,
+    pub knowledge: Vec<KnowledgeEntry>,
+    pub tools: Vec<ToolEntry>,
+    pub collaborators: Vec<CollaboratorEntry>,
+    pub behavior: Behavior,
+    pub connections: Vec<ConnectionEntry>,
+    pub errors: Vec<Problem>,
+    pub warnings: Vec<Problem>,
+    pub can_deploy: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Profile {
+    pub name: String,
+    pub description: String,
+    pub model: Option<Model>,
+    pub voice: Option<Value>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct KnowledgeEntry {
+    pub name: String,
+    pub bytes: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ToolEntry {
+    pub name: String,
+    pub connection: String,
+    pub security: String,
+    /// The tool's `security` equals its connection's auth type (false for an unknown connection).
+    pub security_matches: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CollaboratorEntry {
+    pub id: String,
+    pub name: Option<String>,
+    pub live: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Behavior {
+    pub instructions: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ConnectionEntry {
+    pub id: String,
+    pub display_name: String,
+    pub server: String,
+    pub associated_tools: Vec<String>,
+    /// Part of the live version's snapshot.
+    pub live: bool,
+    pub status: &'static str,
+}
+
+pub fn summary(state: &AgentState, directory: &dyn Directory) -> Summary {
+    let spec = &state.draft;
+    let Report { errors, warnings } =
+        validate(state.id, spec, &state.draft_connections(), directory);
+    let live_connections: Vec<&str> = state
+        .live()
+        .map(|v| {
+            v.snapshot
+                .connections
+                .iter()
+                .map(|c| c.id.as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    Summary {
+        profile: Profile {
+            name: spec.name.clone(),
+            description: spec.description.clone(),
+            model: spec.model.clone(),
+            voice: spec.voice.clone(),
+        },
+        knowledge: spec
+            .knowledge
+            .iter()
+            .map(|k| KnowledgeEntry {
+                name: k.name.clone(),
+                bytes: k.content.len(),
+            })
+            .collect(),
+        tools: spec
+            .tools
+            .iter()
+            .map(|t| ToolEntry {
+                name: t.name.clone(),
+                connection: t.connection.clone(),
+                security: t.security.clone(),
+                security_matches: state
+                    .connections
+                    .get(&t.connection)
+                    .is_some_and(|c| c.connection.auth.type_name() == t.security),
+            })
+            .collect(),
+        collaborators: spec
+            .collaborators
+            .iter()
+            .map(|id| {
+                let found = id
+                    .parse()
+                    .ok()
+                    .and_then(|uuid| directory.collaborator(uuid));
+                CollaboratorEntry {
+                    id: id.clone(),
+                    live: found.as_ref().is_some_and(|c| c.live),
+                    name: found.map(|c| c.name),
+                }
+            })
+            .collect(),
+        behavior: Behavior {
+            instructions: spec.instructions.clone(),
+        },
+        connections: state
+            .connections
+            .values()
+            .map(|c| ConnectionEntry {
+                id: c.connection.id.clone(),
+                display_name: c.connection.display_name.clone(),
+                server: c.connection.server.clone(),
+                associated_tools: spec
+                    .tools
+                    .iter()
+                    .filter(|t| t.connection == c.connection.id)
+                    .map(|t| t.name.clone())
+                    .collect(),
+                live: live_connections.contains(&c.connection.id.as_str()),
+                status: connection_status(c),
+            })
+            .collect(),
+        can_deploy: errors.is_empty() && warnings.is_empty(),
+        errors,
+        warnings,
+    }
+}

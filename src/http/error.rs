@@ -1,0 +1,145 @@
+//! The one error shape of the API and the one place that maps domain and runtime errors to
+//! statuses: `{"error": {"code", "message", "details"}}`.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use events::Rejection;
+use serde_json::{json, Value};
+
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub details: Value,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            details: Value::Null,
+        }
+    }
+
+    pub fn with_details(mut self, details: Value) -> Self {
+        self.details = details;
+        self
+    }
+
+    /// A 400 naming the request field at fault.
+    pub fn bad_field(field: &str, message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+            .with_details(json!({ "field": field }))
+    }
+
+    pub fn not_found(what: impl std::fmt::Display) -> Self {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{what} not found"),
+        )
+    }
+
+    pub fn unauthorized() -> Self {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "send the admin token as 'Authorization: Bearer <token>'",
+        )
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut res = HttpResponse::build(self.status);
+        if self.status == StatusCode::SERVICE_UNAVAILABLE
+            || self.status == StatusCode::TOO_MANY_REQUESTS
+        {
+            res.insert_header(("Retry-After", "1"));
+        }
+        res.json(
+            json!({"error": {"code": self.code, "message": self.message, "details": self.details}}),
+        )
+    }
+}
+
+impl From<Rejection> for ApiError {
+    fn from(r: Rejection) -> Self {
+        let message = r.to_string();
+        match r {
+            Rejection::Invalid { field, message } => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_request",
+                format!("{field}: {message}"),
+            )
+            .with_details(json!({ "field": field })),
+            Rejection::NotFound { .. } => {
+                ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
+            }
+            Rejection::Duplicate { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "duplicate", message)
+            }
+            Rejection::NotDeployed => ApiError::new(
+                StatusCode::CONFLICT,
+                "not_deployed",
+                "the agent is not deployed; POST /deploy first",
+            ),
+            Rejection::Stale { expected, actual } => ApiError::new(
+                StatusCode::PRECONDITION_FAILED,
+                "conflict",
+                format!("{message}; GET the agent again and retry with If-Match: \"{actual}\""),
+            )
+            .with_details(json!({"expected": expected, "actual": actual})),
+            Rejection::ValidationFailed(report) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation_failed",
+                format!("{message}; fix them (GET /validation lists them) and deploy again"),
+            )
+            .with_details(json!({"errors": report.errors, "warnings": report.warnings})),
+        }
+    }
+}
+
+impl From<actors::Error> for ApiError {
+    fn from(e: actors::Error) -> Self {
+        use events::store::Error as Store;
+        match e {
+            actors::Error::Rejected(r) => r.into(),
+            actors::Error::Store(Store::Conflict { .. }) => ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                "the agent was changed concurrently; retry",
+            ),
+            actors::Error::Store(e) => {
+                tracing::error!(error = %e, "storage failure");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "storage_error",
+                    e.to_string(),
+                )
+            }
+            actors::Error::Unavailable(why) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", why)
+            }
+        }
+    }
+}
+
+impl From<events::store::Error> for ApiError {
+    fn from(e: events::store::Error) -> Self {
+        actors::Error::Store(e).into()
+    }
+}

@@ -1,0 +1,143 @@
+//! Request extractors: the admin token, JSON bodies that name the failing field, agent ids,
+//! and `If-Match`.
+
+use std::future::{ready, Future};
+use std::pin::Pin;
+
+use actix_web::dev::Payload;
+use actix_web::error::PayloadError;
+use actix_web::http::StatusCode;
+use actix_web::{web, FromRequest, HttpRequest};
+use serde::de::DeserializeOwned;
+use subtle::ConstantTimeEq;
+use uuid::Uuid;
+
+use super::error::ApiError;
+
+/// Largest request body accepted, in bytes.
+pub const MAX_BODY: usize = 4 * 1024 * 1024;
+
+/// The server's admin token, as app data.
+#[derive(Clone)]
+pub struct AdminToken(pub String);
+
+/// Proof that the request carried the admin token. Compared in constant time.
+pub struct Admin;
+
+impl FromRequest for Admin {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let expected = match req.app_data::<web::Data<AdminToken>>() {
+            Some(t) => t,
+            None => return ready(Err(ApiError::unauthorized())),
+        };
+        let given = req
+            .headers()
+            .get("Authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        let ok = given.is_some_and(|g| bool::from(g.as_bytes().ct_eq(expected.0.as_bytes())));
+        ready(if ok {
+            Ok(Admin)
+        } else {
+            Err(ApiError::unauthorized())
+        })
+    }
+}
+
+/// A JSON body of type `T`. A parse failure is a 400 naming the field (`flow.nodes[0].next`).
+pub struct Body<T>(pub T);
+
+impl<T: DeserializeOwned + 'static> FromRequest for Body<T> {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let bytes = web::Bytes::from_request(req, payload);
+        Box::pin(async move {
+            let bytes = bytes.await.map_err(payload_error)?;
+            parse_json(&bytes).map(Body)
+        })
+    }
+}
+
+/// A body that may be empty (then `T::default()`).
+pub struct OptionalBody<T>(pub T);
+
+impl<T: DeserializeOwned + Default + 'static> FromRequest for OptionalBody<T> {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let bytes = web::Bytes::from_request(req, payload);
+        Box::pin(async move {
+            let bytes = bytes.await.map_err(payload_error)?;
+            if bytes.iter().all(u8::is_ascii_whitespace) {
+                return Ok(OptionalBody(T::default()));
+            }
+            parse_json(&bytes).map(OptionalBody)
+        })
+    }
+}
+
+fn payload_error(e: actix_web::Error) -> ApiError {
+    match e.as_error::<PayloadError>() {
+        Some(PayloadError::Overflow) => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the request body is larger than {MAX_BODY} bytes"),
+        ),
+        _ => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            format!("could not read the body: {e}"),
+        ),
+    }
+}
+
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let field = e.path().to_string();
+        let inner = e.into_inner();
+        if field == "." || field.is_empty() {
+            ApiError::bad_field(
+                "",
+                format!("the body is not valid JSON for this route: {inner}"),
+            )
+        } else {
+            ApiError::bad_field(&field, format!("field '{field}': {inner}"))
+        }
+    })?;
+    de.end().map_err(|e| {
+        ApiError::bad_field("", format!("unexpected data after the JSON body: {e}"))
+    })?;
+    Ok(value)
+}
+
+/// An agent id from the path. Anything that is not a UUID names no agent: 404.
+pub fn agent_id(raw: &str) -> Result<Uuid, ApiError> {
+    raw.parse()
+        .map_err(|_| ApiError::not_found(format!("agent {raw}")))
+}
+
+/// The seq of `If-Match: "<seq>"`, if sent; `*` means any.
+pub fn if_match(req: &HttpRequest) -> Result<Option<u64>, ApiError> {
+    let Some(value) = req.headers().get("If-Match") else {
+        return Ok(None);
+    };
+    let text = value.to_str().unwrap_or("").trim();
+    if text == "*" {
+        return Ok(None);
+    }
+    let inner = text.trim_start_matches("W/").trim_matches('"');
+    inner.parse().map(Some).map_err(|_| {
+        ApiError::bad_field(
+            "If-Match",
+            "If-Match must be the ETag of the agent, e.g. \"12\"",
+        )
+    })
+}

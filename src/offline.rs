@@ -1,0 +1,81 @@
+//! Operators' tools over a stopped server's data directory. They open the store the server uses;
+//! sled locks the directory, so against a running server they say so and stop.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+
+use events::store::{self, EventStore, SledStore};
+use events::view::AgentView;
+use events::AgentState;
+use uuid::Uuid;
+
+use crate::serve::store_path;
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+fn open(data: &Path) -> Result<SledStore> {
+    if !store_path(data).exists() {
+        return Err(format!(
+            "{} holds no Hangar store (expected {})",
+            data.display(),
+            store_path(data).display()
+        )
+        .into());
+    }
+    Ok(SledStore::open(&store_path(data))?)
+}
+
+pub fn events(data: &Path, agent: Uuid) -> Result<ExitCode> {
+    let store = open(data)?;
+    let log = store.read_raw(agent, 1, usize::MAX)?;
+    if log.is_empty() {
+        return Err(format!("no agent {agent} in {}", data.display()).into());
+    }
+    let mut out = std::io::stdout().lock();
+    for (_, bytes) in log {
+        out.write_all(&bytes)?;
+        out.write_all(b"\n")?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn replay(data: &Path, agent: Uuid, at: Option<u64>) -> Result<ExitCode> {
+    let store = open(data)?;
+    let head = store.head(agent)?;
+    if head == 0 {
+        return Err(format!("no agent {agent} in {}", data.display()).into());
+    }
+    let at = at.unwrap_or(head);
+    if at == 0 || at > head {
+        return Err(format!("--at must be between 1 and {head}").into());
+    }
+    let log = store.read(agent, 1, at as usize)?;
+    let state = AgentState::replay(agent, &log);
+    let mut doc = serde_json::to_value(AgentView::of(&state))?;
+    events::secret::redact_json(&mut doc);
+    println!("{}", serde_json::to_string_pretty(&doc)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn verify(data: &Path) -> Result<ExitCode> {
+    let store = open(data)?;
+    match store::verify_all(&store) {
+        Ok(report) => {
+            println!(
+                "ok: {} agents, {} events, every hash chain intact",
+                report.streams, report.events
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(store::Error::Corrupt {
+            stream,
+            seq,
+            reason,
+        }) => {
+            println!("FAILED: agent {stream}, event seq {seq}: {reason}");
+            Ok(ExitCode::from(1))
+        }
+        Err(e) => Err(e.into()),
+    }
+}

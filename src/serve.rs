@@ -1,0 +1,119 @@
+//! `hangar serve`: the data directory, the admin token, and the HTTP server.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use actix_web::{web, App, HttpServer};
+use actors::Registry;
+use events::secret::{write_private, Cipher};
+use events::store::{EventStore, SledStore};
+use rand::RngCore;
+
+use crate::http::{self, AdminToken, PublicUrl};
+
+#[derive(clap::Args)]
+pub struct Options {
+    /// Data directory: the embedded store, the secret key, the admin token.
+    #[arg(long, default_value = "./hangar-data", env = "HANGAR_DATA")]
+    data: PathBuf,
+    /// Address to listen on; port 0 picks a free port (the chosen address is printed).
+    #[arg(long, default_value = "127.0.0.1:8080", env = "HANGAR_ADDR")]
+    addr: String,
+    /// Base URL clients use to reach this server, for the endpoint URLs of deployments.
+    /// Default: taken from each request's Host header.
+    #[arg(long, env = "HANGAR_PUBLIC_URL")]
+    public_url: Option<String>,
+}
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+pub fn store_path(data: &Path) -> PathBuf {
+    data.join("store")
+}
+
+pub fn run(opts: Options) -> Result<ExitCode> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    create_private_dir(&opts.data)?;
+    let token = admin_token(&opts.data)?;
+    let secret_key = std::env::var("HANGAR_SECRET_KEY").ok();
+    let cipher = Arc::new(Cipher::load(secret_key.as_deref(), &opts.data)?);
+    let store: Arc<dyn EventStore> = Arc::new(SledStore::open(&store_path(&opts.data))?);
+    actix_web::rt::System::new().block_on(serve(opts, token, cipher, store))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serve(
+    opts: Options,
+    token: String,
+    cipher: Arc<Cipher>,
+    store: Arc<dyn EventStore>,
+) -> std::io::Result<()> {
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let registry = web::Data::new(Registry::new(store, cipher, threads));
+    let token = web::Data::new(AdminToken(token));
+    let public = web::Data::new(PublicUrl(opts.public_url.clone()));
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(registry.clone())
+            .app_data(token.clone())
+            .app_data(public.clone())
+            .configure(http::configure)
+            .default_service(web::to(http::not_found))
+    })
+    // Sync runs may take up to their 300 s timeout; SIGTERM lets them finish.
+    .shutdown_timeout(300)
+    .bind(&opts.addr)?;
+    for addr in server.addrs() {
+        // Tests and scripts read this line to learn the port chosen for `--addr 127.0.0.1:0`.
+        println!("hangar listening on http://{addr}");
+    }
+    std::io::stdout().flush()?;
+    tracing::info!(data = %opts.data.display(), "serving");
+    server.run().await
+}
+
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+/// `HANGAR_ADMIN_TOKEN`, else the token kept in `DIR/admin-token`, else a new one, printed once.
+fn admin_token(dir: &Path) -> Result<String> {
+    if let Ok(t) = std::env::var("HANGAR_ADMIN_TOKEN") {
+        if t.trim().len() < 16 {
+            return Err("HANGAR_ADMIN_TOKEN must be at least 16 characters".into());
+        }
+        return Ok(t.trim().to_owned());
+    }
+    let path = dir.join("admin-token");
+    match std::fs::read_to_string(&path) {
+        Ok(t) => Ok(t.trim().to_owned()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut raw = [0u8; 32];
+            rand::rngs::OsRng.fill_bytes(&mut raw);
+            let token = format!(
+                "hgr_{}",
+                raw.iter().map(|b| format!("{b:02x}")).collect::<String>()
+            );
+            write_private(&path, token.as_bytes())?;
+            println!(
+                "admin token (shown once; kept in {}): {token}",
+                path.display()
+            );
+            Ok(token)
+        }
+        Err(e) => Err(format!("cannot read {}: {e}", path.display()).into()),
+    }
+}

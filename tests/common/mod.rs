@@ -1,0 +1,264 @@
+//! The one harness of the black-box tests: it starts the real `hangar` binary on a free loopback
+//! port (`--addr 127.0.0.1:0`, reading back the port it printed) with a temporary data directory,
+//! and speaks HTTP to it.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+pub const TOKEN: &str = "test-admin-token-0123456789abcdef";
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_hangar")
+}
+
+pub struct Server {
+    child: Option<Child>,
+    pub base: String,
+    /// The data directory; owned here so it outlives restarts and is removed at the end.
+    pub dir: tempfile::TempDir,
+    /// Where the server's stderr (its log) goes: outside the data directory.
+    pub log: tempfile::NamedTempFile,
+    agent: ureq::Agent,
+}
+
+pub struct Resp {
+    pub status: u16,
+    pub etag: Option<String>,
+    pub location: Option<String>,
+    pub retry_after: Option<String>,
+    pub body: Value,
+}
+
+impl Resp {
+    /// The error code of an error response.
+    pub fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("")
+    }
+}
+
+impl Server {
+    pub fn start() -> Server {
+        let dir = tempfile::tempdir().expect("temp data dir");
+        Server::start_in(dir)
+    }
+
+    pub fn start_in(dir: tempfile::TempDir) -> Server {
+        let log = tempfile::NamedTempFile::new().expect("log file");
+        let (child, base) = spawn(dir.path(), log.path());
+        Server {
+            child: Some(child),
+            base,
+            dir,
+            log,
+            agent: ureq::AgentBuilder::new()
+                .timeout(Duration::from_secs(30))
+                .redirects(0)
+                .build(),
+        }
+    }
+
+    pub fn data(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `kill -9`: no chance to flush or clean up.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().expect("SIGKILL");
+            c.wait().expect("reaped");
+        }
+    }
+
+    /// Kills the server (`kill -9`) and starts a new one on the same data directory.
+    pub fn restart(mut self) -> Server {
+        self.kill();
+        let (child, base) = spawn(self.dir.path(), self.log.path());
+        self.child = Some(child);
+        self.base = base;
+        self
+    }
+
+    pub fn server_log(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+
+    pub fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Option<&str>,
+    ) -> Resp {
+        let mut req = self
+            .agent
+            .request(method, &format!("{}{}", self.base, path));
+        if let Some(t) = token {
+            req = req.set("Authorization", &format!("Bearer {t}"));
+        }
+        for (k, v) in headers {
+            req = req.set(k, v);
+        }
+        let result = match body {
+            Some(b) => req.set("Content-Type", "application/json").send_string(b),
+            None => req.call(),
+        };
+        let resp = match result {
+            Ok(r) => r,
+            Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => panic!("{method} {path}: transport error {e}"),
+        };
+        let status = resp.status();
+        let header = |name: &str| resp.header(name).map(str::to_owned);
+        let (etag, location, retry_after) =
+            (header("ETag"), header("Location"), header("Retry-After"));
+        let mut text = String::new();
+        resp.into_reader()
+            .take(64 << 20)
+            .read_to_string(&mut text)
+            .expect("body");
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text)
+                .unwrap_or_else(|_| panic!("{method} {path}: body is not JSON: {text}"))
+        };
+        Resp {
+            status,
+            etag,
+            location,
+            retry_after,
+            body,
+        }
+    }
+
+    pub fn get(&self, path: &str) -> Resp {
+        self.call("GET", path, Some(TOKEN), &[], None)
+    }
+    pub fn post(&self, path: &str, body: &Value) -> Resp {
+        self.call("POST", path, Some(TOKEN), &[], Some(&body.to_string()))
+    }
+    pub fn put(&self, path: &str, body: &Value) -> Resp {
+        self.call("PUT", path, Some(TOKEN), &[], Some(&body.to_string()))
+    }
+    pub fn delete(&self, path: &str) -> Resp {
+        self.call("DELETE", path, Some(TOKEN), &[], None)
+    }
+
+    /// Creates an agent from `spec` and returns its id.
+    pub fn create(&self, spec: &Value) -> String {
+        let r = self.post("/v1/agents", spec);
+        assert_eq!(r.status, 201, "create: {}", r.body);
+        r.body["id"].as_str().expect("id").to_owned()
+    }
+
+    pub fn seq(&self, id: &str) -> u64 {
+        self.get(&format!("/v1/agents/{id}"))["seq"]
+            .as_u64()
+            .expect("seq")
+    }
+
+    /// Runs the `hangar` CLI against this server's data directory.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(bin())
+            .args(args)
+            .output()
+            .expect("runs hangar")
+    }
+}
+
+impl std::ops::Index<&str> for Resp {
+    type Output = Value;
+    fn index(&self, key: &str) -> &Value {
+        &self.body[key]
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn spawn(data: &Path, log: &Path) -> (Child, String) {
+    let stderr = std::fs::File::create(log).expect("log file");
+    let mut child = Command::new(bin())
+        .args(["serve", "--addr", "127.0.0.1:0", "--data"])
+        .arg(data)
+        .env("HANGAR_ADMIN_TOKEN", TOKEN)
+        .env_remove("HANGAR_SECRET_KEY")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .expect("starts hangar");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut sent = false;
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if !sent {
+                if let Some(addr) = line.strip_prefix("hangar listening on ") {
+                    let _ = tx.send(addr.trim().to_owned());
+                    sent = true;
+                }
+            }
+        }
+    });
+    match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(base) => (child, base),
+        Err(_) => {
+            let _ = child.kill();
+            panic!(
+                "hangar did not start: {}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+    }
+}
+
+/// A deployable spec: transform → end, like the contract's example.
+pub fn valid_spec(name: &str) -> Value {
+    json!({
+        "name": name,
+        "description": format!("{name} answers greetings"),
+        "model": {"provider": "echo", "name": "echo-1", "timeout_s": 30},
+        "instructions": "You answer briefly.",
+        "flow": {"start": "greet", "nodes": [
+            {"id": "greet", "type": "transform", "output": {"text": "Hello {{ input.name }}"}, "next": "done"},
+            {"id": "done", "type": "end", "output": {"greeting": "{{ nodes.greet.text }}"}}
+        ]}
+    })
+}
+
+/// Every file under `dir`, recursively.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).expect("readable dir").flatten() {
+            let p = entry.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// Whether `needle` occurs in any file under `dir`.
+pub fn dir_contains(dir: &Path, needle: &str) -> Option<PathBuf> {
+    files_under(dir).into_iter().find(|p| {
+        std::fs::read(p)
+            .map(|bytes| bytes.windows(needle.len()).any(|w| w == needle.as_bytes()))
+            .unwrap_or(false)
+    })
+}
