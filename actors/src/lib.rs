@@ -16,3 +16,6 @@ pub mod registry;
 pub use agent::{AgentActor, Execute, GetState, Outcome};
 pub use error::Error;
 pub use registry::Registry;
+
+#[cfg(test)]
+mod tests;
