@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use actix_web::{web, App, HttpServer};
+use actors::runtime::{Runtime, RuntimeConfig};
 use actors::Registry;
 use events::secret::{write_private, Cipher};
 use events::store::{EventStore, SledStore};
@@ -44,7 +45,7 @@ pub fn run(opts: Options) -> Result<ExitCode> {
     let token = admin_token(&opts.data)?;
     let secret_key = std::env::var("HANGAR_SECRET_KEY").ok();
     let cipher = Arc::new(Cipher::load(secret_key.as_deref(), &opts.data)?);
-    let store: Arc<dyn EventStore> = Arc::new(SledStore::open(&store_path(&opts.data))?);
+    let store = Arc::new(SledStore::open(&store_path(&opts.data))?);
     actix_web::rt::System::new().block_on(serve(opts, token, cipher, store))?;
     Ok(ExitCode::SUCCESS)
 }
@@ -53,15 +54,29 @@ async fn serve(
     opts: Options,
     token: String,
     cipher: Arc<Cipher>,
-    store: Arc<dyn EventStore>,
-) -> std::io::Result<()> {
+    store: Arc<SledStore>,
+) -> Result<()> {
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let registry = web::Data::new(Registry::new(store, cipher, threads));
+    let events: Arc<dyn EventStore> = store.clone();
+    let registry = Registry::new(events, cipher, threads);
+    let runtime = Runtime::new(registry.clone(), store, threads, runtime_config()?)?;
+    let recovered = runtime.recover().await?;
+    if recovered.interrupted > 0 || recovered.agents_with_queue > 0 {
+        tracing::info!(
+            interrupted = recovered.interrupted,
+            agents_with_queue = recovered.agents_with_queue,
+            "recovered runs"
+        );
+    }
+    runtime.start_retention();
+    let registry = web::Data::new(registry);
+    let runtime = web::Data::new(runtime);
     let token = web::Data::new(AdminToken(token));
     let public = web::Data::new(PublicUrl(opts.public_url.clone()));
     let server = HttpServer::new(move || {
         App::new()
             .app_data(registry.clone())
+            .app_data(runtime.clone())
             .app_data(token.clone())
             .app_data(public.clone())
             .configure(http::configure)
@@ -76,7 +91,23 @@ async fn serve(
     }
     std::io::stdout().flush()?;
     tracing::info!(data = %opts.data.display(), "serving");
-    server.run().await
+    server.run().await?;
+    Ok(())
+}
+
+/// Runtime settings from the environment (documented in docs/operations.md).
+fn runtime_config() -> Result<RuntimeConfig> {
+    let mut config = RuntimeConfig::default();
+    if let Ok(v) = std::env::var("HANGAR_MAX_QUEUE") {
+        config.max_queue = v.parse().map_err(|_| "HANGAR_MAX_QUEUE must be a number")?;
+    }
+    if let Ok(v) = std::env::var("HANGAR_RUN_RETENTION_HOURS") {
+        let hours: i64 = v
+            .parse()
+            .map_err(|_| "HANGAR_RUN_RETENTION_HOURS must be a number")?;
+        config.retention = chrono::Duration::hours(hours);
+    }
+    Ok(config)
 }
 
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {

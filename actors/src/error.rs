@@ -11,4 +11,10 @@ pub enum Error {
     /// log could not be read); retrying later may succeed.
     #[error("agent unavailable: {0}")]
     Unavailable(String),
+    /// `max_concurrency` runs are in flight (sync), or the async queue is full.
+    #[error("the agent is at its limit of runs in flight; retry shortly")]
+    Overloaded,
+    /// A cancel came after the run had already reached a final state.
+    #[error("the run already finished")]
+    AlreadyFinished(Box<crate::runtime::Run>),
 }

@@ -6,12 +6,19 @@
 //! - [`agent`]: the [`AgentActor`]: owns one agent's state, rebuilt from its log on start and after
 //!   a crash; turns commands into events, appends them with the expected seq, applies them.
 //! - [`directory`]: how validation looks up other agents (collaborators) in the store.
+//! - [`flow`]: the flow interpreter: templates, knowledge ranking, timeouts, and the effects
+//!   (tool and model calls over awc) a run has on the world.
+//! - [`runtime`]: deployed agents answering: one [`runtime::AgentRuntime`] per agent, one
+//!   executor actor per request, the run store (queue, idempotency, push outbox).
 //! - [`error`]: this crate's error type.
 
 pub mod agent;
 pub mod directory;
 pub mod error;
+pub mod flow;
+pub mod push;
 pub mod registry;
+pub mod runtime;
 
 pub use agent::{AgentActor, Execute, GetState, Outcome};
 pub use error::Error;

@@ -2,8 +2,8 @@
 //! copy-paste snippets for its endpoints.
 
 use actix_web::{web, HttpRequest, HttpResponse};
+use actors::runtime::Runtime;
 use actors::Registry;
-use events::command::Command;
 use events::view;
 use serde::Deserialize;
 use serde_json::json;
@@ -34,34 +34,24 @@ struct DeployBody {
 
 async fn deploy(
     _: Admin,
-    reg: web::Data<Registry>,
+    rt: web::Data<Runtime>,
     public: web::Data<PublicUrl>,
     id: web::Path<String>,
     req: HttpRequest,
     OptionalBody(body): OptionalBody<DeployBody>,
 ) -> Result<HttpResponse, ApiError> {
     let id = agent_id(&id)?;
-    let out = reg
-        .execute(
-            id,
-            Command::Deploy {
-                version: body.version,
-            },
-            if_match(&req)?,
-        )
-        .await?;
+    let out = rt.deploy(id, body.version, if_match(&req)?).await?;
     deployment_response(&out.state, &base_url(&public, &req))
 }
 
 async fn undeploy(
     _: Admin,
-    reg: web::Data<Registry>,
+    rt: web::Data<Runtime>,
     id: web::Path<String>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let out = reg
-        .execute(agent_id(&id)?, Command::Undeploy, if_match(&req)?)
-        .await?;
+    let out = rt.undeploy(agent_id(&id)?, if_match(&req)?).await?;
     Ok(agent_response(HttpResponse::Ok(), &out.state))
 }
 

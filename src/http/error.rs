@@ -134,6 +134,17 @@ impl From<actors::Error> for ApiError {
             actors::Error::Unavailable(why) => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", why)
             }
+            actors::Error::Overloaded => ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "overloaded",
+                "the agent is at its limit of runs in flight (max_concurrency) or its queue is full; retry after Retry-After seconds",
+            ),
+            actors::Error::AlreadyFinished(run) => ApiError::new(
+                StatusCode::CONFLICT,
+                "already_finished",
+                format!("the request already ended {}; nothing to cancel", run.status.as_str()),
+            )
+            .with_details(serde_json::json!({ "run": run })),
         }
     }
 }

@@ -6,6 +6,7 @@ mod connections;
 mod deployment;
 pub mod error;
 pub mod extract;
+mod invoke;
 mod log;
 
 use actix_web::{web, HttpResponse};
@@ -22,11 +23,20 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .configure(agents::routes)
         .configure(connections::routes)
         .configure(deployment::routes)
-        .configure(log::routes);
+        .configure(log::routes)
+        .configure(invoke::routes)
+        .route("/metrics", web::get().to(metrics));
 }
 
 async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
+}
+
+/// Prometheus text; no auth, and nothing secret in it.
+async fn metrics(rt: web::Data<actors::runtime::Runtime>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(rt.metrics_text())
 }
 
 /// Unknown routes answer in the API's error shape too.

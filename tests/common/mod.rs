@@ -3,6 +3,8 @@
 //! and speaks HTTP to it.
 #![allow(dead_code)]
 
+pub mod fake_http;
+
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -24,6 +26,7 @@ pub struct Server {
     pub dir: tempfile::TempDir,
     /// Where the server's stderr (its log) goes: outside the data directory.
     pub log: tempfile::NamedTempFile,
+    env: Vec<(String, String)>,
     agent: ureq::Agent,
 }
 
@@ -49,11 +52,21 @@ impl Server {
     }
 
     pub fn start_in(dir: tempfile::TempDir) -> Server {
+        Server::start_with(dir, &[])
+    }
+
+    /// Starts with extra environment variables (e.g. a short push schedule).
+    pub fn start_with(dir: tempfile::TempDir, env: &[(&str, &str)]) -> Server {
         let log = tempfile::NamedTempFile::new().expect("log file");
-        let (child, base) = spawn(dir.path(), log.path());
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let (child, base) = spawn(dir.path(), log.path(), &env);
         Server {
             child: Some(child),
             base,
+            env,
             dir,
             log,
             agent: ureq::AgentBuilder::new()
@@ -78,7 +91,7 @@ impl Server {
     /// Kills the server (`kill -9`) and starts a new one on the same data directory.
     pub fn restart(mut self) -> Server {
         self.kill();
-        let (child, base) = spawn(self.dir.path(), self.log.path());
+        let (child, base) = spawn(self.dir.path(), self.log.path(), &self.env);
         self.child = Some(child);
         self.base = base;
         self
@@ -126,8 +139,8 @@ impl Server {
         let body = if text.is_empty() {
             Value::Null
         } else {
-            serde_json::from_str(&text)
-                .unwrap_or_else(|_| panic!("{method} {path}: body is not JSON: {text}"))
+            // Non-JSON bodies (the /metrics text) come back as a string.
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
         };
         Resp {
             status,
@@ -186,14 +199,19 @@ impl Drop for Server {
     }
 }
 
-fn spawn(data: &Path, log: &Path) -> (Child, String) {
-    let stderr = std::fs::File::create(log).expect("log file");
+fn spawn(data: &Path, log: &Path, env: &[(String, String)]) -> (Child, String) {
+    let stderr = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("log file");
     let mut child = Command::new(bin())
         .args(["serve", "--addr", "127.0.0.1:0", "--data"])
         .arg(data)
         .env("HANGAR_ADMIN_TOKEN", TOKEN)
         .env_remove("HANGAR_SECRET_KEY")
         .env("RUST_LOG", "info")
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .stdout(Stdio::piped())
         .stderr(stderr)
         .spawn()

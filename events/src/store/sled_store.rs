@@ -66,6 +66,13 @@ impl SledStore {
             .map_err(|_| Error::Closed)?
     }
 
+    /// Resolves once everything written so far, in any tree of [`SledStore::db`], is durable.
+    /// Shares the group-commit flush with appends, so it costs nothing extra under load.
+    pub fn flushed(&self) -> impl std::future::Future<Output = Result<(), Error>> + 'static {
+        let rx = self.group_commit.request();
+        async move { rx.await.map_err(|_| Error::Closed)? }
+    }
+
     fn read_head(&self, stream: Uuid) -> Result<Head, Error> {
         let stored = self.heads.get(stream.as_bytes()).map_err(storage)?;
         Head::decode(stream, stored.as_deref())

@@ -1,0 +1,669 @@
+//! The real [`Effects`]: tools and OpenAI-compatible models over HTTP (awc), collaborators
+//! through a callback into the runtime.
+//!
+//! Credentials stay sealed until the moment a request is built; the opened secrets live only in
+//! header values marked sensitive and are never logged. Redirects are not followed, so a tool
+//! cannot bounce a request and its credentials to another host. The client's own timeout is
+//! generous on purpose: the interpreter enforces the contract's limits by dropping the call.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use awc::http::header::{HeaderName, HeaderValue, AUTHORIZATION};
+use awc::http::Method;
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use events::connection::{Auth, Connection, CredentialMode};
+use events::event::Snapshot;
+use events::secret::{Cipher, Sealed};
+use events::spec::Model;
+use futures_util::future::LocalBoxFuture;
+use futures_util::FutureExt;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use super::effects::{excerpt, EffectError, Effects, ToolCall, ToolResponse};
+
+/// Longer than any run may last (the async endpoint's limit is 600 s).
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(900);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// The largest answer read from a tool or a model.
+const MAX_BODY: usize = 16 * 1024 * 1024;
+
+/// How a collaborator is run: the runtime's business, handed in as a callback.
+pub type AgentCall = Rc<dyn Fn(Uuid, Value) -> LocalBoxFuture<'static, Result<Value, EffectError>>>;
+
+/// The effects of one run of one deployed version (or of a preview of the draft).
+pub struct HttpEffects {
+    /// The version being run: its connections (sealed) are the only servers a tool may reach.
+    pub snapshot: Arc<Snapshot>,
+    /// The agent's members' own credentials, `connection id → member → auth`, as they stand
+    /// now: members rotate them without a redeploy.
+    pub member_credentials: BTreeMap<String, BTreeMap<String, Auth<Sealed>>>,
+    /// The caller's `X-Hangar-Member`, which picks the credentials of `member` connections.
+    pub member: Option<String>,
+    /// Opens the sealed secrets, at call time only.
+    pub cipher: Arc<Cipher>,
+    /// Runs a live collaborator.
+    pub agent: AgentCall,
+}
+
+thread_local! {
+    /// awc's client is `!Send`; one per arbiter thread shares its connection pool.
+    static CLIENT: awc::Client = build_client();
+}
+
+fn client() -> awc::Client {
+    CLIENT.with(Clone::clone)
+}
+
+fn build_client() -> awc::Client {
+    // awc's rustls needs a process-wide crypto provider; ring is the one this crate compiles in.
+    // An error only means one is installed already.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    awc::Client::builder()
+        .disable_redirects()
+        .timeout(CLIENT_TIMEOUT)
+        .connector(awc::Connector::new().timeout(CONNECT_TIMEOUT))
+        .add_default_header(("user-agent", "hangar"))
+        .finish()
+}
+
+type Headers = Vec<(HeaderName, HeaderValue)>;
+
+impl HttpEffects {
+    /// The connection `id` of this version and the headers that authenticate with it.
+    fn authenticate(&self, id: &str) -> Result<(&Connection<Sealed>, Headers), EffectError> {
+        let connection = self
+            .snapshot
+            .connections
+            .iter()
+            .find(|c| c.id == id)
+            .ok_or_else(|| {
+                EffectError::new(
+                    "unknown_connection",
+                    format!(
+                        "connection '{id}' is not part of this version: add it and deploy again"
+                    ),
+                )
+            })?;
+        let sealed = match connection.credentials {
+            CredentialMode::Team => &connection.auth,
+            CredentialMode::Member => {
+                let member = self.member.as_deref().ok_or_else(|| {
+                    EffectError::new(
+                        "missing_member_credentials",
+                        format!(
+                            "connection '{id}' uses member credentials: name the caller with the \
+                             X-Hangar-Member header"
+                        ),
+                    )
+                })?;
+                self.member_credentials
+                    .get(id)
+                    .and_then(|members| members.get(member))
+                    .ok_or_else(|| {
+                        EffectError::new(
+                            "missing_member_credentials",
+                            format!(
+                                "member '{member}' has no credentials for connection '{id}': set \
+                                 them with PUT .../connections/{id}/members/{member}"
+                            ),
+                        )
+                    })?
+            }
+        };
+        let opened = sealed.open(&self.cipher).map_err(|_| {
+            EffectError::new(
+                "credentials_unreadable",
+                format!("the credentials of connection '{id}' cannot be opened with this server's secret key"),
+            )
+        })?;
+        let fallback_header = match &connection.auth {
+            Auth::ApiKey { header, .. } => header.as_str(),
+            _ => "",
+        };
+        Ok((connection, auth_headers(id, &opened, fallback_header)?))
+    }
+
+    async fn call_tool(&self, call: ToolCall<'_>) -> Result<ToolResponse, EffectError> {
+        let tool = &call.tool.name;
+        let (connection, headers) = self.authenticate(&call.tool.connection)?;
+        let method = Method::from_bytes(call.tool.method.trim().to_ascii_uppercase().as_bytes())
+            .map_err(|_| {
+                EffectError::new(
+                    "invalid_tool",
+                    format!(
+                        "tool '{tool}' has an invalid HTTP method '{}'",
+                        call.tool.method
+                    ),
+                )
+            })?;
+        let url = join_url(&connection.server, &call.path);
+        tracing::debug!(%tool, connection = %connection.id, %method, "tool call");
+        let unreachable = |what: String| {
+            EffectError::new(
+                "tool_unreachable",
+                format!("tool '{tool}' at {}: {what}", connection.server),
+            )
+        };
+        let (status, body) = send(method, &url, headers, call.body.as_ref())
+            .await
+            .map_err(unreachable)?;
+        Ok(ToolResponse {
+            status,
+            body: parse_body(&body),
+        })
+    }
+
+    async fn call_model(
+        &self,
+        model: &Model,
+        system: &str,
+        prompt: &str,
+    ) -> Result<String, EffectError> {
+        let failed = |what: String| {
+            EffectError::new("model_failed", format!("model '{}': {what}", model.name))
+        };
+        let base = model
+            .base_url
+            .as_deref()
+            .map(|url| url.trim().trim_end_matches('/'))
+            .filter(|url| !url.is_empty())
+            .ok_or_else(|| {
+                failed("set model.base_url to the server's OpenAI-compatible API".into())
+            })?;
+        let headers = match &model.connection {
+            Some(id) => self.authenticate(id)?.1,
+            None => Vec::new(),
+        };
+        let request = json!({
+            "model": model.name,
+            "messages": [{"role": "system", "content": system}, {"role": "user", "content": prompt}],
+        });
+        let url = format!("{base}/chat/completions");
+        let (status, body) = send(Method::POST, &url, headers, Some(&request))
+            .await
+            .map_err(|what| failed(format!("{base} could not be reached: {what}")))?;
+        let answer = parse_body(&body);
+        if !(200..300).contains(&status) {
+            return Err(failed(format!(
+                "the server answered HTTP {status}: {}",
+                excerpt(&answer)
+            )));
+        }
+        answer
+            .pointer("/choices/0/message/content")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| failed("the answer has no choices[0].message.content".into()))
+    }
+}
+
+impl Effects for HttpEffects {
+    fn model<'a>(
+        &'a self,
+        model: &'a Model,
+        system: &'a str,
+        prompt: &'a str,
+    ) -> LocalBoxFuture<'a, Result<String, EffectError>> {
+        self.call_model(model, system, prompt).boxed_local()
+    }
+
+    fn tool<'a>(
+        &'a self,
+        call: ToolCall<'a>,
+    ) -> LocalBoxFuture<'a, Result<ToolResponse, EffectError>> {
+        self.call_tool(call).boxed_local()
+    }
+
+    fn agent<'a>(
+        &'a self,
+        agent: Uuid,
+        input: Value,
+    ) -> LocalBoxFuture<'a, Result<Value, EffectError>> {
+        (self.agent)(agent, input)
+    }
+}
+
+/// Sends one request; the status and raw body, or why no answer came.
+async fn send(
+    method: Method,
+    url: &str,
+    headers: Headers,
+    body: Option<&Value>,
+) -> Result<(u16, Vec<u8>), String> {
+    let mut request = client().request(method, url);
+    for header in headers {
+        request = request.insert_header(header);
+    }
+    let sent = match body {
+        Some(body) => request.send_json(body).await,
+        None => request.send().await,
+    };
+    let mut response = sent.map_err(|e| e.to_string())?;
+    let status = response.status().as_u16();
+    let bytes = response
+        .body()
+        .limit(MAX_BODY)
+        .await
+        .map_err(|e| format!("reading the answer failed: {e}"))?;
+    Ok((status, bytes.to_vec()))
+}
+
+/// The headers of one credential set. A secret that is missing is an error, not a request sent
+/// without it.
+fn auth_headers(
+    id: &str,
+    auth: &Auth<String>,
+    fallback_header: &str,
+) -> Result<Headers, EffectError> {
+    let missing = |field: &str| {
+        EffectError::new(
+            "missing_credentials",
+            format!("connection '{id}' has no {field}: set its credentials"),
+        )
+    };
+    let pairs: Vec<(&str, String)> = match auth {
+        Auth::ApiKey { header, key } => {
+            let name = if header.trim().is_empty() {
+                fallback_header
+            } else {
+                header.as_str()
+            };
+            vec![(name.trim(), key.clone().ok_or_else(|| missing("key"))?)]
+        }
+        Auth::Basic { username, password } => {
+            let user = username.as_deref().ok_or_else(|| missing("username"))?;
+            let pass = password.as_deref().ok_or_else(|| missing("password"))?;
+            vec![(
+                AUTHORIZATION.as_str(),
+                format!("Basic {}", B64.encode(format!("{user}:{pass}"))),
+            )]
+        }
+        Auth::Bearer { token } => {
+            let token = token.as_deref().ok_or_else(|| missing("token"))?;
+            vec![(AUTHORIZATION.as_str(), format!("Bearer {token}"))]
+        }
+        Auth::KeyValue { pairs } => pairs.iter().map(|(k, v)| (k.as_str(), v.clone())).collect(),
+    };
+    pairs
+        .into_iter()
+        .map(|(name, value)| {
+            let invalid = |what: &str| {
+                EffectError::new(
+                    "invalid_credentials",
+                    format!("connection '{id}': {what} for header '{name}'"),
+                )
+            };
+            let name_ok = HeaderName::try_from(name).map_err(|_| invalid("an invalid name"))?;
+            let mut value_ok =
+                HeaderValue::try_from(value).map_err(|_| invalid("an invalid value"))?;
+            value_ok.set_sensitive(true);
+            Ok((name_ok, value_ok))
+        })
+        .collect()
+}
+
+/// The connection's server (stored without a trailing slash) joined with a tool's path.
+fn join_url(server: &str, path: &str) -> String {
+    let server = server.trim_end_matches('/');
+    if path.is_empty() || path.starts_with('/') || path.starts_with('?') {
+        format!("{server}{path}")
+    } else {
+        format!("{server}/{path}")
+    }
+}
+
+/// JSON if it parses, else the text; `null` for an empty body.
+fn parse_body(bytes: &[u8]) -> Value {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Value::Null;
+    }
+    serde_json::from_slice(bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+
+    use events::connection::admit_member_auth;
+    use events::spec::Tool;
+
+    use super::super::loopback::{recv, serve};
+    use super::*;
+
+    fn cipher() -> Arc<Cipher> {
+        Arc::new(Cipher::from_key(&[9; 32]))
+    }
+
+    fn connection(
+        id: &str,
+        server: &str,
+        credentials: CredentialMode,
+        auth: Value,
+        c: &Cipher,
+    ) -> Connection<Sealed> {
+        Connection::<String> {
+            id: id.into(),
+            display_name: String::new(),
+            server: server.into(),
+            sso: false,
+            credentials,
+            auth: serde_json::from_value(auth).expect("auth parses"),
+        }
+        .admit(c)
+        .expect("admitted")
+    }
+
+    fn effects(connections: Vec<Connection<Sealed>>, cipher: Arc<Cipher>) -> HttpEffects {
+        let spec = serde_json::from_value(json!({"name": "t"})).expect("spec");
+        HttpEffects {
+            snapshot: Arc::new(Snapshot {
+                spec,
+                endpoint: Default::default(),
+                connections,
+            }),
+            member_credentials: BTreeMap::new(),
+            member: None,
+            cipher,
+            agent: Rc::new(|agent, input| {
+                async move { Ok(json!({"agent": agent.to_string(), "input": input})) }.boxed_local()
+            }),
+        }
+    }
+
+    fn tool(connection: &str, method: &str, path: &str, body: Option<Value>) -> Tool {
+        Tool {
+            name: "t".into(),
+            connection: connection.into(),
+            security: String::new(),
+            method: method.into(),
+            path: path.into(),
+            body,
+        }
+    }
+
+    async fn call(
+        fx: &HttpEffects,
+        tool: &Tool,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<ToolResponse, EffectError> {
+        fx.tool(ToolCall {
+            tool,
+            path: path.into(),
+            body,
+        })
+        .await
+    }
+
+    #[actix_rt::test]
+    async fn each_team_auth_type_sends_its_headers() {
+        let (base, rx) = serve(vec![
+            (200, r#"{"ok":true}"#),
+            (201, "plain text"),
+            (204, ""),
+            (302, ""),
+        ]);
+        let c = cipher();
+        let fx = effects(
+            vec![
+                connection(
+                    "k",
+                    &base,
+                    CredentialMode::Team,
+                    json!({"type": "api_key", "header": "X-Api-Key", "key": "k3y"}),
+                    &c,
+                ),
+                connection(
+                    "b",
+                    &base,
+                    CredentialMode::Team,
+                    json!({"type": "basic", "username": "ada", "password": "pw"}),
+                    &c,
+                ),
+                connection(
+                    "t",
+                    &base,
+                    CredentialMode::Team,
+                    json!({"type": "bearer", "token": "t0k"}),
+                    &c,
+                ),
+                connection(
+                    "kv",
+                    &base,
+                    CredentialMode::Team,
+                    json!({"type": "key_value", "pairs": {"X-One": "1", "X-Two": "2"}}),
+                    &c,
+                ),
+            ],
+            c,
+        );
+        let post = tool("k", "post", "/f?city={{ args.city }}", None);
+        let got = call(&fx, &post, "/f?city=Oslo", Some(json!({"days": 3})))
+            .await
+            .unwrap();
+        assert_eq!(
+            got,
+            ToolResponse {
+                status: 200,
+                body: json!({"ok": true})
+            }
+        );
+        let seen = recv(&rx);
+        assert_eq!(seen.line, "POST /f?city=Oslo HTTP/1.1");
+        assert_eq!(seen.headers["x-api-key"], "k3y");
+        assert_eq!(seen.headers["content-type"], "application/json");
+        assert_eq!(
+            serde_json::from_str::<Value>(&seen.body).unwrap(),
+            json!({"days": 3})
+        );
+
+        let got = call(&fx, &tool("b", "GET", "", None), "/b", None)
+            .await
+            .unwrap();
+        assert_eq!(
+            got,
+            ToolResponse {
+                status: 201,
+                body: json!("plain text")
+            }
+        );
+        assert_eq!(
+            recv(&rx).headers["authorization"],
+            format!("Basic {}", B64.encode("ada:pw"))
+        );
+
+        let got = call(&fx, &tool("t", "GET", "", None), "b", None)
+            .await
+            .unwrap();
+        assert_eq!(
+            got,
+            ToolResponse {
+                status: 204,
+                body: Value::Null
+            }
+        );
+        let seen = recv(&rx);
+        assert_eq!(seen.line, "GET /b HTTP/1.1");
+        assert_eq!(seen.headers["authorization"], "Bearer t0k");
+
+        // Redirects come back as they are, never followed with the credentials.
+        let got = call(&fx, &tool("kv", "DELETE", "", None), "/kv", None)
+            .await
+            .unwrap();
+        assert_eq!(got.status, 302);
+        let seen = recv(&rx);
+        assert_eq!(seen.line, "DELETE /kv HTTP/1.1");
+        assert_eq!(
+            (
+                seen.headers["x-one"].as_str(),
+                seen.headers["x-two"].as_str()
+            ),
+            ("1", "2")
+        );
+        assert!(
+            rx.recv_timeout(Duration::from_millis(200)).is_err(),
+            "no second request"
+        );
+    }
+
+    #[actix_rt::test]
+    async fn member_connections_use_the_callers_own_credentials() {
+        let (base, rx) = serve(vec![(200, "{}"), (200, "{}")]);
+        let c = cipher();
+        let conn = connection(
+            "m",
+            &base,
+            CredentialMode::Member,
+            json!({"type": "api_key", "header": "X-Key"}),
+            &c,
+        );
+        let mut fx = effects(vec![conn.clone()], c.clone());
+        for (member, key) in [("alice", "a-key"), ("bob", "b-key")] {
+            let auth = serde_json::from_value(json!({"type": "api_key", "key": key})).unwrap();
+            let sealed = admit_member_auth(&conn, &auth, &c).expect("member auth");
+            fx.member_credentials
+                .entry("m".into())
+                .or_default()
+                .insert(member.into(), sealed);
+        }
+        let t = tool("m", "GET", "", None);
+        for (member, key) in [("alice", "a-key"), ("bob", "b-key")] {
+            fx.member = Some(member.into());
+            assert_eq!(call(&fx, &t, "/x", None).await.unwrap().status, 200);
+            assert_eq!(recv(&rx).headers["x-key"], key);
+        }
+        fx.member = Some("carol".into());
+        let err = call(&fx, &t, "/x", None).await.unwrap_err();
+        assert_eq!(err.code, "missing_member_credentials");
+        assert!(
+            err.message.contains("carol") && err.message.contains("'m'"),
+            "{err}"
+        );
+        fx.member = None;
+        let err = call(&fx, &t, "/x", None).await.unwrap_err();
+        assert_eq!(err.code, "missing_member_credentials");
+        assert!(err.message.contains("X-Hangar-Member"), "{err}");
+    }
+
+    #[actix_rt::test]
+    async fn unreachable_tools_and_unknown_connections_fail_with_codes() {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let c = cipher();
+        let server = format!("http://127.0.0.1:{port}");
+        let auth = json!({"type": "bearer", "token": "s3cret-t0ken"});
+        let fx = effects(
+            vec![connection("down", &server, CredentialMode::Team, auth, &c)],
+            c,
+        );
+        let err = call(&fx, &tool("down", "GET", "", None), "/", None)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, "tool_unreachable");
+        assert!(
+            err.message.contains(&server) && !err.message.contains("s3cret"),
+            "{err}"
+        );
+        let err = call(&fx, &tool("gone", "GET", "", None), "/", None)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, "unknown_connection");
+    }
+
+    /// HTTPS is compiled in: a server that hangs up during the handshake is unreachable, not
+    /// "SSL is not supported".
+    #[actix_rt::test]
+    async fn https_is_supported() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || drop(listener.accept()));
+        let c = cipher();
+        let server = format!("https://127.0.0.1:{port}");
+        let auth = json!({"type": "bearer", "token": "t"});
+        let fx = effects(
+            vec![connection("tls", &server, CredentialMode::Team, auth, &c)],
+            c,
+        );
+        let err = call(&fx, &tool("tls", "GET", "", None), "/", None)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, "tool_unreachable");
+        assert!(
+            !err.message.to_lowercase().contains("not supported"),
+            "{err}"
+        );
+    }
+
+    #[actix_rt::test]
+    async fn openai_models_are_called_and_their_reply_parsed() {
+        let reply = r#"{"choices": [{"message": {"role": "assistant", "content": "Hi there"}}]}"#;
+        let (base, rx) = serve(vec![
+            (200, reply),
+            (500, "boom"),
+            (200, r#"{"choices": []}"#),
+        ]);
+        let c = cipher();
+        let fx = effects(
+            vec![connection(
+                "llm",
+                &base,
+                CredentialMode::Team,
+                json!({"type": "bearer", "token": "sk"}),
+                &c,
+            )],
+            c,
+        );
+        let model = Model {
+            provider: "openai".into(),
+            name: "gpt-x".into(),
+            timeout_s: None,
+            base_url: Some(format!("{base}/v1/")),
+            connection: Some("llm".into()),
+        };
+        assert_eq!(
+            fx.model(&model, "Be brief.", "Hello?").await.unwrap(),
+            "Hi there"
+        );
+        let seen = recv(&rx);
+        assert_eq!(seen.line, "POST /v1/chat/completions HTTP/1.1");
+        assert_eq!(seen.headers["authorization"], "Bearer sk");
+        assert_eq!(
+            serde_json::from_str::<Value>(&seen.body).unwrap(),
+            json!({"model": "gpt-x", "messages": [
+                {"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello?"}]})
+        );
+        let err = fx.model(&model, "s", "p").await.unwrap_err();
+        assert_eq!(err.code, "model_failed");
+        assert!(
+            err.message.contains("500") && err.message.contains("boom"),
+            "{err}"
+        );
+        let err = fx.model(&model, "s", "p").await.unwrap_err();
+        assert_eq!(err.code, "model_failed");
+        let no_url = Model {
+            base_url: None,
+            ..model
+        };
+        assert_eq!(
+            fx.model(&no_url, "s", "p").await.unwrap_err().code,
+            "model_failed"
+        );
+    }
+
+    #[actix_rt::test]
+    async fn collaborators_go_through_the_callback() {
+        let fx = effects(Vec::new(), cipher());
+        let id = Uuid::now_v7();
+        let out = fx.agent(id, json!({"q": 1})).await.unwrap();
+        assert_eq!(out, json!({"agent": id.to_string(), "input": {"q": 1}}));
+    }
+}

@@ -1,0 +1,600 @@
+//! Runs one flow of an agent spec on one input: walks the nodes from `flow.start`, keeps each
+//! node's output in the context `{input, nodes: {ID: output}}`, and returns the `end` node's
+//! rendered output.
+//!
+//! The spec may be a draft that was never validated (preview runs those), so nothing is assumed:
+//! a missing node, a node without `next` or a cycle is a `flow_error`, never a panic or a hang.
+//! The run is cancelled by dropping its future.
+
+use std::time::Duration;
+
+use events::spec::{AgentSpec, Node, NodeKind};
+use serde_json::{json, Map, Value};
+use uuid::Uuid;
+
+use super::deadline::{bounded, earliest, Deadline, Limit};
+use super::effects::{excerpt, EffectError, Effects, ToolCall};
+use super::knowledge::KnowledgeIndex;
+use super::template::{eval_condition, render, render_str, TemplateError};
+
+/// Why a run did not produce an output.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FlowError {
+    /// A node could not do its work: bad template, failed effect, malformed flow.
+    #[error("node '{node}' failed ({code}): {message}")]
+    Failed {
+        /// The node that failed; empty when the flow itself is missing.
+        node: String,
+        code: String,
+        message: String,
+    },
+    /// A time limit ran out while `node` was running.
+    #[error("the {limit} time limit ran out at node '{node}'")]
+    Timeout { limit: Limit, node: String },
+}
+
+impl FlowError {
+    fn failed(node: &str, code: &str, message: impl Into<String>) -> Self {
+        FlowError::Failed {
+            node: node.to_owned(),
+            code: code.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    /// The stable code: the failure's own, or `timeout`.
+    pub fn code(&self) -> &str {
+        match self {
+            FlowError::Failed { code, .. } => code,
+            FlowError::Timeout { .. } => "timeout",
+        }
+    }
+
+    /// The node the run stopped at.
+    pub fn node(&self) -> &str {
+        match self {
+            FlowError::Failed { node, .. } | FlowError::Timeout { node, .. } => node,
+        }
+    }
+}
+
+/// What a node leads to.
+enum Step {
+    Next { output: Value, next: String },
+    End(Value),
+}
+
+/// Runs `spec`'s flow on `input`, bounded as a whole by `agent_limit` (the endpoint's timeout).
+pub async fn run(
+    spec: &AgentSpec,
+    input: &Value,
+    effects: &dyn Effects,
+    agent_limit: Option<Duration>,
+) -> Result<Value, FlowError> {
+    let agent_deadline = Deadline::starting_now(Limit::Agent, agent_limit);
+    let flow = spec.flow.as_ref().ok_or_else(|| {
+        FlowError::failed(
+            "",
+            "flow_error",
+            "the agent has no flow: add one with a start node",
+        )
+    })?;
+    let mut nodes = Map::new();
+    let mut current = flow.node(&flow.start).ok_or_else(|| {
+        FlowError::failed(
+            &flow.start,
+            "flow_error",
+            format!("the start node '{}' does not exist", flow.start),
+        )
+    })?;
+    // A flow that passed validation visits each node at most once.
+    let max_steps = flow.nodes.len() + 1;
+    for _ in 0..max_steps {
+        let node_deadline = earliest(
+            agent_deadline,
+            Deadline::starting_now_s(Limit::Node, current.timeout_s),
+        );
+        let ctx = json!({"input": input, "nodes": nodes});
+        tracing::debug!(node = %current.id, kind = current.kind.type_name(), "flow step");
+        let step = bounded(
+            node_deadline,
+            run_node(spec, current, &ctx, effects, node_deadline),
+        )
+        .await
+        .map_err(|limit| FlowError::Timeout {
+            limit,
+            node: current.id.clone(),
+        })??;
+        match step {
+            Step::End(output) => return Ok(output),
+            Step::Next { output, next } => {
+                nodes.insert(current.id.clone(), output);
+                current = flow.node(&next).ok_or_else(|| {
+                    FlowError::failed(
+                        &current.id,
+                        "flow_error",
+                        format!("next node '{next}' does not exist"),
+                    )
+                })?;
+            }
+        }
+    }
+    Err(FlowError::failed(
+        &current.id,
+        "flow_error",
+        format!("the flow ran {max_steps} steps without reaching an end node: it has a cycle"),
+    ))
+}
+
+async fn run_node(
+    spec: &AgentSpec,
+    node: &Node,
+    ctx: &Value,
+    effects: &dyn Effects,
+    node_deadline: Option<Deadline>,
+) -> Result<Step, FlowError> {
+    let id = node.id.as_str();
+    let template = |e: TemplateError| FlowError::failed(id, "template_error", e.to_string());
+    let effect = |e: EffectError| FlowError::Failed {
+        node: id.to_owned(),
+        code: e.code,
+        message: e.message,
+    };
+    let output = match &node.kind {
+        NodeKind::Transform { output } => render(output, ctx).map_err(template)?,
+        NodeKind::Model { prompt } => {
+            let prompt = render_str(prompt, ctx).map_err(template)?;
+            let model = spec.model.as_ref().ok_or_else(|| {
+                FlowError::failed(
+                    id,
+                    "unsupported_model",
+                    "the agent has no model: set model.provider to \"echo\" or \"openai\"",
+                )
+            })?;
+            let reply = match model.provider.as_str() {
+                "echo" => prompt,
+                "openai" => {
+                    let model_deadline = Deadline::starting_now_s(Limit::Model, model.timeout_s);
+                    let call = effects.model(model, &spec.instructions, &prompt);
+                    bounded(earliest(node_deadline, model_deadline), call)
+                        .await
+                        .map_err(|limit| FlowError::Timeout {
+                            limit,
+                            node: id.to_owned(),
+                        })?
+                        .map_err(effect)?
+                }
+                other => {
+                    return Err(FlowError::failed(
+                        id,
+                        "unsupported_model",
+                        format!(
+                            "model provider '{other}' is not supported: use \"echo\" or \"openai\""
+                        ),
+                    ))
+                }
+            };
+            json!({ "text": reply })
+        }
+        NodeKind::Tool { tool, args } => {
+            let spec_tool = spec.tools.iter().find(|t| t.name == *tool).ok_or_else(|| {
+                FlowError::failed(
+                    id,
+                    "unknown_tool",
+                    format!("the agent has no tool '{tool}'"),
+                )
+            })?;
+            let mut tool_ctx = ctx.clone();
+            tool_ctx["args"] = render(args, ctx).map_err(template)?;
+            let path = render_str(&spec_tool.path, &tool_ctx).map_err(template)?;
+            let body = spec_tool
+                .body
+                .as_ref()
+                .map(|body| render(body, &tool_ctx))
+                .transpose()
+                .map_err(template)?;
+            let call = ToolCall {
+                tool: spec_tool,
+                path,
+                body,
+            };
+            let response = effects.tool(call).await.map_err(effect)?;
+            if !(200..300).contains(&response.status) {
+                return Err(FlowError::failed(
+                    id,
+                    "tool_failed",
+                    format!(
+                        "tool '{tool}' answered HTTP {}: {}",
+                        response.status,
+                        excerpt(&response.body)
+                    ),
+                ));
+            }
+            json!({"status": response.status, "body": response.body})
+        }
+        NodeKind::Knowledge { query, top_k } => {
+            let query = render_str(query, ctx).map_err(template)?;
+            let passages: Vec<Value> = KnowledgeIndex::build(&spec.knowledge)
+                .search(&query, *top_k as usize)
+                .into_iter()
+                .map(|p| json!({"source": p.source, "text": p.text, "score": p.score}))
+                .collect();
+            json!({ "passages": passages })
+        }
+        NodeKind::Condition {
+            branches,
+            otherwise,
+        } => {
+            let mut chosen = None;
+            for branch in branches {
+                if eval_condition(&branch.when, ctx).map_err(template)? {
+                    chosen = Some(branch.next.clone());
+                    break;
+                }
+            }
+            let next = chosen.or_else(|| otherwise.clone()).ok_or_else(|| {
+                FlowError::failed(
+                    id,
+                    "no_branch",
+                    "no branch's condition held and the node has no else",
+                )
+            })?;
+            // A condition's own choice is its next; its output records it for later templates.
+            return Ok(Step::Next {
+                output: json!({ "next": next }),
+                next,
+            });
+        }
+        NodeKind::Agent { agent, input } => {
+            let agent_id = Uuid::parse_str(agent)
+                .ok()
+                .filter(|_| spec.collaborators.iter().any(|c| c == agent))
+                .ok_or_else(|| {
+                    FlowError::failed(
+                        id,
+                        "unknown_collaborator",
+                        format!("'{agent}' is not an agent id listed in collaborators"),
+                    )
+                })?;
+            let input = render(input, ctx).map_err(template)?;
+            effects.agent(agent_id, input).await.map_err(effect)?
+        }
+        NodeKind::End { output } => return Ok(Step::End(render(output, ctx).map_err(template)?)),
+    };
+    let next = node.next.clone().ok_or_else(|| {
+        FlowError::failed(
+            id,
+            "flow_error",
+            "the node has no next: point it at another node or end the flow with an end node",
+        )
+    })?;
+    Ok(Step::Next { output, next })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+
+    use events::spec::Model;
+    use futures_util::future::LocalBoxFuture;
+    use futures_util::FutureExt;
+
+    use super::super::effects::ToolResponse;
+    use super::*;
+
+    const FRIEND: &str = "0190f0c0-0000-7000-8000-000000000001";
+
+    /// Effects that answer from fixed settings and record what they were asked.
+    #[derive(Default)]
+    struct Fake {
+        model_delay_s: u64,
+        tool_status: u16,
+        tool_error: Option<EffectError>,
+        calls: RefCell<Vec<Value>>,
+    }
+
+    impl Effects for Fake {
+        fn model<'a>(
+            &'a self,
+            model: &'a Model,
+            system: &'a str,
+            prompt: &'a str,
+        ) -> LocalBoxFuture<'a, Result<String, EffectError>> {
+            async move {
+                tokio::time::sleep(Duration::from_secs(self.model_delay_s)).await;
+                Ok(format!("{}|{system}|{prompt}", model.name))
+            }
+            .boxed_local()
+        }
+
+        fn tool<'a>(
+            &'a self,
+            call: ToolCall<'a>,
+        ) -> LocalBoxFuture<'a, Result<ToolResponse, EffectError>> {
+            self.calls
+                .borrow_mut()
+                .push(json!({"tool": call.tool.name, "path": call.path, "body": call.body}));
+            let answer = match &self.tool_error {
+                Some(e) => Err(e.clone()),
+                None => Ok(ToolResponse {
+                    status: self.tool_status,
+                    body: json!({"temp": 21}),
+                }),
+            };
+            async move { answer }.boxed_local()
+        }
+
+        fn agent<'a>(
+            &'a self,
+            agent: Uuid,
+            input: Value,
+        ) -> LocalBoxFuture<'a, Result<Value, EffectError>> {
+            async move { Ok(json!({"from": agent.to_string(), "got": input})) }.boxed_local()
+        }
+    }
+
+    fn spec(provider: &str, model_timeout: Option<u64>, nodes: Value) -> AgentSpec {
+        serde_json::from_value(json!({
+            "name": "t", "instructions": "Be brief.",
+            "model": {"provider": provider, "name": "m1", "timeout_s": model_timeout},
+            "knowledge": [{"name": "faq.md", "content": "Refunds take 14 days.\n\nWe open at 9."}],
+            "tools": [{"name": "forecast", "connection": "weather", "security": "api_key",
+                       "method": "POST", "path": "/forecast?city={{ args.city }}",
+                       "body": {"days": "{{ args.days }}"}}],
+            "collaborators": [FRIEND],
+            "flow": {"start": "a", "nodes": nodes}
+        }))
+        .expect("spec parses")
+    }
+
+    /// A flow of node `a` (whatever is given) followed by an end that returns `a`'s output.
+    fn one_node(provider: &str, node: Value) -> AgentSpec {
+        let mut node = node;
+        node["id"] = json!("a");
+        node["next"] = json!("done");
+        spec(
+            provider,
+            None,
+            json!([node, {"id": "done", "type": "end", "output": "{{ nodes.a }}"}]),
+        )
+    }
+
+    async fn go(spec: &AgentSpec, input: Value, fake: &Fake) -> Result<Value, FlowError> {
+        run(spec, &input, fake, None).await
+    }
+
+    fn failed_code(result: Result<Value, FlowError>) -> (String, String) {
+        match result {
+            Err(FlowError::Failed { node, code, .. }) => (node, code),
+            other => panic!("expected a failure, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn transform_and_end_render_the_context() {
+        let spec = spec(
+            "echo",
+            None,
+            json!([
+                {"id": "a", "type": "transform", "output": {"text": "Hello {{ input.name }}", "n": "{{ input.n }}"}, "next": "done"},
+                {"id": "done", "type": "end", "output": {"greeting": "{{ nodes.a.text }}", "n": "{{ nodes.a.n }}"}}
+            ]),
+        );
+        let out = go(&spec, json!({"name": "Ada", "n": 2}), &Fake::default()).await;
+        assert_eq!(out.unwrap(), json!({"greeting": "Hello Ada", "n": 2}));
+    }
+
+    #[tokio::test]
+    async fn model_nodes_echo_call_openai_or_refuse() {
+        let node = json!({"type": "model", "prompt": "Q: {{ input.q }}"});
+        let input = json!({"q": "why"});
+        let out = go(
+            &one_node("echo", node.clone()),
+            input.clone(),
+            &Fake::default(),
+        )
+        .await;
+        assert_eq!(out.unwrap(), json!({"text": "Q: why"}));
+        let out = go(
+            &one_node("openai", node.clone()),
+            input.clone(),
+            &Fake::default(),
+        )
+        .await;
+        assert_eq!(out.unwrap(), json!({"text": "m1|Be brief.|Q: why"}));
+        let out = go(&one_node("llama", node), input, &Fake::default()).await;
+        assert_eq!(failed_code(out), ("a".into(), "unsupported_model".into()));
+    }
+
+    #[tokio::test]
+    async fn tool_node_renders_args_path_and_body() {
+        let fake = Fake {
+            tool_status: 200,
+            ..Fake::default()
+        };
+        let node = json!({"type": "tool", "tool": "forecast", "args": {"city": "{{ input.city }}", "days": "{{ input.days }}"}});
+        let out = go(
+            &one_node("echo", node),
+            json!({"city": "Oslo", "days": 3}),
+            &fake,
+        )
+        .await;
+        assert_eq!(out.unwrap(), json!({"status": 200, "body": {"temp": 21}}));
+        assert_eq!(
+            fake.calls.borrow()[0],
+            json!({"tool": "forecast", "path": "/forecast?city=Oslo", "body": {"days": 3}})
+        );
+    }
+
+    #[tokio::test]
+    async fn tool_non_2xx_fails_and_effect_errors_keep_their_code() {
+        let node = json!({"type": "tool", "tool": "forecast", "args": {"city": "x"}});
+        let fake = Fake {
+            tool_status: 503,
+            ..Fake::default()
+        };
+        match go(&one_node("echo", node.clone()), json!({}), &fake).await {
+            Err(FlowError::Failed { code, message, .. }) => {
+                assert_eq!(code, "tool_failed");
+                assert!(message.contains("503"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let fake = Fake {
+            tool_error: Some(EffectError::new("missing_member_credentials", "no creds")),
+            ..Fake::default()
+        };
+        let out = go(&one_node("echo", node), json!({}), &fake).await;
+        assert_eq!(
+            failed_code(out),
+            ("a".into(), "missing_member_credentials".into())
+        );
+        let unknown = json!({"type": "tool", "tool": "nope"});
+        let out = go(&one_node("echo", unknown), json!({}), &Fake::default()).await;
+        assert_eq!(failed_code(out).1, "unknown_tool");
+    }
+
+    #[tokio::test]
+    async fn knowledge_node_ranks_passages() {
+        let node = json!({"type": "knowledge", "query": "{{ input.q }}", "top_k": 1});
+        let out = go(
+            &one_node("echo", node),
+            json!({"q": "refunds"}),
+            &Fake::default(),
+        )
+        .await;
+        let out = out.unwrap();
+        assert_eq!(out["passages"].as_array().map(Vec::len), Some(1));
+        assert_eq!(out["passages"][0]["source"], "faq.md");
+        assert_eq!(out["passages"][0]["text"], "Refunds take 14 days.");
+        assert!(out["passages"][0]["score"].as_f64().unwrap() > 0.0);
+    }
+
+    #[tokio::test]
+    async fn condition_takes_the_first_true_branch_then_else() {
+        let spec = spec(
+            "echo",
+            None,
+            json!([
+                {"id": "a", "type": "condition", "branches": [
+                    {"when": "input.x > 10", "next": "big"},
+                    {"when": "input.x > 1 and input.tag == 'a'", "next": "mid"}], "else": "small"},
+                {"id": "big", "type": "end", "output": "big"},
+                {"id": "mid", "type": "end", "output": "mid {{ nodes.a.next }}"},
+                {"id": "small", "type": "end", "output": "small"}
+            ]),
+        );
+        let fake = Fake::default();
+        assert_eq!(
+            go(&spec, json!({"x": 50}), &fake).await.unwrap(),
+            json!("big")
+        );
+        let out = go(&spec, json!({"x": 5, "tag": "a"}), &fake).await.unwrap();
+        assert_eq!(out, json!("mid mid"));
+        assert_eq!(
+            go(&spec, json!({"x": 0}), &fake).await.unwrap(),
+            json!("small")
+        );
+        let mut no_else = spec.clone();
+        if let Some(flow) = no_else.flow.as_mut() {
+            if let NodeKind::Condition { otherwise, .. } = &mut flow.nodes[0].kind {
+                *otherwise = None;
+            }
+        }
+        let out = go(&no_else, json!({"x": 0}), &fake).await;
+        assert_eq!(failed_code(out), ("a".into(), "no_branch".into()));
+    }
+
+    #[tokio::test]
+    async fn agent_node_calls_a_listed_collaborator() {
+        let node = json!({"type": "agent", "agent": FRIEND, "input": {"q": "{{ input.q }}"}});
+        let out = go(&one_node("echo", node), json!({"q": 1}), &Fake::default()).await;
+        assert_eq!(out.unwrap(), json!({"from": FRIEND, "got": {"q": 1}}));
+        let stranger = json!({"type": "agent", "agent": Uuid::nil().to_string()});
+        let out = go(&one_node("echo", stranger), json!({}), &Fake::default()).await;
+        assert_eq!(failed_code(out).1, "unknown_collaborator");
+    }
+
+    #[tokio::test]
+    async fn malformed_flows_fail_without_hanging() {
+        let fake = Fake::default();
+        let cycle = spec(
+            "echo",
+            None,
+            json!([{"id": "a", "type": "transform", "output": 1, "next": "b"},
+                   {"id": "b", "type": "transform", "output": 2, "next": "a"}]),
+        );
+        assert_eq!(
+            failed_code(go(&cycle, json!({}), &fake).await).1,
+            "flow_error"
+        );
+        let dangling = spec(
+            "echo",
+            None,
+            json!([{"id": "a", "type": "transform", "output": 1, "next": "zz"}]),
+        );
+        let out = go(&dangling, json!({}), &fake).await;
+        assert_eq!(failed_code(out), ("a".into(), "flow_error".into()));
+        let bad_template = one_node("echo", json!({"type": "transform", "output": "{{ 1 + }}"}));
+        let out = go(&bad_template, json!({}), &fake).await;
+        assert_eq!(failed_code(out), ("a".into(), "template_error".into()));
+        let no_flow = AgentSpec::default();
+        assert_eq!(
+            failed_code(go(&no_flow, json!({}), &fake).await).1,
+            "flow_error"
+        );
+    }
+
+    /// A model node whose model takes 10 s, under the given limits.
+    async fn slow_model(
+        agent: u64,
+        node: Option<u64>,
+        model: Option<u64>,
+    ) -> Result<Value, FlowError> {
+        let mut spec = spec(
+            "openai",
+            model,
+            json!([{"id": "a", "type": "model", "prompt": "p", "next": "done"},
+                   {"id": "done", "type": "end"}]),
+        );
+        if let Some(flow) = spec.flow.as_mut() {
+            flow.nodes[0].timeout_s = node;
+        }
+        let fake = Fake {
+            model_delay_s: 10,
+            ..Fake::default()
+        };
+        let limit = Some(Duration::from_secs(agent));
+        run(&spec, &json!({}), &fake, limit).await
+    }
+
+    fn timeout(limit: Limit) -> Result<Value, FlowError> {
+        Err(FlowError::Timeout {
+            limit,
+            node: "a".into(),
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_earliest_limit_fires_and_is_named() {
+        let start = tokio::time::Instant::now();
+        assert_eq!(slow_model(8, Some(5), Some(2)).await, timeout(Limit::Model));
+        assert_eq!(start.elapsed(), Duration::from_secs(2));
+        assert_eq!(slow_model(8, Some(1), Some(2)).await, timeout(Limit::Node));
+        assert_eq!(slow_model(1, Some(5), Some(2)).await, timeout(Limit::Agent));
+        // An inner limit never extends an outer one.
+        let start = tokio::time::Instant::now();
+        assert_eq!(slow_model(1, Some(100), None).await, timeout(Limit::Agent));
+        assert_eq!(start.elapsed(), Duration::from_secs(1));
+        assert_eq!(slow_model(3, Some(3), Some(3)).await, timeout(Limit::Agent));
+        assert_eq!(slow_model(9, Some(4), Some(4)).await, timeout(Limit::Node));
+        assert_eq!(timeout(Limit::Node).unwrap_err().code(), "timeout");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn generous_limits_let_the_model_finish() {
+        let start = tokio::time::Instant::now();
+        assert_eq!(slow_model(60, Some(30), Some(20)).await, Ok(Value::Null));
+        assert_eq!(start.elapsed(), Duration::from_secs(10));
+    }
+}

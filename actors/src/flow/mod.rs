@@ -1,0 +1,31 @@
+//! The flow interpreter: runs an agent's flow on one input. Executors (one per request) call
+//! [`run`] with an [`Effects`] and drop the future to cancel.
+//!
+//! # Layout
+//! - [`interpreter`]: [`run`] walks the nodes from `flow.start`, keeps `{input, nodes}` as the
+//!   context, and bounds the run, each node and each model call by their time limits.
+//! - [`deadline`]: the agent > node > model precedence of time limits, and which one fired.
+//! - [`template`]: MiniJinja over the context; a lone `{{ expr }}` keeps its JSON type. Fuelled,
+//!   no loader.
+//! - [`knowledge`]: BM25 ranking of the passages of the knowledge files.
+//! - [`effects`]: the [`Effects`] trait, the interpreter's only way out: models, tools,
+//!   collaborators.
+//! - [`http_effects`]: [`HttpEffects`], the real effects over awc, with the connections'
+//!   credentials opened at call time.
+//! - `loopback` (tests only): a tiny recording HTTP server on 127.0.0.1.
+
+pub mod deadline;
+pub mod effects;
+pub mod http_effects;
+pub mod interpreter;
+pub mod knowledge;
+#[cfg(test)]
+pub(crate) mod loopback;
+pub mod template;
+
+pub use deadline::Limit;
+pub use effects::{EffectError, Effects, ToolCall, ToolResponse};
+pub use http_effects::{AgentCall, HttpEffects};
+pub use interpreter::{run, FlowError};
+pub use knowledge::{KnowledgeIndex, Passage};
+pub use template::{eval_condition, render, render_str, TemplateError};

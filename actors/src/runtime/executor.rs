@@ -1,0 +1,94 @@
+//! One executor actor per request. It runs the flow as a future spawned in its own context, so
+//! stopping the actor drops the future — and with it any tool or model HTTP call in flight: the
+//! connection is closed, not awaited.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use events::connection::Auth;
+use events::event::Snapshot;
+use events::secret::{Cipher, Sealed};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::agent_runtime::{AgentRuntime, Finished};
+use crate::flow::{self, FlowError, HttpEffects};
+
+/// Everything one run needs, fixed when it starts.
+pub struct Job {
+    pub rid: Uuid,
+    pub snapshot: Arc<Snapshot>,
+    pub input: Value,
+    /// The caller's member name (`X-Hangar-Member`).
+    pub member: Option<String>,
+    /// Members' own credentials, as the agent has them now.
+    pub members: BTreeMap<String, BTreeMap<String, Auth<Sealed>>>,
+    pub cipher: Arc<Cipher>,
+    /// The agent (endpoint) limit: the outermost timeout.
+    pub limit: Option<Duration>,
+    /// Calls a collaborator agent (`agent` nodes).
+    pub collaborator: flow::AgentCall,
+}
+
+pub struct Executor {
+    job: Option<Job>,
+    parent: Addr<AgentRuntime>,
+    running: Option<SpawnHandle>,
+}
+
+impl Executor {
+    pub fn new(job: Job, parent: Addr<AgentRuntime>) -> Self {
+        Executor {
+            job: Some(job),
+            parent,
+            running: None,
+        }
+    }
+}
+
+impl Actor for Executor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let Some(job) = self.job.take() else {
+            ctx.stop();
+            return;
+        };
+        let rid = job.rid;
+        let effects = HttpEffects {
+            snapshot: job.snapshot.clone(),
+            member_credentials: job.members,
+            member: job.member,
+            cipher: job.cipher,
+            agent: job.collaborator,
+        };
+        let snapshot = job.snapshot;
+        let (input, limit) = (job.input, job.limit);
+        let work = async move { flow::run(&snapshot.spec, &input, &effects, limit).await };
+        let handle = ctx.spawn(work.into_actor(self).map(
+            move |result: Result<Value, FlowError>, act, ctx| {
+                act.parent.do_send(Finished { rid, result });
+                ctx.stop();
+            },
+        ));
+        self.running = Some(handle);
+    }
+}
+
+/// Stop now: the flow future is dropped with whatever call it was waiting on.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Abort;
+
+impl Handler<Abort> for Executor {
+    type Result = ();
+
+    fn handle(&mut self, _msg: Abort, ctx: &mut Self::Context) {
+        if let Some(h) = self.running.take() {
+            ctx.cancel_future(h);
+        }
+        ctx.stop();
+    }
+}

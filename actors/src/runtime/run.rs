@@ -1,0 +1,179 @@
+//! A run: one request served by one version of an agent, from acceptance to a final state.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    TimedOut,
+    Cancelled,
+}
+
+impl RunStatus {
+    pub fn is_final(self) -> bool {
+        !matches!(self, RunStatus::Queued | RunStatus::Running)
+    }
+
+    pub const ALL: [RunStatus; 6] = [
+        RunStatus::Queued,
+        RunStatus::Running,
+        RunStatus::Succeeded,
+        RunStatus::Failed,
+        RunStatus::TimedOut,
+        RunStatus::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Queued => "queued",
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::TimedOut => "timed_out",
+            RunStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    Sync,
+    Async,
+}
+
+/// Why a run did not succeed. `code` is stable: `timeout`, `cancelled`, `interrupted`, or the
+/// failing node's code (`tool_failed`, `missing_member_credentials`, …).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunError {
+    pub code: String,
+    pub message: String,
+    #[serde(default)]
+    pub details: Value,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PushStatus {
+    Pending,
+    Delivered,
+    Failed,
+}
+
+/// Delivery of the final Run to the client's webhook.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PushState {
+    pub status: PushStatus,
+    pub attempts: u32,
+    pub last_status: Option<u16>,
+    pub delivered_at: Option<DateTime<Utc>>,
+    /// When the next attempt is due, while pending.
+    #[serde(default)]
+    pub next_attempt_at: Option<DateTime<Utc>>,
+}
+
+/// The Run as clients see it (the contract's shape).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Run {
+    pub request_id: Uuid,
+    pub agent_id: Uuid,
+    pub version: u32,
+    pub status: RunStatus,
+    pub output: Option<Value>,
+    pub error: Option<RunError>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub push: Option<PushState>,
+}
+
+/// A run as stored: the client's view plus what the runtime needs to (re)start it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredRun {
+    #[serde(flatten)]
+    pub run: Run,
+    pub mode: Mode,
+    pub input: Value,
+    /// The caller's `X-Hangar-Member`, for `member` connections.
+    #[serde(default)]
+    pub member: Option<String>,
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+    /// Whether the version that accepted it pushes results.
+    #[serde(default)]
+    pub push_enabled: bool,
+}
+
+impl StoredRun {
+    pub fn finish(&mut self, status: RunStatus, output: Option<Value>, error: Option<RunError>) {
+        self.run.status = status;
+        self.run.output = output;
+        self.run.error = error;
+        self.run.finished_at = Some(Utc::now());
+    }
+}
+
+impl RunError {
+    pub fn new(code: impl Into<String>, message: impl Into<String>, details: Value) -> Self {
+        RunError {
+            code: code.into(),
+            message: message.into(),
+            details,
+        }
+    }
+
+    pub fn cancelled(reason: &str) -> Self {
+        RunError::new(
+            "cancelled",
+            match reason {
+                "undeployed" => "the agent was undeployed while the run was in flight",
+                _ => "the run was cancelled",
+            },
+            serde_json::json!({ "reason": reason }),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stored_run_round_trips() {
+        let run = StoredRun {
+            run: Run {
+                request_id: Uuid::now_v7(),
+                agent_id: Uuid::now_v7(),
+                version: 3,
+                status: RunStatus::Succeeded,
+                output: Some(serde_json::json!({"a": 1})),
+                error: None,
+                created_at: Utc::now(),
+                started_at: Some(Utc::now()),
+                finished_at: Some(Utc::now()),
+                push: Some(PushState {
+                    status: PushStatus::Pending,
+                    attempts: 1,
+                    last_status: Some(500),
+                    delivered_at: None,
+                    next_attempt_at: Some(Utc::now()),
+                }),
+            },
+            mode: Mode::Async,
+            input: serde_json::json!({"q": "x"}),
+            member: Some("alice".into()),
+            idempotency_key: Some("k".into()),
+            push_enabled: true,
+        };
+        let bytes = serde_json::to_vec(&run).expect("serializes");
+        let back: StoredRun = serde_json::from_slice(&bytes).expect("decodes");
+        assert_eq!(back, run);
+    }
+}
