@@ -153,7 +153,7 @@ impl AgentRuntime {
             limit,
             collaborator: self.rt.collaborator_call(depth),
         };
-        let executor = Executor::new(job, ctx.address()).start();
+        let executor = Executor::new(self.agent, job, ctx.address()).start();
         self.rt.metrics().run_entered(RunStatus::Running);
         self.running.insert(
             rid,
@@ -178,6 +178,14 @@ impl AgentRuntime {
         (status, output, error): Ending,
     ) -> StoredRun {
         run.finish(status, output, error);
+        tracing::info!(
+            request_id = %run.run.request_id,
+            agent = %self.agent,
+            version = run.run.version,
+            status = status.as_str(),
+            ms = started.elapsed().as_millis() as u64,
+            "run ended"
+        );
         self.rt
             .metrics()
             .run_finished(status, started.elapsed().as_secs_f64());

@@ -11,6 +11,7 @@ use events::connection::Auth;
 use events::event::Snapshot;
 use events::secret::{Cipher, Sealed};
 use serde_json::Value;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use super::agent_runtime::{AgentRuntime, Finished};
@@ -33,14 +34,17 @@ pub struct Job {
 }
 
 pub struct Executor {
+    /// The agent the run belongs to, for its tracing span.
+    agent: Uuid,
     job: Option<Job>,
     parent: Addr<AgentRuntime>,
     running: Option<SpawnHandle>,
 }
 
 impl Executor {
-    pub fn new(job: Job, parent: Addr<AgentRuntime>) -> Self {
+    pub fn new(agent: Uuid, job: Job, parent: Addr<AgentRuntime>) -> Self {
         Executor {
+            agent,
             job: Some(job),
             parent,
             running: None,
@@ -66,7 +70,8 @@ impl Actor for Executor {
         };
         let snapshot = job.snapshot;
         let (input, limit) = (job.input, job.limit);
-        let work = async move { flow::run(&snapshot.spec, &input, &effects, limit).await };
+        let span = tracing::info_span!("run", request_id = %rid, agent = %self.agent);
+        let work = async move { flow::run(&snapshot.spec, &input, &effects, limit).await }.instrument(span);
         let handle = ctx.spawn(work.into_actor(self).map(
             move |result: Result<Value, FlowError>, act, ctx| {
                 act.parent.do_send(Finished { rid, result });
