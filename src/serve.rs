@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use actix::Actor;
 use actix_web::{web, App, HttpServer};
+use actors::push::{PushMetrics, Pusher, Schedule, Wake};
 use actors::runtime::{Runtime, RuntimeConfig};
 use actors::Registry;
 use events::secret::{write_private, Cipher};
@@ -69,6 +71,7 @@ async fn serve(
         );
     }
     runtime.start_retention();
+    start_pusher(&runtime, push_schedule()?);
     let registry = web::Data::new(registry);
     let runtime = web::Data::new(runtime);
     let token = web::Data::new(AdminToken(token));
@@ -93,6 +96,26 @@ async fn serve(
     tracing::info!(data = %opts.data.display(), "serving");
     server.run().await?;
     Ok(())
+}
+
+/// The push worker, on a thread of its own (its HTTP client is not `Send`).
+fn start_pusher(runtime: &Runtime, schedule: Schedule) {
+    let (runs, registry) = (runtime.runs().clone(), runtime.registry().clone());
+    let cipher = runtime.cipher().clone();
+    let metrics: Arc<dyn PushMetrics> = runtime.metrics().clone();
+    let arbiter = actix::Arbiter::new();
+    let pusher = Pusher::start_in_arbiter(&arbiter.handle(), move |_| {
+        Pusher::new(runs, registry, cipher, schedule, metrics)
+    });
+    runtime.set_pusher(Box::new(move || pusher.do_send(Wake)));
+}
+
+/// `HANGAR_PUSH_SCHEDULE` (seconds between attempts, e.g. `5,300,1800`), else Standard Webhooks'.
+fn push_schedule() -> Result<Schedule> {
+    match std::env::var("HANGAR_PUSH_SCHEDULE") {
+        Ok(text) => Ok(text.parse::<Schedule>()?),
+        Err(_) => Ok(Schedule::standard()),
+    }
 }
 
 /// Runtime settings from the environment (documented in docs/operations.md).

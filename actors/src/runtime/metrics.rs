@@ -119,3 +119,13 @@ impl Metrics {
         out
     }
 }
+
+impl crate::push::PushMetrics for Metrics {
+    fn attempt(&self) {
+        self.push_attempt();
+    }
+
+    fn failure(&self) {
+        self.push_failure();
+    }
+}
