@@ -47,6 +47,11 @@ pub enum Command {
         version: Option<u32>,
     },
     Undeploy,
+    /// Issue an invocation key; the key is revealed once in the decision.
+    IssueKey,
+    RevokeKey {
+        id: String,
+    },
 }
 
 /// What a command needs besides the state.
@@ -181,6 +186,21 @@ pub fn decide(
             )))
         }
         Command::Deploy { version } => deploy(state, *version, ctx),
+        Command::IssueKey => {
+            let (id, key, sha256) = crate::key::generate(state.id);
+            Ok(Decision {
+                events: vec![Event::KeyIssued(KeyIssued { id, sha256 })],
+                revealed_secret: Some(key),
+            })
+        }
+        Command::RevokeKey { id } => {
+            if !state.keys.contains_key(id) {
+                return Err(Rejection::not_found(format!("key '{id}'")));
+            }
+            Ok(Decision::one(Event::KeyRevoked(KeyRevoked {
+                id: id.clone(),
+            })))
+        }
         Command::Undeploy => {
             if state.status != Status::Live {
                 return Err(Rejection::NotDeployed);

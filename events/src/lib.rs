@@ -7,6 +7,7 @@
 //! - [`event`]: the domain events, one file per kind, each applying itself to the state.
 //! - [`envelope`]: how an event is stored, and the SHA-256 hash chain over a stream.
 //! - [`state`]: the agent as the fold of its events.
+//! - [`key`]: invocation keys: their format and hash.
 //! - [`command`]: what a client asks for, checked against the state and turned into events.
 //! - [`validation`]: the draft's errors and warnings, which block deploy.
 //! - [`view`]: response bodies computed from the state, secrets redacted.
@@ -17,6 +18,7 @@ pub mod connection;
 pub mod endpoint;
 pub mod envelope;
 pub mod event;
+pub mod key;
 mod rejection;
 pub mod secret;
 pub mod spec;

@@ -41,6 +41,13 @@ pub struct Version {
     pub snapshot: Snapshot,
 }
 
+/// An invocation key, known only by its hash.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InvocationKey {
+    pub sha256: String,
+    pub created_at: DateTime<Utc>,
+}
+
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct AgentState {
     pub id: Uuid,
@@ -56,6 +63,9 @@ pub struct AgentState {
     pub versions: Vec<Version>,
     pub created_at: Option<DateTime<Utc>>,
     pub updated_at: Option<DateTime<Utc>>,
+    /// Live invocation keys by id (revoked ones are gone).
+    #[serde(default)]
+    pub keys: BTreeMap<String, InvocationKey>,
 }
 
 impl AgentState {

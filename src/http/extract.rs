@@ -1,4 +1,4 @@
-//! Request extractors: the admin token, JSON bodies that name the failing field, agent ids,
+//! Request extractors: the admin token, invocation keys, JSON bodies that name the failing field, agent ids,
 //! and `If-Match`.
 
 use std::future::{ready, Future};
@@ -24,26 +24,80 @@ pub struct AdminToken(pub String);
 /// Proof that the request carried the admin token. Compared in constant time.
 pub struct Admin;
 
+fn bearer(req: &HttpRequest) -> Option<&str> {
+    req.headers()
+        .get("Authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+}
+
+fn is_admin(req: &HttpRequest) -> bool {
+    let expected = req.app_data::<web::Data<AdminToken>>();
+    match (bearer(req), expected) {
+        (Some(given), Some(expected)) => bool::from(given.as_bytes().ct_eq(expected.0.as_bytes())),
+        _ => false,
+    }
+}
+
 impl FromRequest for Admin {
     type Error = ApiError;
     type Future = std::future::Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let expected = match req.app_data::<web::Data<AdminToken>>() {
-            Some(t) => t,
-            None => return ready(Err(ApiError::unauthorized())),
-        };
-        let given = req
-            .headers()
-            .get("Authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
-        let ok = given.is_some_and(|g| bool::from(g.as_bytes().ct_eq(expected.0.as_bytes())));
-        ready(if ok {
+        ready(if is_admin(req) {
             Ok(Admin)
         } else {
             Err(ApiError::unauthorized())
+        })
+    }
+}
+
+/// Proof that the request may invoke the agent of its path: the admin token, or one of that
+/// agent's invocation keys. A valid key of another agent is 403; anything else 401.
+pub struct Invoker;
+
+impl FromRequest for Invoker {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        if is_admin(req) {
+            return Box::pin(ready(Ok(Invoker)));
+        }
+        let presented = bearer(req).map(str::to_owned);
+        let path_agent = req
+            .match_info()
+            .get("id")
+            .and_then(|id| Uuid::try_parse(id).ok());
+        let registry = req.app_data::<web::Data<actors::Registry>>().cloned();
+        Box::pin(async move {
+            let (Some(key), Some(registry)) = (presented, registry) else {
+                return Err(ApiError::unauthorized());
+            };
+            let Some(owner) = events::key::agent_of(&key) else {
+                return Err(ApiError::unauthorized());
+            };
+            let state = registry
+                .state(owner)
+                .await
+                .map_err(|_| ApiError::unauthorized())?;
+            let hash = events::key::hash(&key);
+            // Every stored hash is compared, so the time taken says nothing of which matched.
+            let valid = state.keys.values().fold(false, |found, k| {
+                found | bool::from(k.sha256.as_bytes().ct_eq(hash.as_bytes()))
+            });
+            if !valid {
+                return Err(ApiError::unauthorized());
+            }
+            if path_agent != Some(owner) {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    "this invocation key belongs to another agent",
+                ));
+            }
+            Ok(Invoker)
         })
     }
 }

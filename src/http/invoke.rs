@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::ApiError;
-use super::extract::{agent_id, Admin, OptionalBody};
+use super::extract::{agent_id, Invoker, OptionalBody};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/v1/agents/{id}/invoke", web::post().to(invoke))
@@ -96,7 +96,7 @@ fn sync_answer(run: &Run) -> Result<HttpResponse, ApiError> {
 }
 
 async fn invoke(
-    _: Admin,
+    _: Invoker,
     rt: web::Data<Runtime>,
     id: web::Path<String>,
     req: HttpRequest,
@@ -107,7 +107,7 @@ async fn invoke(
 }
 
 async fn preview(
-    _: Admin,
+    _: Invoker,
     rt: web::Data<Runtime>,
     id: web::Path<String>,
     req: HttpRequest,
@@ -118,7 +118,7 @@ async fn preview(
 }
 
 async fn submit(
-    _: Admin,
+    _: Invoker,
     rt: web::Data<Runtime>,
     id: web::Path<String>,
     req: HttpRequest,
@@ -139,7 +139,7 @@ struct PollQuery {
 }
 
 async fn poll(
-    _: Admin,
+    _: Invoker,
     rt: web::Data<Runtime>,
     path: web::Path<(String, String)>,
     req: HttpRequest,
@@ -167,7 +167,7 @@ async fn poll(
 }
 
 async fn cancel(
-    _: Admin,
+    _: Invoker,
     rt: web::Data<Runtime>,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {

@@ -7,6 +7,7 @@ mod deployment;
 pub mod error;
 pub mod extract;
 mod invoke;
+mod keys;
 mod log;
 
 use actix_web::{web, HttpResponse};
@@ -25,6 +26,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .configure(deployment::routes)
         .configure(log::routes)
         .configure(invoke::routes)
+        .configure(keys::routes)
         .route("/metrics", web::get().to(metrics));
 }
 

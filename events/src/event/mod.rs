@@ -9,12 +9,14 @@ mod created;
 mod deployment;
 mod endpoint;
 mod flow_edited;
+mod key;
 
 pub use connection::{ConnectionAdded, ConnectionRemoved, ConnectionUpdated, MemberCredentialSet};
 pub use created::Created;
 pub use deployment::{Deployed, Redeployed, Snapshot, Undeployed};
 pub use endpoint::{EndpointConfigured, SigningSecretRotated};
 pub use flow_edited::FlowEdited;
+pub use key::{KeyIssued, KeyRevoked};
 
 use serde::{Deserialize, Serialize};
 
@@ -37,6 +39,8 @@ pub enum Event {
     Deployed(Deployed),
     Redeployed(Redeployed),
     Undeployed(Undeployed),
+    KeyIssued(KeyIssued),
+    KeyRevoked(KeyRevoked),
 }
 
 /// What an event needs of its envelope to apply itself.
@@ -65,6 +69,8 @@ impl Event {
             Event::Deployed(_) => "Deployed",
             Event::Redeployed(_) => "Redeployed",
             Event::Undeployed(_) => "Undeployed",
+            Event::KeyIssued(_) => "KeyIssued",
+            Event::KeyRevoked(_) => "KeyRevoked",
         }
     }
 
@@ -81,6 +87,8 @@ impl Event {
             Event::Deployed(e) => e,
             Event::Redeployed(e) => e,
             Event::Undeployed(e) => e,
+            Event::KeyIssued(e) => e,
+            Event::KeyRevoked(e) => e,
         }
     }
 }
