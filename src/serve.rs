@@ -4,6 +4,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::Actor;
 use actix_web::{web, App, HttpServer};
@@ -73,6 +74,7 @@ async fn serve(
     runtime.start_retention();
     start_pusher(&runtime, push_schedule()?);
     let registry = web::Data::new(registry);
+    let draining = runtime.clone();
     let runtime = web::Data::new(runtime);
     let token = web::Data::new(AdminToken(token));
     let public = web::Data::new(PublicUrl(opts.public_url.clone()));
@@ -87,6 +89,7 @@ async fn serve(
     })
     // Sync runs may take up to their 300 s timeout; SIGTERM lets them finish.
     .shutdown_timeout(300)
+    .disable_signals()
     .bind(&opts.addr)?;
     for addr in server.addrs() {
         // Tests and scripts read this line to learn the port chosen for `--addr 127.0.0.1:0`.
@@ -94,8 +97,33 @@ async fn serve(
     }
     std::io::stdout().flush()?;
     tracing::info!(data = %opts.data.display(), "serving");
-    server.run().await?;
+    let server = server.run();
+    let handle = server.handle();
+    let signals = draining.clone();
+    actix_web::rt::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("draining: no new connections; sync runs finish, queued runs stay queued");
+        signals.start_draining();
+        handle.stop(true).await;
+    });
+    server.await?;
+    let still_running = draining.quiesce(Duration::from_secs(30)).await?;
+    tracing::info!(still_running, "stopped");
     Ok(())
+}
+
+/// SIGTERM or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use actix_web::rt::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            let interrupt = Box::pin(actix_web::rt::signal::ctrl_c());
+            futures_util::future::select(Box::pin(term.recv()), interrupt).await;
+            return;
+        }
+    }
+    let _ = actix_web::rt::signal::ctrl_c().await;
 }
 
 /// The push worker, on a thread of its own (its HTTP client is not `Send`).

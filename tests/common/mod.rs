@@ -88,6 +88,34 @@ impl Server {
         }
     }
 
+    /// `kill -TERM`, then waits (up to `max`) for the server to exit; its exit status.
+    pub fn terminate(&mut self, max: Duration) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        let start = std::time::Instant::now();
+        while start.elapsed() < max {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+
+    /// Starts the server again on the same data directory after it stopped.
+    pub fn start_again(mut self) -> Server {
+        self.kill();
+        let (child, base) = spawn(self.dir.path(), self.log.path(), &self.env);
+        self.child = Some(child);
+        self.base = base;
+        self
+    }
+
     /// Kills the server (`kill -9`) and starts a new one on the same data directory.
     pub fn restart(mut self) -> Server {
         self.kill();

@@ -155,6 +155,7 @@ impl AgentRuntime {
         };
         let executor = Executor::new(self.agent, job, ctx.address()).start();
         self.rt.metrics().run_entered(RunStatus::Running);
+        self.rt.in_flight_changed(1);
         self.running.insert(
             rid,
             InFlight {
@@ -227,6 +228,7 @@ impl AgentRuntime {
     /// Ends a run in flight; `None` if it was not (any more).
     fn end(&mut self, rid: Uuid, ending: Ending) -> Option<StoredRun> {
         let entry = self.running.remove(&rid)?;
+        self.rt.in_flight_changed(-1);
         Some(self.finalize(entry.run, entry.persist, entry.reply, entry.started, ending))
     }
 
@@ -249,7 +251,8 @@ impl AgentRuntime {
 
     /// Starts queued runs while there are free slots.
     fn pump(&mut self, ctx: &mut Context<Self>) {
-        if self.closed {
+        // While the server drains, queued runs stay queued (durable) for the next start.
+        if self.closed || self.rt.is_draining() {
             return;
         }
         while self.running.len() < self.max_concurrency() {

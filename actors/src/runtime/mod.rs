@@ -18,7 +18,7 @@ pub use run_store::{Accepted, RunStore, IDEMPOTENCY_WINDOW};
 
 use std::collections::HashMap;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -72,6 +72,10 @@ struct Inner {
     config: RuntimeConfig,
     /// Tells the push worker a delivery is due; set once the worker runs.
     pusher: OnceLock<Box<dyn Fn() + Send + Sync>>,
+    /// Set on SIGTERM: no queued run starts any more.
+    draining: AtomicBool,
+    /// Runs executing now, over all agents.
+    in_flight: AtomicI64,
 }
 
 /// What recovery found after a restart.
@@ -112,6 +116,8 @@ impl Runtime {
                 metrics: Arc::new(Metrics::default()),
                 config,
                 pusher: OnceLock::new(),
+                draining: AtomicBool::new(false),
+                in_flight: AtomicI64::new(0),
             }),
         })
     }
@@ -144,6 +150,33 @@ impl Runtime {
         if let Some(wake) = self.inner.pusher.get() {
             wake();
         }
+    }
+
+    pub(crate) fn is_draining(&self) -> bool {
+        self.inner.draining.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn in_flight_changed(&self, delta: i64) {
+        self.inner.in_flight.fetch_add(delta, Ordering::Relaxed);
+    }
+
+    /// Graceful shutdown, first step: queued runs stay queued from now on.
+    pub fn start_draining(&self) {
+        self.inner.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// Graceful shutdown, last step: waits up to `max` for the runs still executing (async ones:
+    /// sync ones ended with their HTTP requests), then makes everything durable. Whatever still
+    /// runs after `max` ends `interrupted` at the next start.
+    pub async fn quiesce(&self, max: Duration) -> Result<usize, Error> {
+        let deadline = tokio::time::Instant::now() + max;
+        while self.inner.in_flight.load(Ordering::Relaxed) > 0
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.inner.runs.flushed().await?;
+        Ok(self.inner.in_flight.load(Ordering::Relaxed).max(0) as usize)
     }
 
     pub fn metrics_text(&self) -> String {
