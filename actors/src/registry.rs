@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use actix::prelude::*;
 use events::command::Command;
@@ -28,6 +28,8 @@ struct Inner {
     store: Arc<dyn EventStore>,
     cipher: Arc<Cipher>,
     agents: Mutex<HashMap<Uuid, Addr<AgentActor>>>,
+    /// Told of every agent state a command produced (the runtime keeps its cache with it).
+    on_change: OnceLock<Box<dyn Fn(&Arc<AgentState>) + Send + Sync>>,
     /// Agent actors are spread over these threads, round robin.
     arbiters: Vec<ArbiterHandle>,
     next_arbiter: AtomicUsize,
@@ -44,6 +46,7 @@ impl Registry {
                 store,
                 cipher,
                 agents: Mutex::new(HashMap::new()),
+                on_change: OnceLock::new(),
                 arbiters,
                 next_arbiter: AtomicUsize::new(0),
             }),
@@ -58,6 +61,18 @@ impl Registry {
         &self.inner.cipher
     }
 
+    /// Registers who is told of every state a command produced, once it is durable.
+    pub fn set_on_change(&self, f: Box<dyn Fn(&Arc<AgentState>) + Send + Sync>) {
+        let _ = self.inner.on_change.set(f);
+    }
+
+    fn changed(&self, out: Result<Outcome, Error>) -> Result<Outcome, Error> {
+        if let (Ok(out), Some(f)) = (&out, self.inner.on_change.get()) {
+            f(&out.state);
+        }
+        out
+    }
+
     pub fn directory(&self) -> StoreDirectory {
         StoreDirectory::new(self.inner.store.clone())
     }
@@ -66,14 +81,15 @@ impl Registry {
     pub async fn create(&self, spec: AgentSpec) -> Result<Outcome, Error> {
         let id = Uuid::now_v7();
         let addr = self.activate(id, true)?;
-        send(
+        let out = send(
             &addr,
             Execute {
                 command: Command::Create { spec },
                 if_match: None,
             },
         )
-        .await
+        .await;
+        self.changed(out)
     }
 
     pub async fn execute(
@@ -83,7 +99,8 @@ impl Registry {
         if_match: Option<u64>,
     ) -> Result<Outcome, Error> {
         let addr = self.activate(id, false)?;
-        send(&addr, Execute { command, if_match }).await
+        let out = send(&addr, Execute { command, if_match }).await;
+        self.changed(out)
     }
 
     pub async fn state(&self, id: Uuid) -> Result<Arc<AgentState>, Error> {

@@ -208,7 +208,10 @@ impl AgentRuntime {
         if let Some(tx) = reply {
             let _ = tx.send(run.clone());
         }
-        if persist {
+        if persist && run.mode == Mode::Sync {
+            // The sync caller has its answer; a sync run's record need not cost a flush.
+            self.rt.waiters().wake(run.run.request_id);
+        } else if persist {
             let rt = self.rt.clone();
             let rid = run.run.request_id;
             let push = push_due.is_some();

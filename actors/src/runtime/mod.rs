@@ -19,14 +19,14 @@ pub use run_store::{Accepted, RunStore, IDEMPOTENCY_WINDOW};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use actix::prelude::*;
 use events::command::Command;
 use events::secret::Cipher;
 use events::store::SledStore;
-use events::Rejection;
+use events::{AgentState, Rejection};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -72,6 +72,9 @@ struct Inner {
     config: RuntimeConfig,
     /// Tells the push worker a delivery is due; set once the worker runs.
     pusher: OnceLock<Box<dyn Fn() + Send + Sync>>,
+    /// The newest state of each agent that serves runs, kept current by the registry's change
+    /// hook, so a call costs no round trip to the agent's actor.
+    states: RwLock<HashMap<Uuid, Arc<AgentState>>>,
     /// Set on SIGTERM: no queued run starts any more.
     draining: AtomicBool,
     /// Runs executing now, over all agents.
@@ -102,10 +105,11 @@ impl Runtime {
         config: RuntimeConfig,
     ) -> Result<Self, Error> {
         let runs = Arc::new(RunStore::open(store)?);
+        let hooked = registry.clone();
         let arbiters = (0..threads.max(1))
             .map(|_| Arbiter::new().handle())
             .collect();
-        Ok(Runtime {
+        let rt = Runtime {
             inner: Arc::new(Inner {
                 registry,
                 runs,
@@ -116,10 +120,14 @@ impl Runtime {
                 metrics: Arc::new(Metrics::default()),
                 config,
                 pusher: OnceLock::new(),
+                states: RwLock::new(HashMap::new()),
                 draining: AtomicBool::new(false),
                 in_flight: AtomicI64::new(0),
             }),
-        })
+        };
+        let cache = rt.clone();
+        hooked.set_on_change(Box::new(move |state| cache.remember(state.clone())));
+        Ok(rt)
     }
 
     pub fn registry(&self) -> &Registry {
@@ -183,6 +191,26 @@ impl Runtime {
         self.inner.metrics.render(self.inner.runs.queue_len())
     }
 
+    fn remember(&self, state: Arc<AgentState>) {
+        if let Ok(mut states) = self.inner.states.write() {
+            let newer = states.get(&state.id).is_none_or(|s| s.seq <= state.seq);
+            if newer {
+                states.insert(state.id, state);
+            }
+        }
+    }
+
+    /// The agent's current state: from the cache, else from its actor.
+    pub async fn state(&self, agent: Uuid) -> Result<Arc<AgentState>, Error> {
+        let cached = self.inner.states.read().ok().and_then(|s| s.get(&agent).cloned());
+        if let Some(state) = cached {
+            return Ok(state);
+        }
+        let state = self.inner.registry.state(agent).await?;
+        self.remember(state.clone());
+        Ok(state)
+    }
+
     /// The runtime actor of `agent`, started if needed.
     fn agent_runtime(&self, agent: Uuid) -> Result<Addr<AgentRuntime>, Error> {
         let mut agents = self
@@ -209,7 +237,7 @@ impl Runtime {
         // The runtime actor first, then the state: an undeploy that lands in between is then
         // either seen in the state or cancels this run (see `undeploy`).
         let addr = self.agent_runtime(agent)?;
-        let state = self.inner.registry.state(agent).await?;
+        let state = self.state(agent).await?;
         if state.live_version.is_none() {
             return Err(Rejection::NotDeployed.into());
         }
@@ -225,7 +253,7 @@ impl Runtime {
     /// Run the draft as the sync endpoint would; the run is not stored.
     pub async fn preview(&self, agent: Uuid, request: Request) -> Result<StoredRun, Error> {
         let addr = self.agent_runtime(agent)?;
-        let state = self.inner.registry.state(agent).await?;
+        let state = self.state(agent).await?;
         addr.send(Invoke {
             state,
             request,
@@ -238,7 +266,7 @@ impl Runtime {
     /// Async endpoints: accept durably, run in the background.
     pub async fn submit(&self, agent: Uuid, request: Request) -> Result<StoredRun, Error> {
         let addr = self.agent_runtime(agent)?;
-        let state = self.inner.registry.state(agent).await?;
+        let state = self.state(agent).await?;
         if state.live_version.is_none() {
             return Err(Rejection::NotDeployed.into());
         }

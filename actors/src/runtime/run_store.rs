@@ -97,6 +97,11 @@ impl RunStore {
             .as_ref()
             .map(|k| pair(&agent, k.as_bytes()));
         let value = encode(run);
+        if idem_key.is_none() && !enqueue {
+            // The common sync call: nothing to check atomically, one insert.
+            self.runs.insert(rid.as_bytes(), value).map_err(io)?;
+            return Ok(Accepted::New);
+        }
         let result =
             (&self.runs, &self.queue, &self.idempotency).transaction(|(runs, queue, idem)| {
                 if let Some(key) = &idem_key {
@@ -151,6 +156,11 @@ impl RunStore {
         let value = encode(run);
         let qkey = pair(&run.run.agent_id, rid.as_bytes());
         let okey = push_due.map(|due| outbox_key(due, rid));
+        if okey.is_none() && run.mode == super::run::Mode::Sync {
+            // A sync run was never queued and pushes nothing: one insert.
+            self.runs.insert(rid.as_bytes(), value).map_err(io)?;
+            return Ok(());
+        }
         (&self.runs, &self.queue, &self.outbox)
             .transaction(|(runs, queue, outbox)| {
                 runs.insert(rid.as_bytes(), value.as_slice())?;
