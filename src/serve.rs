@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use actix::Actor;
 use actix_web::{web, App, HttpServer};
+use actors::egress;
 use actors::push::{PushMetrics, Pusher, Schedule, Wake};
 use actors::runtime::{Runtime, RuntimeConfig};
 use actors::Registry;
@@ -45,6 +46,7 @@ pub fn run(opts: Options) -> Result<ExitCode> {
         .with_writer(std::io::stderr)
         .init();
     create_private_dir(&opts.data)?;
+    egress_policy()?;
     let token = admin_token(&opts.data)?;
     let secret_key = std::env::var("HANGAR_SECRET_KEY").ok();
     let cipher = Arc::new(Cipher::load(secret_key.as_deref(), &opts.data)?);
@@ -159,6 +161,20 @@ fn runtime_config() -> Result<RuntimeConfig> {
         config.retention = chrono::Duration::hours(hours);
     }
     Ok(config)
+}
+
+/// The egress policy from `HANGAR_EGRESS_*` (docs/security.md), in force before any outbound
+/// client exists. A bad value stops the server rather than weakening the policy.
+fn egress_policy() -> Result<()> {
+    let policy = egress::Policy::from_vars(|name| std::env::var(name).ok())?;
+    tracing::info!(
+        allow_loopback = policy.allow_loopback,
+        allow_private = policy.allow_private,
+        deny = %policy.deny.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
+        "egress policy"
+    );
+    egress::install(policy).map_err(|_| "the egress policy was already set")?;
+    Ok(())
 }
 
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {

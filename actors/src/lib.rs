@@ -10,10 +10,13 @@
 //!   (tool and model calls over awc) a run has on the world.
 //! - [`runtime`]: deployed agents answering: one [`runtime::AgentRuntime`] per agent, one
 //!   executor actor per request, the run store (queue, idempotency, push outbox).
+//! - [`egress`]: where outbound HTTP may connect: the SSRF policy, enforced on resolved
+//!   addresses by the connector every awc client here uses.
 //! - [`error`]: this crate's error type.
 
 pub mod agent;
 pub mod directory;
+pub mod egress;
 pub mod error;
 pub mod flow;
 pub mod push;

@@ -19,6 +19,9 @@ use crate::directory::StoreDirectory;
 use crate::Error;
 use events::Rejection;
 
+/// Called with every agent state a command produced.
+pub type ChangeHook = Box<dyn Fn(&Arc<AgentState>) + Send + Sync>;
+
 #[derive(Clone)]
 pub struct Registry {
     inner: Arc<Inner>,
@@ -29,7 +32,7 @@ struct Inner {
     cipher: Arc<Cipher>,
     agents: Mutex<HashMap<Uuid, Addr<AgentActor>>>,
     /// Told of every agent state a command produced (the runtime keeps its cache with it).
-    on_change: OnceLock<Box<dyn Fn(&Arc<AgentState>) + Send + Sync>>,
+    on_change: OnceLock<ChangeHook>,
     /// Agent actors are spread over these threads, round robin.
     arbiters: Vec<ArbiterHandle>,
     next_arbiter: AtomicUsize,
@@ -62,7 +65,7 @@ impl Registry {
     }
 
     /// Registers who is told of every state a command produced, once it is durable.
-    pub fn set_on_change(&self, f: Box<dyn Fn(&Arc<AgentState>) + Send + Sync>) {
+    pub fn set_on_change(&self, f: ChangeHook) {
         let _ = self.inner.on_change.set(f);
     }
 

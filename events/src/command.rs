@@ -10,7 +10,7 @@ use crate::connection::{admit_member_auth, Auth, Connection};
 use crate::endpoint::EndpointInput;
 use crate::event::*;
 use crate::secret::Cipher;
-use crate::spec::AgentSpec;
+use crate::spec::{limits, AgentSpec};
 use crate::state::{AgentState, Status};
 use crate::validation::{validate, Directory};
 use crate::Rejection;
@@ -94,6 +94,7 @@ pub fn decide(
                 "an agent needs a non-empty name",
             ));
         }
+        limits::check(spec)?;
         return Ok(Decision::one(Event::Created(Created {
             spec: spec.clone(),
         })));
@@ -103,9 +104,12 @@ pub fn decide(
     }
     match command {
         Command::Create { .. } => unreachable!("handled above"),
-        Command::EditDraft { spec } => Ok(Decision::one(Event::FlowEdited(FlowEdited {
-            spec: spec.clone(),
-        }))),
+        Command::EditDraft { spec } => {
+            limits::check(spec)?;
+            Ok(Decision::one(Event::FlowEdited(FlowEdited {
+                spec: spec.clone(),
+            })))
+        }
         Command::ConfigureEndpoint { input } => {
             let settings = input.admit(&state.endpoint, ctx.cipher)?;
             let mut decision = Decision::one(Event::EndpointConfigured(EndpointConfigured {
@@ -475,6 +479,25 @@ mod tests {
         assert!(matches!(decision.events[..], [Event::Created(_)]));
         assert!(decision.revealed_secret.is_none());
         assert!(stream.state.exists());
+        assert_eq!(stream.state.draft, deployable());
+    }
+
+    #[test]
+    fn oversized_drafts_are_refused_whole_naming_the_field() {
+        let mut stream = Stream::new();
+        let long_name = AgentSpec {
+            name: "n".repeat(limits::NAME_CHARS + 1),
+            ..deployable()
+        };
+        let err = stream.refused(Command::Create { spec: long_name });
+        assert_eq!(invalid_field(&err), Some("name"), "{err:?}");
+        stream.ok(Command::Create { spec: deployable() });
+        let mut big = deployable();
+        big.flow.as_mut().expect("flow").nodes[0].kind = crate::spec::NodeKind::Model {
+            prompt: "p".repeat(limits::TEMPLATE_BYTES + 1),
+        };
+        let err = stream.refused(Command::EditDraft { spec: big });
+        assert_eq!(invalid_field(&err), Some("flow.nodes[0].prompt"), "{err:?}");
         assert_eq!(stream.state.draft, deployable());
     }
 

@@ -6,11 +6,13 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
+use crate::egress;
 use crate::secret::{Cipher, Sealed, REDACTED};
 use crate::Rejection;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CredentialMode {
     /// One set of credentials for every caller.
@@ -20,7 +22,7 @@ pub enum CredentialMode {
     Member,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Auth<S> {
     ApiKey {
@@ -118,12 +120,15 @@ impl Auth<Sealed> {
 }
 
 /// A connection as a request carries it (`S = String`) and as it is stored (`S = Sealed`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Connection<S> {
+    /// Required to add one; an update may leave it out (it cannot change).
     #[serde(default)]
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub id: String,
     #[serde(default)]
     pub display_name: String,
+    #[schema(pattern = r"^https?://\S+$")]
     pub server: String,
     #[serde(default)]
     pub sso: bool,
@@ -269,16 +274,15 @@ pub fn is_identifier(s: &str) -> bool {
 }
 
 fn check_server(server: &str) -> Result<(), Rejection> {
-    let ok = (server.starts_with("http://") || server.starts_with("https://"))
-        && server.len() > "https://".len()
-        && !server.chars().any(char::is_whitespace);
-    if ok {
-        Ok(())
-    } else {
-        Err(Rejection::invalid(
+    if !egress::is_http_url(server) {
+        return Err(Rejection::invalid(
             "server",
             "server must be an absolute http:// or https:// URL",
-        ))
+        ));
+    }
+    match egress::literal_refusal(server) {
+        Some(why) => Err(Rejection::invalid("server", why)),
+        None => Ok(()),
     }
 }
 
@@ -314,6 +318,40 @@ mod tests {
         assert_eq!(ok.display_name, "w");
         let shown = serde_json::to_value(ok.redacted()).expect("serializes");
         assert_eq!(shown["auth"]["token"], "***");
+    }
+
+    #[test]
+    fn servers_at_metadata_or_link_local_addresses_are_refused() {
+        let c = Cipher::from_key(&[0; 32]);
+        let auth = serde_json::json!({"type": "bearer", "token": "t"});
+        for server in [
+            "http://169.254.169.254",
+            "http://[::ffff:169.254.169.254]/latest",
+            "http://metadata.google.internal",
+            "http://[fe80::1]:8080",
+        ] {
+            let mut bad = conn(CredentialMode::Team, auth.clone());
+            bad.server = server.into();
+            let err = bad.admit(&c).expect_err(server);
+            assert_eq!(err.field(), Some("server"), "{server}");
+            assert!(err.to_string().contains("never sends requests"), "{err}");
+        }
+        for server in ["not a url", "ftp://x", "http://", "http://a b"] {
+            let mut bad = conn(CredentialMode::Team, auth.clone());
+            bad.server = server.into();
+            let err = bad.admit(&c).expect_err(server);
+            assert!(err.to_string().contains("absolute http"), "{err}");
+        }
+        // Loopback and private servers are the operator's call, made at connect time.
+        for server in [
+            "http://127.0.0.1:9000",
+            "http://10.0.0.7",
+            "http://localhost",
+        ] {
+            let mut ok = conn(CredentialMode::Team, auth.clone());
+            ok.server = server.into();
+            ok.admit(&c).expect(server);
+        }
     }
 
     #[test]

@@ -1,13 +1,15 @@
 //! Endpoint settings: how the deployed endpoints behave. Part of the draft, live at the next deploy.
 
 use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::ToSchema;
 
+use crate::egress;
 use crate::secret::{Cipher, Sealed, REDACTED};
 use crate::spec::limits;
 use crate::Rejection;
 
 /// The settings as stored in events and snapshots.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct EndpointSettings {
     #[serde(default = "default_sync_timeout")]
     pub sync_timeout_s: u64,
@@ -17,13 +19,14 @@ pub struct EndpointSettings {
     pub asynchronous: AsyncSettings,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct AsyncSettings {
     #[serde(default)]
     pub push_enabled: bool,
     #[serde(default)]
     pub url: Option<String>,
     #[serde(default)]
+    #[schema(value_type = Option<String>)]
     pub token: Option<Sealed>,
     /// `None` means no time limit.
     #[serde(default = "default_async_timeout")]
@@ -64,26 +67,30 @@ impl Default for AsyncSettings {
 /// The settings as a client sends them. Absent fields take their defaults; an absent or `"***"`
 /// token keeps the stored one, so a client can change other settings without re-sending a secret
 /// it was never shown.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 pub struct EndpointInput {
     #[serde(default)]
+    #[schema(minimum = 60, maximum = 300)]
     pub sync_timeout_s: Option<u64>,
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 10000)]
     pub max_concurrency: Option<u32>,
     #[serde(default, rename = "async")]
     pub asynchronous: AsyncInput,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 pub struct AsyncInput {
     #[serde(default)]
     pub push_enabled: bool,
     #[serde(default)]
+    #[schema(pattern = r"^https?://\S+$")]
     pub url: Option<String>,
     #[serde(default)]
     pub token: Option<String>,
     /// Absent: the default (180 s); `null`: no time limit.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<u64>, minimum = 60, maximum = 600)]
     pub timeout_s: Option<Option<u64>>,
 }
 
@@ -138,13 +145,14 @@ impl EndpointInput {
             }
         }
         if let Some(url) = &a.url {
-            let ok = (url.starts_with("http://") || url.starts_with("https://"))
-                && !url.chars().any(char::is_whitespace);
-            if !ok {
+            if !egress::is_http_url(url) {
                 return Err(Rejection::invalid(
                     "async.url",
                     "must be an absolute http:// or https:// URL",
                 ));
+            }
+            if let Some(why) = egress::literal_refusal(url) {
+                return Err(Rejection::invalid("async.url", why));
             }
         }
         let token = match a.token.as_deref() {
@@ -219,6 +227,19 @@ mod tests {
                 serde_json::json!({"async": {"push_enabled": true, "url": "http://x"}}),
                 "async.token",
             ),
+            (
+                serde_json::json!({"async": {"url": "http://169.254.169.254/hook"}}),
+                "async.url",
+            ),
+            (
+                serde_json::json!({"async": {"url": "http://[::ffff:a9fe:a9fe]/hook"}}),
+                "async.url",
+            ),
+            (
+                serde_json::json!({"async": {"url": "https://metadata.google.internal/"}}),
+                "async.url",
+            ),
+            (serde_json::json!({"async": {"url": "hooks"}}), "async.url"),
         ] {
             let err = input(body).admit(&cur, &c).expect_err("refused");
             assert_eq!(err.field(), Some(field));

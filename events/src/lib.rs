@@ -3,6 +3,7 @@
 //! # Layout
 //! - [`spec`]: the agent specification a team edits (the draft), flows and their nodes.
 //! - [`connection`], [`endpoint`]: connections with their credentials, and endpoint settings.
+//! - [`egress`]: the destinations no outbound request may reach, judged without I/O.
 //! - [`secret`]: sealing credentials with the server's AEAD key; redaction.
 //! - [`event`]: the domain events, one file per kind, each applying itself to the state.
 //! - [`envelope`]: how an event is stored, and the SHA-256 hash chain over a stream.
@@ -15,6 +16,7 @@
 
 pub mod command;
 pub mod connection;
+pub mod egress;
 pub mod endpoint;
 pub mod envelope;
 pub mod event;

@@ -6,11 +6,12 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::ToSchema;
 
 /// The whole draft of an agent. Only `name` is required to create one; everything else is
 /// checked by validation, which blocks deploy rather than refusing the edit, so a team can save
 /// work in progress.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct AgentSpec {
     #[serde(default)]
     pub name: String,
@@ -36,7 +37,7 @@ pub struct AgentSpec {
     pub flow: Option<Flow>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Model {
     /// `echo` or `openai`; anything else is an `unsupported_model` validation error, not a 400,
     /// so a draft naming a provider we do not support yet can still be saved.
@@ -53,13 +54,13 @@ pub struct Model {
     pub connection: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct KnowledgeFile {
     pub name: String,
     pub content: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Tool {
     pub name: String,
     pub connection: String,
@@ -78,7 +79,7 @@ fn default_method() -> String {
     "GET".to_owned()
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Flow {
     pub start: String,
     #[serde(default)]
@@ -91,7 +92,7 @@ impl Flow {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Node {
     pub id: String,
     #[serde(flatten)]
@@ -102,7 +103,7 @@ pub struct Node {
     pub next: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum NodeKind {
     Transform {
@@ -156,23 +157,15 @@ impl NodeKind {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Branch {
     /// A MiniJinja expression over `{input, nodes}`.
     pub when: String,
     pub next: String,
 }
 
-/// Accepted ranges, shared by validation and the docs.
-pub mod limits {
-    use std::ops::RangeInclusive;
-    pub const SYNC_TIMEOUT_S: RangeInclusive<u64> = 60..=300;
-    pub const ASYNC_TIMEOUT_S: RangeInclusive<u64> = 60..=600;
-    pub const NODE_TIMEOUT_S: RangeInclusive<u64> = 1..=600;
-    pub const MODEL_TIMEOUT_S: RangeInclusive<u64> = 1..=600;
-    pub const MAX_CONCURRENCY: RangeInclusive<u32> = 1..=10_000;
-    pub const TOP_K: RangeInclusive<u32> = 1..=50;
-}
+/// Accepted ranges and sizes, in one place: validation, `decide` and the docs use these.
+pub mod limits;
 
 #[cfg(test)]
 mod tests {

@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::connection::{Connection, CredentialMode};
@@ -13,7 +14,7 @@ use crate::spec::{AgentSpec, Model};
 use crate::state::{AgentState, ConnectionState, Status};
 use crate::validation::{validate, Directory, Problem, Report};
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct AgentView {
     pub id: Uuid,
     pub name: String,
@@ -44,6 +45,30 @@ impl AgentView {
     }
 }
 
+/// The shape of what [`endpoint_view`] answers, for the OpenAPI document (nothing is built from
+/// it): the stored settings with the push token hidden, plus the push signing secret.
+#[derive(Debug, Clone, ToSchema)]
+pub struct EndpointView {
+    pub sync_timeout_s: u64,
+    pub max_concurrency: u32,
+    #[schema(rename = "async")]
+    pub asynchronous: AsyncView,
+    /// `whsec_…` in full only in the answer that made it, then `"whsec_***"`; `null` until push
+    /// is first enabled.
+    pub signing_secret: Option<String>,
+}
+
+/// The async part of [`EndpointView`].
+#[derive(Debug, Clone, ToSchema)]
+pub struct AsyncView {
+    pub push_enabled: bool,
+    pub url: Option<String>,
+    /// `"***"` when a token is stored, else `null`.
+    pub token: Option<String>,
+    /// `null`: no time limit.
+    pub timeout_s: Option<u64>,
+}
+
 /// Endpoint settings with the token hidden and the signing secret shown only when it was just made.
 pub fn endpoint_view(
     settings: &EndpointSettings,
@@ -67,9 +92,10 @@ pub fn endpoint_view(
     v
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ConnectionView {
     #[serde(flatten)]
+    #[schema(value_type = Connection<String>)]
     pub connection: Connection<&'static str>,
     /// `ready`, or `needs_member_credentials` for a member connection no member has set up yet.
     pub status: &'static str,
@@ -94,7 +120,7 @@ fn connection_status(c: &ConnectionState) -> &'static str {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct VersionView {
     pub version: u32,
     pub deployed_at: DateTime<Utc>,
@@ -118,14 +144,16 @@ pub fn versions(state: &AgentState) -> Vec<VersionView> {
 }
 
 /// The live version without its URLs, which only the HTTP layer knows.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct DeploymentView {
     pub agent_id: Uuid,
     pub version: u32,
     pub deployed_at: DateTime<Utc>,
     pub rollback_of: Option<u32>,
     pub spec: AgentSpec,
+    #[schema(value_type = EndpointView)]
     pub endpoint: Value,
+    #[schema(value_type = Vec<Connection<String>>)]
     pub connections: Vec<Connection<&'static str>>,
 }
 
@@ -147,7 +175,7 @@ pub fn deployment(state: &AgentState) -> Option<DeploymentView> {
     })
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ValidationView {
     pub ok: bool,
     pub errors: Vec<Problem>,
@@ -168,7 +196,7 @@ pub fn validation(state: &AgentState, directory: &dyn Directory) -> ValidationVi
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Summary {
     pub profile: Profile,
     pub knowledge: Vec<KnowledgeEntry>,
@@ -181,7 +209,7 @@ pub struct Summary {
     pub can_deploy: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Profile {
     pub name: String,
     pub description: String,
@@ -189,13 +217,13 @@ pub struct Profile {
     pub voice: Option<Value>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct KnowledgeEntry {
     pub name: String,
     pub bytes: usize,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ToolEntry {
     pub name: String,
     pub connection: String,
@@ -204,19 +232,19 @@ pub struct ToolEntry {
     pub security_matches: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct CollaboratorEntry {
     pub id: String,
     pub name: Option<String>,
     pub live: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Behavior {
     pub instructions: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ConnectionEntry {
     pub id: String,
     pub display_name: String,

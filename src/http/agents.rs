@@ -1,35 +1,56 @@
 //! Agent routes: create, list, read, edit the draft and endpoint settings, validation, summary.
 
-use actix_web::http::header;
+use actix_web::http::{header, Method};
 use actix_web::{web, HttpRequest, HttpResponse};
 use actors::Registry;
 use events::command::Command;
 use events::endpoint::EndpointInput;
 use events::spec::AgentSpec;
 use events::state::Status;
-use events::view::{self, AgentView};
-use serde::Deserialize;
-use serde_json::json;
+use events::view::{self, AgentView, EndpointView, Summary, ValidationView};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
-use super::error::ApiError;
-use super::extract::{agent_id, if_match, Admin, Body};
+use super::error::{ApiError, ErrorBody};
+use super::extract::{agent_id, if_match, Admin, Body, IfMatchHeader};
+use super::openapi::{
+    BadRequest, Conflict, NotFound, PayloadTooLarge, PreconditionFailed, Unauthorized, Unavailable,
+    Unprocessable,
+};
+use super::resource;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/v1/agents", web::post().to(create))
-        .route("/v1/agents", web::get().to(list))
-        .route("/v1/agents/{id}", web::get().to(get))
-        .route("/v1/agents/{id}/draft", web::put().to(edit_draft))
-        .route("/v1/agents/{id}/endpoint", web::get().to(get_endpoint))
-        .route(
-            "/v1/agents/{id}/endpoint",
-            web::put().to(configure_endpoint),
-        )
-        .route(
-            "/v1/agents/{id}/endpoint/rotate-secret",
-            web::post().to(rotate_secret),
-        )
-        .route("/v1/agents/{id}/validation", web::get().to(validation))
-        .route("/v1/agents/{id}/summary", web::get().to(summary));
+    cfg.service(resource(
+        "/v1/agents",
+        [
+            (Method::POST, web::to(create)),
+            (Method::GET, web::to(list)),
+        ],
+    ))
+    .service(resource("/v1/agents/{id}", [(Method::GET, web::to(get))]))
+    .service(resource(
+        "/v1/agents/{id}/draft",
+        [(Method::PUT, web::to(edit_draft))],
+    ))
+    .service(resource(
+        "/v1/agents/{id}/endpoint",
+        [
+            (Method::GET, web::to(get_endpoint)),
+            (Method::PUT, web::to(configure_endpoint)),
+        ],
+    ))
+    .service(resource(
+        "/v1/agents/{id}/endpoint/rotate-secret",
+        [(Method::POST, web::to(rotate_secret))],
+    ))
+    .service(resource(
+        "/v1/agents/{id}/validation",
+        [(Method::GET, web::to(validation))],
+    ))
+    .service(resource(
+        "/v1/agents/{id}/summary",
+        [(Method::GET, web::to(summary))],
+    ));
 }
 
 /// The agent as JSON with its `ETag`.
@@ -41,7 +62,23 @@ pub fn agent_response(
         .json(AgentView::of(state))
 }
 
-async fn create(
+/// Create an agent from an AgentSpec (only `name` is required).
+#[utoipa::path(
+    post, path = "/v1/agents", operation_id = "create_agent", tag = "agents",
+    request_body(content = AgentSpec, description = "The draft; only `name` is required, validation blocks deploy rather than saving"),
+    responses(
+        (status = 201, description = "Created: the agent, in draft", body = AgentView, headers(
+            ("Location" = String, description = "/v1/agents/{id}"),
+            ("ETag" = String, description = "\"<seq>\": send it back as If-Match"),
+        )),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 413, response = PayloadTooLarge),
+        (status = 422, description = "invalid_request: `name` is empty (details.field names it)", body = ErrorBody),
+        (status = 503, response = Unavailable),
+    ),
+)]
+pub(super) async fn create(
     _: Admin,
     reg: web::Data<Registry>,
     Body(spec): Body<AgentSpec>,
@@ -52,13 +89,34 @@ async fn create(
     Ok(agent_response(res, &out.state))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// `live`: only deployed agents (the live search); `draft`: only undeployed ones; empty or
+    /// absent: all.
+    #[param(pattern = "^(live|draft)?$")]
     status: Option<String>,
+    /// Matches name and description, case-insensitively.
     q: Option<String>,
 }
 
-async fn list(
+#[derive(Serialize, ToSchema)]
+pub(super) struct AgentList {
+    agents: Vec<AgentView>,
+}
+
+/// List agents; `q` matches name and description, `status=live` is the live search.
+#[utoipa::path(
+    get, path = "/v1/agents", operation_id = "list_agents", tag = "agents",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "The agents", body = AgentList),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 503, response = Unavailable),
+    ),
+)]
+pub(super) async fn list(
     _: Admin,
     reg: web::Data<Registry>,
     req: HttpRequest,
@@ -94,10 +152,23 @@ async fn list(
         })
         .map(|s| AgentView::of(s))
         .collect();
-    Ok(HttpResponse::Ok().json(json!({ "agents": agents })))
+    Ok(HttpResponse::Ok().json(AgentList { agents }))
 }
 
-async fn get(
+/// The agent: draft, status, live version.
+#[utoipa::path(
+    get, path = "/v1/agents/{id}", operation_id = "get_agent", tag = "agents",
+    params(("id" = Uuid, Path, description = "The agent's id")),
+    responses(
+        (status = 200, description = "The agent", body = AgentView, headers(
+            ("ETag" = String, description = "\"<seq>\": send it back as If-Match"),
+        )),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 503, response = Unavailable),
+    ),
+)]
+pub(super) async fn get(
     _: Admin,
     reg: web::Data<Registry>,
     id: web::Path<String>,
@@ -106,7 +177,29 @@ async fn get(
     Ok(agent_response(HttpResponse::Ok(), &state))
 }
 
-async fn edit_draft(
+/// Replace the draft (event FlowEdited).
+#[utoipa::path(
+    put, path = "/v1/agents/{id}/draft", operation_id = "edit_draft", tag = "agents",
+    params(
+        ("id" = Uuid, Path, description = "The agent's id"),
+        IfMatchHeader,
+    ),
+    request_body(content = AgentSpec, description = "The whole new draft"),
+    responses(
+        (status = 200, description = "The agent with its new draft", body = AgentView, headers(
+            ("ETag" = String, description = "\"<seq>\""),
+        )),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 412, response = PreconditionFailed),
+        (status = 413, response = PayloadTooLarge),
+        (status = 422, response = Unprocessable),
+        (status = 503, response = Unavailable),
+    ),
+)]
+pub(super) async fn edit_draft(
     _: Admin,
     reg: web::Data<Registry>,
     id: web::Path<String>,
@@ -119,7 +212,18 @@ async fn edit_draft(
     Ok(agent_response(HttpResponse::Ok(), &out.state))
 }
 
-async fn get_endpoint(
+/// The endpoint settings of the draft (live at the next deploy).
+#[utoipa::path(
+    get, path = "/v1/agents/{id}/endpoint", operation_id = "get_endpoint", tag = "agents",
+    params(("id" = Uuid, Path, description = "The agent's id")),
+    responses(
+        (status = 200, description = "The endpoint settings; the push token shown as `***`", body = EndpointView),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 503, response = Unavailable),
+    ),
+)]
+pub(super) async fn get_endpoint(
     _: Admin,
     reg: web::Data<Registry>,
     id: web::Path<String>,
@@ -132,7 +236,30 @@ async fn get_endpoint(
     )))
 }
 
-async fn configure_endpoint(
+/// Set the endpoint settings: part of the draft, live at the next deploy.
+///
+/// Absent fields take their defaults; an absent or `"***"` `async.token` keeps the stored one,
+/// `""` clears it. Enabling push the first time makes the signing secret, shown in full once.
+#[utoipa::path(
+    put, path = "/v1/agents/{id}/endpoint", operation_id = "configure_endpoint", tag = "agents",
+    params(
+        ("id" = Uuid, Path, description = "The agent's id"),
+        IfMatchHeader,
+    ),
+    request_body = EndpointInput,
+    responses(
+        (status = 200, description = "The settings as stored", body = EndpointView),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 412, response = PreconditionFailed),
+        (status = 413, response = PayloadTooLarge),
+        (status = 422, description = "invalid_request: a value out of range or inconsistent, e.g. `sync_timeout_s` 59 or push without a url (details.field names it)", body = ErrorBody),
+        (status = 503, response = Unavailable),
+    ),
+)]
+pub(super) async fn configure_endpoint(
     _: Admin,
     reg: web::Data<Registry>,
     id: web::Path<String>,
@@ -154,7 +281,24 @@ async fn configure_endpoint(
     )))
 }
 
-async fn rotate_secret(
+/// Make a new push signing secret, shown in full in this answer only.
+#[utoipa::path(
+    post, path = "/v1/agents/{id}/endpoint/rotate-secret", operation_id = "rotate_signing_secret", tag = "agents",
+    params(
+        ("id" = Uuid, Path, description = "The agent's id"),
+        IfMatchHeader,
+    ),
+    responses(
+        (status = 200, description = "The settings with the new `signing_secret` in full", body = EndpointView),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 412, response = PreconditionFailed),
+        (status = 503, response = Unavailable),
+    ),
+)]
+pub(super) async fn rotate_secret(
     _: Admin,
     reg: web::Data<Registry>,
     id: web::Path<String>,
@@ -175,7 +319,18 @@ async fn rotate_secret(
     )))
 }
 
-async fn validation(
+/// The problems of the draft: any error or warning blocks deploy.
+#[utoipa::path(
+    get, path = "/v1/agents/{id}/validation", operation_id = "get_validation", tag = "agents",
+    params(("id" = Uuid, Path, description = "The agent's id")),
+    responses(
+        (status = 200, description = "`ok` is true when there is no error and no warning", body = ValidationView),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 503, response = Unavailable),
+    ),
+)]
+pub(super) async fn validation(
     _: Admin,
     reg: web::Data<Registry>,
     id: web::Path<String>,
@@ -184,7 +339,18 @@ async fn validation(
     Ok(HttpResponse::Ok().json(view::validation(&state, &reg.directory())))
 }
 
-async fn summary(
+/// The pre-deployment summary: profile, knowledge, tools, collaborators, connections, problems.
+#[utoipa::path(
+    get, path = "/v1/agents/{id}/summary", operation_id = "get_summary", tag = "agents",
+    params(("id" = Uuid, Path, description = "The agent's id")),
+    responses(
+        (status = 200, description = "The summary", body = Summary),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 503, response = Unavailable),
+    ),
+)]
+pub(super) async fn summary(
     _: Admin,
     reg: web::Data<Registry>,
     id: web::Path<String>,

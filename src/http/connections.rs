@@ -1,30 +1,39 @@
 //! Connection routes: add, list, update, remove, and members' own credentials. Secrets go in;
 //! only `***` comes out.
 
-use actix_web::http::header;
+use actix_web::http::{header, Method};
 use actix_web::{web, HttpRequest, HttpResponse};
 use actors::Registry;
 use events::command::Command;
 use events::connection::{Auth, Connection};
 use events::view::ConnectionView;
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
-use super::error::ApiError;
-use super::extract::{agent_id, if_match, Admin, Body};
+use super::error::{ApiError, ErrorBody};
+use super::extract::{agent_id, if_match, Admin, Body, IfMatchHeader};
+use super::openapi::{
+    BadRequest, Conflict, NotFound, PayloadTooLarge, PreconditionFailed, Unauthorized, Unavailable,
+};
+use super::resource;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/v1/agents/{id}/connections", web::post().to(add))
-        .route("/v1/agents/{id}/connections", web::get().to(list))
-        .route("/v1/agents/{id}/connections/{cid}", web::get().to(get))
-        .route("/v1/agents/{id}/connections/{cid}", web::put().to(update))
-        .route(
-            "/v1/agents/{id}/connections/{cid}",
-            web::delete().to(remove),
-        )
-        .route(
-            "/v1/agents/{id}/connections/{cid}/members/{member}",
-            web::put().to(set_member),
-        );
+    cfg.service(resource(
+        "/v1/agents/{id}/connections",
+        [(Method::POST, web::to(add)), (Method::GET, web::to(list))],
+    ))
+    .service(resource(
+        "/v1/agents/{id}/connections/{cid}",
+        [
+            (Method::GET, web::to(get)),
+            (Method::PUT, web::to(update)),
+            (Method::DELETE, web::to(remove)),
+        ],
+    ))
+    .service(resource(
+        "/v1/agents/{id}/connections/{cid}/members/{member}",
+        [(Method::PUT, web::to(set_member))],
+    ));
 }
 
 fn shown(state: &events::AgentState, cid: &str) -> Result<ConnectionView, ApiError> {
@@ -35,7 +44,29 @@ fn shown(state: &events::AgentState, cid: &str) -> Result<ConnectionView, ApiErr
         .ok_or_else(|| ApiError::not_found(format!("connection '{cid}'")))
 }
 
-async fn add(
+/// Add a connection (event ConnectionAdded); its secrets are sealed and never shown again.
+#[utoipa::path(
+    post, path = "/v1/agents/{id}/connections", operation_id = "add_connection", tag = "connections",
+    params(
+        ("id" = Uuid, Path, description = "The agent's id"),
+        IfMatchHeader,
+    ),
+    request_body = Connection<String>,
+    responses(
+        (status = 201, description = "Added; secrets shown as `***`", body = ConnectionView, headers(
+            ("Location" = String, description = "/v1/agents/{id}/connections/{cid}"),
+        )),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 409, description = "duplicate: the connection id is in use (or `conflict`: a concurrent change; retry)", body = ErrorBody),
+        (status = 412, response = PreconditionFailed),
+        (status = 413, response = PayloadTooLarge),
+        (status = 422, description = "invalid_request: a bad id or server, missing team secrets, `key_value` with member credentials (details.field names it)", body = ErrorBody),
+        (status = 503, response = Unavailable),
+    ),
+)]
+pub(super) async fn add(
     _: Admin,
     reg: web::Data<Registry>,
     id: web::Path<String>,
@@ -59,7 +90,23 @@ async fn add(
         .json(shown(&out.state, &cid)?))
 }
 
-async fn list(
+#[derive(Serialize, ToSchema)]
+pub(super) struct ConnectionList {
+    connections: Vec<ConnectionView>,
+}
+
+/// The agent's connections with their status, secrets redacted.
+#[utoipa::path(
+    get, path = "/v1/agents/{id}/connections", operation_id = "list_connections", tag = "connections",
+    params(("id" = Uuid, Path, description = "The agent's id")),
+    responses(
+        (status = 200, description = "The connections, in id order", body = ConnectionList),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 503, response = Unavailable),
+    ),
+)]
+pub(super) async fn list(
     _: Admin,
     reg: web::Data<Registry>,
     id: web::Path<String>,
@@ -67,10 +114,24 @@ async fn list(
     let state = reg.state(agent_id(&id)?).await?;
     let connections: Vec<ConnectionView> =
         state.connections.values().map(ConnectionView::of).collect();
-    Ok(HttpResponse::Ok().json(json!({ "connections": connections })))
+    Ok(HttpResponse::Ok().json(ConnectionList { connections }))
 }
 
-async fn get(
+/// One connection, secrets redacted.
+#[utoipa::path(
+    get, path = "/v1/agents/{id}/connections/{cid}", operation_id = "get_connection", tag = "connections",
+    params(
+        ("id" = Uuid, Path, description = "The agent's id"),
+        ("cid" = String, Path, description = "The connection's id"),
+    ),
+    responses(
+        (status = 200, description = "The connection", body = ConnectionView),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "not_found: no such agent or connection", body = ErrorBody),
+        (status = 503, response = Unavailable),
+    ),
+)]
+pub(super) async fn get(
     _: Admin,
     reg: web::Data<Registry>,
     path: web::Path<(String, String)>,
@@ -80,7 +141,28 @@ async fn get(
     Ok(HttpResponse::Ok().json(shown(&state, &cid)?))
 }
 
-async fn update(
+/// Replace a connection (its id cannot change); members' credentials survive unless the auth type changes.
+#[utoipa::path(
+    put, path = "/v1/agents/{id}/connections/{cid}", operation_id = "update_connection", tag = "connections",
+    params(
+        ("id" = Uuid, Path, description = "The agent's id"),
+        ("cid" = String, Path, description = "The connection's id"),
+        IfMatchHeader,
+    ),
+    request_body = Connection<String>,
+    responses(
+        (status = 200, description = "The connection as stored, secrets redacted", body = ConnectionView),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "not_found: no such agent or connection", body = ErrorBody),
+        (status = 409, response = Conflict),
+        (status = 412, response = PreconditionFailed),
+        (status = 413, response = PayloadTooLarge),
+        (status = 422, description = "invalid_request: a changed id, a bad server, missing team secrets (details.field names it)", body = ErrorBody),
+        (status = 503, response = Unavailable),
+    ),
+)]
+pub(super) async fn update(
     _: Admin,
     reg: web::Data<Registry>,
     path: web::Path<(String, String)>,
@@ -98,7 +180,25 @@ async fn update(
     Ok(HttpResponse::Ok().json(shown(&out.state, &cid)?))
 }
 
-async fn remove(
+/// Remove a connection (event ConnectionRemoved).
+#[utoipa::path(
+    delete, path = "/v1/agents/{id}/connections/{cid}", operation_id = "remove_connection", tag = "connections",
+    params(
+        ("id" = Uuid, Path, description = "The agent's id"),
+        ("cid" = String, Path, description = "The connection's id"),
+        IfMatchHeader,
+    ),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "not_found: no such agent or connection", body = ErrorBody),
+        (status = 409, response = Conflict),
+        (status = 412, response = PreconditionFailed),
+        (status = 503, response = Unavailable),
+    ),
+)]
+pub(super) async fn remove(
     _: Admin,
     reg: web::Data<Registry>,
     path: web::Path<(String, String)>,
@@ -114,7 +214,29 @@ async fn remove(
     Ok(HttpResponse::NoContent().finish())
 }
 
-async fn set_member(
+/// Store a member's own credentials for a `member` connection (the caller names itself with `X-Hangar-Member`).
+#[utoipa::path(
+    put, path = "/v1/agents/{id}/connections/{cid}/members/{member}", operation_id = "set_member_credentials", tag = "connections",
+    params(
+        ("id" = Uuid, Path, description = "The agent's id"),
+        ("cid" = String, Path, description = "The connection's id"),
+        ("member" = String, Path, description = "The member's name, as callers send it in `X-Hangar-Member` (1-128 printable characters)"),
+        IfMatchHeader,
+    ),
+    request_body(content = Auth<String>, description = "An auth object of the connection's type; for `api_key` only `key` counts (the header is the connection's)"),
+    responses(
+        (status = 200, description = "Stored, secrets redacted", body = MemberCredential),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "not_found: no such agent or connection", body = ErrorBody),
+        (status = 409, response = Conflict),
+        (status = 412, response = PreconditionFailed),
+        (status = 413, response = PayloadTooLarge),
+        (status = 422, description = "invalid_request: a team connection, another auth type, a missing secret or a bad member name (details.field names it)", body = ErrorBody),
+        (status = 503, response = Unavailable),
+    ),
+)]
+pub(super) async fn set_member(
     _: Admin,
     reg: web::Data<Registry>,
     path: web::Path<(String, String, String)>,
@@ -136,6 +258,18 @@ async fn set_member(
         .get(&cid)
         .and_then(|c| c.members.get(&member))
         .ok_or_else(|| ApiError::not_found(format!("member '{member}' of connection '{cid}'")))?;
-    Ok(HttpResponse::Ok()
-        .json(json!({"connection": cid, "member": member, "auth": stored.redacted()})))
+    Ok(HttpResponse::Ok().json(MemberCredential {
+        connection: cid,
+        member,
+        auth: stored.redacted(),
+    }))
+}
+
+/// A member's stored credentials, as answered: secrets redacted.
+#[derive(Serialize, ToSchema)]
+pub(super) struct MemberCredential {
+    connection: String,
+    member: String,
+    #[schema(value_type = Auth<String>)]
+    auth: Auth<&'static str>,
 }

@@ -1,23 +1,40 @@
 //! Deploy, redeploy, rollback, undeploy, and the read-only view of the live version with
 //! copy-paste snippets for its endpoints.
 
+use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse};
 use actors::runtime::Runtime;
 use actors::Registry;
-use events::view;
-use serde::Deserialize;
-use serde_json::json;
+use events::view::{self, AgentView, DeploymentView, VersionView};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::agents::agent_response;
-use super::error::ApiError;
-use super::extract::{agent_id, if_match, Admin, OptionalBody};
+use super::error::{ApiError, ErrorBody};
+use super::extract::{agent_id, if_match, Admin, IfMatchHeader, OptionalBody};
+use super::openapi::{
+    BadRequest, Conflict, NotFound, PayloadTooLarge, PreconditionFailed, Unauthorized, Unavailable,
+};
+use super::resource;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/v1/agents/{id}/deploy", web::post().to(deploy))
-        .route("/v1/agents/{id}/undeploy", web::post().to(undeploy))
-        .route("/v1/agents/{id}/deployment", web::get().to(deployment))
-        .route("/v1/agents/{id}/versions", web::get().to(versions));
+    cfg.service(resource(
+        "/v1/agents/{id}/deploy",
+        [(Method::POST, web::to(deploy))],
+    ))
+    .service(resource(
+        "/v1/agents/{id}/undeploy",
+        [(Method::POST, web::to(undeploy))],
+    ))
+    .service(resource(
+        "/v1/agents/{id}/deployment",
+        [(Method::GET, web::to(deployment))],
+    ))
+    .service(resource(
+        "/v1/agents/{id}/versions",
+        [(Method::GET, web::to(versions))],
+    ));
 }
 
 /// Where clients reach this server, for the URLs in a deployment; `--public-url` overrides what
@@ -25,14 +42,38 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 #[derive(Clone, Default)]
 pub struct PublicUrl(pub Option<String>);
 
-#[derive(Deserialize, Default)]
-struct DeployBody {
+/// Empty (or `{}`) deploys the draft; `{"version": N}` re-deploys version N (rollback).
+#[derive(Deserialize, Default, ToSchema)]
+pub(super) struct DeployBody {
     /// Re-deploy this earlier version (rollback) instead of the draft.
     #[serde(default)]
     version: Option<u32>,
 }
 
-async fn deploy(
+/// Snapshot the draft and make it live, or roll back to an earlier version.
+///
+/// Refused with 422 `validation_failed` when the draft has any error or warning: nothing is
+/// deployed and no event written.
+#[utoipa::path(
+    post, path = "/v1/agents/{id}/deploy", operation_id = "deploy", tag = "deployment",
+    params(
+        ("id" = Uuid, Path, description = "The agent's id"),
+        IfMatchHeader,
+    ),
+    request_body(content = Option<DeployBody>, description = "Optional: `{\"version\": N}` for a rollback"),
+    responses(
+        (status = 200, description = "The new live version", body = Deployment),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 412, response = PreconditionFailed),
+        (status = 413, response = PayloadTooLarge),
+        (status = 422, description = "validation_failed: the draft has errors or warnings (`details: {errors, warnings}`, Problems); or invalid_request on `version` never deployed", body = ErrorBody),
+        (status = 503, response = Unavailable),
+    ),
+)]
+pub(super) async fn deploy(
     _: Admin,
     rt: web::Data<Runtime>,
     public: web::Data<PublicUrl>,
@@ -45,7 +86,26 @@ async fn deploy(
     deployment_response(&out.state, &base_url(&public, &req))
 }
 
-async fn undeploy(
+/// Stop serving now: runs in flight and queued are cancelled, the agent is back to draft.
+#[utoipa::path(
+    post, path = "/v1/agents/{id}/undeploy", operation_id = "undeploy", tag = "deployment",
+    params(
+        ("id" = Uuid, Path, description = "The agent's id"),
+        IfMatchHeader,
+    ),
+    responses(
+        (status = 200, description = "The agent, back in draft", body = AgentView, headers(
+            ("ETag" = String, description = "\"<seq>\""),
+        )),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 409, description = "not_deployed: the agent is not live (or `conflict`: a concurrent change; retry)", body = ErrorBody),
+        (status = 412, response = PreconditionFailed),
+        (status = 503, response = Unavailable),
+    ),
+)]
+pub(super) async fn undeploy(
     _: Admin,
     rt: web::Data<Runtime>,
     id: web::Path<String>,
@@ -55,7 +115,18 @@ async fn undeploy(
     Ok(agent_response(HttpResponse::Ok(), &out.state))
 }
 
-async fn deployment(
+/// The live version, read-only, with its endpoint URLs and ready-to-copy snippets.
+#[utoipa::path(
+    get, path = "/v1/agents/{id}/deployment", operation_id = "get_deployment", tag = "deployment",
+    params(("id" = Uuid, Path, description = "The agent's id")),
+    responses(
+        (status = 200, description = "The live version", body = Deployment),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "not_found: no such agent; not_deployed: the agent has no live version", body = ErrorBody),
+        (status = 503, response = Unavailable),
+    ),
+)]
+pub(super) async fn deployment(
     _: Admin,
     reg: web::Data<Registry>,
     public: web::Data<PublicUrl>,
@@ -66,13 +137,31 @@ async fn deployment(
     deployment_response(&state, &base_url(&public, &req))
 }
 
-async fn versions(
+#[derive(Serialize, ToSchema)]
+pub(super) struct VersionList {
+    versions: Vec<VersionView>,
+}
+
+/// Every deployed version, oldest first.
+#[utoipa::path(
+    get, path = "/v1/agents/{id}/versions", operation_id = "list_versions", tag = "deployment",
+    params(("id" = Uuid, Path, description = "The agent's id")),
+    responses(
+        (status = 200, description = "The versions", body = VersionList),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 503, response = Unavailable),
+    ),
+)]
+pub(super) async fn versions(
     _: Admin,
     reg: web::Data<Registry>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let state = reg.state(agent_id(&id)?).await?;
-    Ok(HttpResponse::Ok().json(json!({ "versions": view::versions(&state) })))
+    Ok(HttpResponse::Ok().json(VersionList {
+        versions: view::versions(&state),
+    }))
 }
 
 fn base_url(public: &PublicUrl, req: &HttpRequest) -> String {
@@ -93,29 +182,45 @@ fn deployment_response(state: &events::AgentState, base: &str) -> Result<HttpRes
             "the agent has no live version; POST /deploy first",
         ));
     };
-    let urls = Endpoints::of(
+    let endpoints = Endpoints::of(
         state.id,
         base,
         state
             .live()
             .is_some_and(|v| v.snapshot.endpoint.asynchronous.push_enabled),
     );
-    let mut body = serde_json::to_value(&d).unwrap_or_default();
-    if let Some(map) = body.as_object_mut() {
-        map.insert(
-            "endpoints".into(),
-            json!({"sync": urls.sync, "async_poll": urls.async_poll, "async_push": urls.async_push}),
-        );
-        map.insert("snippets".into(), urls.snippets());
-    }
-    Ok(HttpResponse::Ok().json(body))
+    let snippets = endpoints.snippets();
+    Ok(HttpResponse::Ok().json(Deployment {
+        deployment: d,
+        endpoints,
+        snippets,
+    }))
+}
+
+/// The live version as answered: the snapshot, its endpoint URLs, and snippets to call them.
+#[derive(Serialize, ToSchema)]
+pub(super) struct Deployment {
+    #[serde(flatten)]
+    deployment: DeploymentView,
+    endpoints: Endpoints,
+    snippets: Snippets,
 }
 
 /// The agent's endpoint URLs: derived from its id only, so they never change across redeploys.
+#[derive(Serialize, ToSchema)]
 struct Endpoints {
     sync: String,
     async_poll: String,
+    /// The async URL when the live version pushes results, else `null`.
     async_push: Option<String>,
+}
+
+/// Ready-to-copy calls of the endpoints; each reads the token from `$HANGAR_TOKEN`.
+#[derive(Serialize, ToSchema)]
+struct Snippets {
+    curl: String,
+    python: String,
+    node: String,
 }
 
 impl Endpoints {
@@ -129,7 +234,7 @@ impl Endpoints {
     }
 
     /// Ready to copy; the token is read from `HANGAR_TOKEN` so no secret sits in a snippet.
-    fn snippets(&self) -> serde_json::Value {
+    fn snippets(&self) -> Snippets {
         let (sync, poll) = (&self.sync, &self.async_poll);
         let curl = format!(
             "# sync: waits for the result\n\
@@ -159,6 +264,6 @@ impl Endpoints {
              do {{ result = await (await fetch(accepted.poll_url + '?wait=30', {{ headers }})).json(); }} while (['queued', 'running'].includes(result.status));\n\
              console.log(result.status, result.output);\n"
         );
-        json!({"curl": curl, "python": python, "node": node})
+        Snippets { curl, python, node }
     }
 }

@@ -4,7 +4,9 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use events::Rejection;
+use serde::Serialize;
 use serde_json::{json, Value};
+use utoipa::ToSchema;
 
 #[derive(Debug, Clone)]
 pub struct ApiError {
@@ -70,10 +72,33 @@ impl ResponseError for ApiError {
         {
             res.insert_header(("Retry-After", "1"));
         }
-        res.json(
-            json!({"error": {"code": self.code, "message": self.message, "details": self.details}}),
-        )
+        res.json(ErrorBody {
+            error: ErrorObject {
+                code: self.code,
+                message: &self.message,
+                details: &self.details,
+            },
+        })
     }
+}
+
+/// The body of every error answer.
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"error": {"code": "invalid_request", "message": "field 'flow.nodes[0].next': invalid type: integer `3`, expected a string", "details": {"field": "flow.nodes[0].next"}}}))]
+pub struct ErrorBody<'a> {
+    pub error: ErrorObject<'a>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ErrorObject<'a> {
+    /// Stable, snake_case: what a client branches on (`invalid_request`, `not_found`, …).
+    pub code: &'a str,
+    /// What went wrong and how to fix it, for a person.
+    pub message: &'a str,
+    /// Structured context, or `null`: the field at fault (`{"field": "flow.nodes[0].next"}`),
+    /// the Problems of a refused deploy, the request id and Run of a failed sync run, …
+    #[schema(value_type = serde_json::Value)]
+    pub details: &'a Value,
 }
 
 impl From<Rejection> for ApiError {

@@ -118,7 +118,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for Body<T> {
     }
 }
 
-/// A body that may be empty (then `T::default()`).
+/// A body that may be empty or `null` (then `T::default()`).
 pub struct OptionalBody<T>(pub T);
 
 impl<T: DeserializeOwned + Default + 'static> FromRequest for OptionalBody<T> {
@@ -132,7 +132,7 @@ impl<T: DeserializeOwned + Default + 'static> FromRequest for OptionalBody<T> {
             if bytes.iter().all(u8::is_ascii_whitespace) {
                 return Ok(OptionalBody(T::default()));
             }
-            parse_json(&bytes).map(OptionalBody)
+            parse_json::<Option<T>>(&bytes).map(|body| OptionalBody(body.unwrap_or_default()))
         })
     }
 }
@@ -194,4 +194,48 @@ pub fn if_match(req: &HttpRequest) -> Result<Option<u64>, ApiError> {
             "If-Match must be the ETag of the agent, e.g. \"12\"",
         )
     })
+}
+
+/// Path segments that cannot be decoded (e.g. `%FF`) name nothing: 404 in the API's error shape,
+/// not actix's plain-text default.
+pub fn path_config() -> web::PathConfig {
+    web::PathConfig::default()
+        .error_handler(|e, req| ApiError::not_found(format!("{} ({e})", req.path())).into())
+}
+
+/// `If-Match`, as the OpenAPI document describes it for every write.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)] // Read by `if_match`; this only documents it.
+pub struct IfMatchHeader {
+    /// The agent's ETag, `"<seq>"`: the write is refused with 412 (nothing written) if the agent
+    /// has moved past it. `*`, or no header: write whatever the seq.
+    #[param(
+        rename = "If-Match",
+        pattern = r#"^(\*|(W/)?"?[0-9]+"?)$"#,
+        example = "\"12\""
+    )]
+    if_match: Option<String>,
+}
+
+/// The optional headers of the run routes, as the OpenAPI document describes them; `invoke.rs`
+/// reads them (1-255 printable characters, else 400 naming the header).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)] // Only documents them.
+pub struct RunHeaders {
+    /// The same key within 24 h returns the same request: no second run.
+    #[param(
+        rename = "Idempotency-Key",
+        pattern = r"^[\t -~]*[!-~][\t -~]*$",
+        max_length = 255
+    )]
+    idempotency_key: Option<String>,
+    /// The caller's member name, whose own credentials `member` connections use.
+    #[param(
+        rename = "X-Hangar-Member",
+        pattern = r"^[\t -~]*[!-~][\t -~]*$",
+        max_length = 255
+    )]
+    member: Option<String>,
 }

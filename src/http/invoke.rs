@@ -3,28 +3,51 @@
 
 use std::time::Duration;
 
-use actix_web::http::{header, StatusCode};
+use actix_web::http::{header, Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use actors::runtime::{Request, Run, RunStatus, Runtime};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
 
-use super::error::ApiError;
-use super::extract::{agent_id, Invoker, OptionalBody};
+use super::error::{ApiError, ErrorBody};
+use super::extract::{agent_id, Admin, Invoker, OptionalBody, RunHeaders};
+use super::openapi::{
+    BadRequest, Forbidden, NotFound, Overloaded, PayloadTooLarge, RunFailed, RunTimedOut,
+    Unauthorized, Unavailable,
+};
+use super::resource;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/v1/agents/{id}/invoke", web::post().to(invoke))
-        .route("/v1/agents/{id}/preview", web::post().to(preview))
-        .route("/v1/agents/{id}/invoke/async", web::post().to(submit))
-        .route("/v1/agents/{id}/requests/{rid}", web::get().to(poll))
-        .route("/v1/agents/{id}/requests/{rid}", web::delete().to(cancel));
+    cfg.service(resource(
+        "/v1/agents/{id}/invoke",
+        [(Method::POST, web::to(invoke))],
+    ))
+    .service(resource(
+        "/v1/agents/{id}/preview",
+        [(Method::POST, web::to(preview))],
+    ))
+    .service(resource(
+        "/v1/agents/{id}/invoke/async",
+        [(Method::POST, web::to(submit))],
+    ))
+    .service(resource(
+        "/v1/agents/{id}/requests/{rid}",
+        [
+            (Method::GET, web::to(poll)),
+            (Method::DELETE, web::to(cancel)),
+        ],
+    ));
 }
 
 /// Longest long-poll, in seconds.
 const MAX_WAIT_S: u64 = 30;
 
-#[derive(Deserialize)]
-struct InvokeBody {
+/// What a run is called with. An empty body is `{"input": {}}`.
+#[derive(Deserialize, ToSchema)]
+pub(super) struct InvokeBody {
+    /// The flow's `input`: any JSON, usually an object (default `{}`).
     #[serde(default = "empty_object")]
     input: Value,
 }
@@ -95,7 +118,30 @@ fn sync_answer(run: &Run) -> Result<HttpResponse, ApiError> {
     }
 }
 
-async fn invoke(
+/// Run the live version and wait for its result (the sync endpoint).
+#[utoipa::path(
+    post, path = "/v1/agents/{id}/invoke", operation_id = "invoke", tag = "invocation",
+    params(
+        ("id" = Uuid, Path, description = "The agent's id"),
+        RunHeaders,
+    ),
+    request_body(content = Option<InvokeBody>, description = "`{\"input\": ...}`; may be empty"),
+    responses(
+        (status = 200, description = "The run succeeded", body = Run),
+        (status = 202, description = "An idempotent repeat of a sync request still running after the sync timeout: poll it", body = Run),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, description = "not_deployed: the agent has no live version; cancelled: an undeploy cancelled the run (details: request_id, run)", body = ErrorBody),
+        (status = 413, response = PayloadTooLarge),
+        (status = 429, response = Overloaded),
+        (status = 502, response = RunFailed),
+        (status = 503, response = Unavailable),
+        (status = 504, response = RunTimedOut),
+    ),
+)]
+pub(super) async fn invoke(
     _: Invoker,
     rt: web::Data<Runtime>,
     id: web::Path<String>,
@@ -106,8 +152,32 @@ async fn invoke(
     sync_answer(&run.run)
 }
 
-async fn preview(
-    _: Invoker,
+/// Run the **draft** synchronously, as the sync endpoint would; the run is not stored.
+///
+/// A management route: it needs the admin token (an invocation key may call only what is live).
+#[utoipa::path(
+    post, path = "/v1/agents/{id}/preview", operation_id = "preview", tag = "agents",
+    params(
+        ("id" = Uuid, Path, description = "The agent's id"),
+        ("X-Hangar-Member" = Option<String>, Header, max_length = 255, pattern = r"^[\t -~]*[!-~][\t -~]*$",
+            description = "The caller's member name, whose own credentials `member` connections use"),
+    ),
+    request_body(content = Option<InvokeBody>, description = "`{\"input\": ...}`; may be empty"),
+    responses(
+        (status = 200, description = "The run succeeded (version 0: the draft)", body = Run),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 409, description = "not_deployed: the agent's runtime is closing after an undeploy; cancelled: an undeploy cancelled the run", body = ErrorBody),
+        (status = 413, response = PayloadTooLarge),
+        (status = 429, response = Overloaded),
+        (status = 502, response = RunFailed),
+        (status = 503, response = Unavailable),
+        (status = 504, response = RunTimedOut),
+    ),
+)]
+pub(super) async fn preview(
+    _: Admin,
     rt: web::Data<Runtime>,
     id: web::Path<String>,
     req: HttpRequest,
@@ -117,7 +187,30 @@ async fn preview(
     sync_answer(&run.run)
 }
 
-async fn submit(
+/// Accept a run of the live version and run it in the background; durable before the 202.
+#[utoipa::path(
+    post, path = "/v1/agents/{id}/invoke/async", operation_id = "submit_async", tag = "invocation",
+    params(
+        ("id" = Uuid, Path, description = "The agent's id"),
+        RunHeaders,
+    ),
+    request_body(content = Option<InvokeBody>, description = "`{\"input\": ...}`; may be empty"),
+    responses(
+        (status = 202, description = "Accepted: poll `poll_url` (or wait for the push)", body = Accepted, headers(
+            ("Location" = String, description = "The poll URL"),
+            ("Retry-After" = String, description = "Seconds before the first poll"),
+        )),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, description = "not_deployed: the agent has no live version", body = ErrorBody),
+        (status = 413, response = PayloadTooLarge),
+        (status = 429, response = Overloaded),
+        (status = 503, response = Unavailable),
+    ),
+)]
+pub(super) async fn submit(
     _: Invoker,
     rt: web::Data<Runtime>,
     id: web::Path<String>,
@@ -130,15 +223,51 @@ async fn submit(
     Ok(HttpResponse::Accepted()
         .insert_header((header::LOCATION, poll_url.clone()))
         .insert_header((header::RETRY_AFTER, "1"))
-        .json(json!({"request_id": run.run.request_id, "status": run.run.status, "poll_url": poll_url})))
+        .json(Accepted {
+            request_id: run.run.request_id,
+            status: run.run.status,
+            poll_url,
+        }))
 }
 
-#[derive(Deserialize)]
+/// The answer to an async submit.
+#[derive(Serialize, ToSchema)]
+pub(super) struct Accepted {
+    request_id: Uuid,
+    /// `queued`, or the request's current status for an idempotent repeat.
+    status: RunStatus,
+    /// Where to poll: `/v1/agents/{id}/requests/{request_id}`.
+    poll_url: String,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct PollQuery {
+    /// Long-poll: wait up to this many seconds (0-30) for the run to end.
+    #[param(maximum = 30)]
     wait: Option<u64>,
 }
 
-async fn poll(
+/// Poll an async request; `wait` long-polls.
+#[utoipa::path(
+    get, path = "/v1/agents/{id}/requests/{rid}", operation_id = "poll_request", tag = "invocation",
+    params(
+        ("id" = Uuid, Path, description = "The agent's id"),
+        ("rid" = Uuid, Path, description = "The request id"),
+        PollQuery,
+    ),
+    responses(
+        (status = 200, description = "The run as it is now", body = Run, headers(
+            ("Retry-After" = String, description = "Sent while the run is not final: seconds before polling again"),
+        )),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, description = "not_found: no such agent or request (requests are kept for the retention period)", body = ErrorBody),
+        (status = 503, response = Unavailable),
+    ),
+)]
+pub(super) async fn poll(
     _: Invoker,
     rt: web::Data<Runtime>,
     path: web::Path<(String, String)>,
@@ -166,7 +295,23 @@ async fn poll(
     Ok(res.json(run.run))
 }
 
-async fn cancel(
+/// Cancel a queued or running request.
+#[utoipa::path(
+    delete, path = "/v1/agents/{id}/requests/{rid}", operation_id = "cancel_request", tag = "invocation",
+    params(
+        ("id" = Uuid, Path, description = "The agent's id"),
+        ("rid" = Uuid, Path, description = "The request id"),
+    ),
+    responses(
+        (status = 200, description = "The run, `cancelled`", body = Run),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, description = "not_found: no such agent or request", body = ErrorBody),
+        (status = 409, description = "already_finished: the run had already ended (details.run is the Run); not_deployed: the agent's runtime is closing", body = ErrorBody),
+        (status = 503, response = Unavailable),
+    ),
+)]
+pub(super) async fn cancel(
     _: Invoker,
     rt: web::Data<Runtime>,
     path: web::Path<(String, String)>,

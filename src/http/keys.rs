@@ -1,22 +1,53 @@
 //! Invocation keys: issue (shown once), list (ids only), revoke.
 
-use actix_web::http::header;
+use actix_web::http::{header, Method};
 use actix_web::{web, HttpRequest, HttpResponse};
 use actors::Registry;
+use chrono::{DateTime, Utc};
 use events::command::Command;
 use events::Event;
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
-use super::error::ApiError;
-use super::extract::{agent_id, if_match, Admin};
+use super::error::{ApiError, ErrorBody};
+use super::extract::{agent_id, if_match, Admin, IfMatchHeader};
+use super::openapi::{
+    BadRequest, Conflict, NotFound, PreconditionFailed, Unauthorized, Unavailable,
+};
+use super::resource;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/v1/agents/{id}/keys", web::post().to(issue))
-        .route("/v1/agents/{id}/keys", web::get().to(list))
-        .route("/v1/agents/{id}/keys/{kid}", web::delete().to(revoke));
+    cfg.service(resource(
+        "/v1/agents/{id}/keys",
+        [(Method::POST, web::to(issue)), (Method::GET, web::to(list))],
+    ))
+    .service(resource(
+        "/v1/agents/{id}/keys/{kid}",
+        [(Method::DELETE, web::to(revoke))],
+    ));
 }
 
-async fn issue(
+/// Issue an invocation key: shown in this answer only, stored as its SHA-256.
+#[utoipa::path(
+    post, path = "/v1/agents/{id}/keys", operation_id = "issue_key", tag = "keys",
+    params(
+        ("id" = Uuid, Path, description = "The agent's id"),
+        IfMatchHeader,
+    ),
+    responses(
+        (status = 201, description = "The new key, shown once", body = IssuedKey, headers(
+            ("Location" = String, description = "/v1/agents/{id}/keys/{kid}"),
+            ("Cache-Control" = String, description = "no-store"),
+        )),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 412, response = PreconditionFailed),
+        (status = 503, response = Unavailable),
+    ),
+)]
+pub(super) async fn issue(
     _: Admin,
     reg: web::Data<Registry>,
     id: web::Path<String>,
@@ -34,26 +65,79 @@ async fn issue(
         (Some(kid), Some(key)) => Ok(HttpResponse::Created()
             .insert_header((header::LOCATION, format!("/v1/agents/{agent}/keys/{kid}")))
             .insert_header((header::CACHE_CONTROL, "no-store"))
-            .json(json!({"id": kid, "key": key}))),
+            .json(IssuedKey { id: kid, key })),
         _ => Err(actors::Error::Unavailable("the key was not issued".into()).into()),
     }
 }
 
-async fn list(
+/// A key as issued: the only time `key` is ever shown.
+#[derive(Serialize, ToSchema)]
+pub(super) struct IssuedKey {
+    /// `key_…`: names the key to revoke it.
+    id: String,
+    /// `hgk_…`: send it as `Authorization: Bearer <key>` to the agent's invocation routes.
+    key: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(super) struct KeyList {
+    keys: Vec<KeyEntry>,
+}
+
+/// A live key, known by its id only.
+#[derive(Serialize, ToSchema)]
+pub(super) struct KeyEntry {
+    id: String,
+    created_at: DateTime<Utc>,
+}
+
+/// The agent's live invocation keys (ids only).
+#[utoipa::path(
+    get, path = "/v1/agents/{id}/keys", operation_id = "list_keys", tag = "keys",
+    params(("id" = Uuid, Path, description = "The agent's id")),
+    responses(
+        (status = 200, description = "The keys, by id", body = KeyList),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 503, response = Unavailable),
+    ),
+)]
+pub(super) async fn list(
     _: Admin,
     reg: web::Data<Registry>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let state = reg.state(agent_id(&id)?).await?;
-    let keys: Vec<_> = state
+    let keys = state
         .keys
         .iter()
-        .map(|(id, k)| json!({"id": id, "created_at": k.created_at}))
+        .map(|(id, k)| KeyEntry {
+            id: id.clone(),
+            created_at: k.created_at,
+        })
         .collect();
-    Ok(HttpResponse::Ok().json(json!({ "keys": keys })))
+    Ok(HttpResponse::Ok().json(KeyList { keys }))
 }
 
-async fn revoke(
+/// Revoke an invocation key: calls with it answer 401 from now on.
+#[utoipa::path(
+    delete, path = "/v1/agents/{id}/keys/{kid}", operation_id = "revoke_key", tag = "keys",
+    params(
+        ("id" = Uuid, Path, description = "The agent's id"),
+        ("kid" = String, Path, description = "The key's id (`key_…`)"),
+        IfMatchHeader,
+    ),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "not_found: no such agent or key", body = ErrorBody),
+        (status = 409, response = Conflict),
+        (status = 412, response = PreconditionFailed),
+        (status = 503, response = Unavailable),
+    ),
+)]
+pub(super) async fn revoke(
     _: Admin,
     reg: web::Data<Registry>,
     path: web::Path<(String, String)>,

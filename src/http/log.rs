@@ -1,30 +1,86 @@
 //! The audit routes: the event log (secrets redacted) and the agent as it stood at any seq.
 
+use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse};
 use actors::Registry;
 use events::view::AgentView;
 use events::AgentState;
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
 
 use super::error::ApiError;
 use super::extract::{agent_id, Admin};
+use super::openapi::{BadRequest, NotFound, Unauthorized, Unavailable};
+use super::resource;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/v1/agents/{id}/events", web::get().to(events))
-        .route("/v1/agents/{id}/history", web::get().to(history));
+    cfg.service(resource(
+        "/v1/agents/{id}/events",
+        [(Method::GET, web::to(events))],
+    ))
+    .service(resource(
+        "/v1/agents/{id}/history",
+        [(Method::GET, web::to(history))],
+    ));
 }
 
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 1000;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct EventsQuery {
+    /// Only events after this seq (default 0: from the first).
     after: Option<u64>,
+    /// At most this many events, 1-1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
 }
 
-async fn events(
+#[derive(Serialize, ToSchema)]
+pub(super) struct EventList {
+    /// Oldest first.
+    #[schema(value_type = Vec<StoredEvent>)]
+    events: Vec<Value>,
+}
+
+/// An event as stored in the agent's log, sealed values shown as `***`.
+#[derive(ToSchema)]
+#[allow(dead_code)] // Describes the JSON of `Envelope::redacted_json` for the OpenAPI document.
+pub(super) struct StoredEvent {
+    /// 1, 2, 3… within the agent's log, without gaps.
+    seq: u64,
+    /// The event's own id.
+    id: uuid::Uuid,
+    agent_id: uuid::Uuid,
+    /// The event kind: `Created`, `FlowEdited`, `Deployed`, …
+    #[schema(rename = "type")]
+    kind: String,
+    /// The event's payload, by kind.
+    data: Value,
+    at: chrono::DateTime<chrono::Utc>,
+    /// The event schema version that wrote it.
+    schema: u32,
+    /// The previous event's `hash` (64 zeros for the first).
+    prev_hash: String,
+    /// Hex SHA-256 over `prev_hash` and the canonical JSON of this event without `hash`.
+    hash: String,
+}
+
+/// The agent's event log, oldest first, secrets redacted.
+#[utoipa::path(
+    get, path = "/v1/agents/{id}/events", operation_id = "list_events", tag = "audit",
+    params(("id" = Uuid, Path, description = "The agent's id"), EventsQuery),
+    responses(
+        (status = 200, description = "A page of the log", body = EventList),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 503, response = Unavailable),
+    ),
+)]
+pub(super) async fn events(
     _: Admin,
     reg: web::Data<Registry>,
     id: web::Path<String>,
@@ -51,15 +107,32 @@ async fn events(
     let from = q.after.unwrap_or(0).saturating_add(1);
     let page = store.read(id, from, limit)?;
     let events: Vec<_> = page.iter().map(|e| e.redacted_json()).collect();
-    Ok(HttpResponse::Ok().json(json!({ "events": events })))
+    Ok(HttpResponse::Ok().json(EventList { events }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct HistoryQuery {
+    /// The seq to stand at, 1 to the agent's last (default: the last).
+    #[param(minimum = 1)]
     at: Option<u64>,
 }
 
-async fn history(
+/// The agent as it stood after event `at`.
+#[utoipa::path(
+    get, path = "/v1/agents/{id}/history", operation_id = "get_history", tag = "audit",
+    params(("id" = Uuid, Path, description = "The agent's id"), HistoryQuery),
+    responses(
+        (status = 200, description = "The agent replayed up to `at`", body = AgentView, headers(
+            ("ETag" = String, description = "\"<at>\""),
+        )),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 503, response = Unavailable),
+    ),
+)]
+pub(super) async fn history(
     _: Admin,
     reg: web::Data<Registry>,
     id: web::Path<String>,

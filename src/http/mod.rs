@@ -1,5 +1,5 @@
 //! The HTTP layer: thin handlers that translate requests into registry calls and results into
-//! responses. Routes are grouped by resource, one module each.
+//! responses. Routes are grouped by resource, one module each; `openapi` describes them all.
 
 mod agents;
 mod connections;
@@ -9,32 +9,88 @@ pub mod extract;
 mod invoke;
 mod keys;
 mod log;
+mod openapi;
 
-use actix_web::{web, HttpResponse};
+use actix_web::http::{header, Method, StatusCode};
+use actix_web::{web, HttpResponse, Resource, ResponseError, Route};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 pub use deployment::PublicUrl;
 pub use extract::AdminToken;
 
 use error::ApiError;
 
-/// Every route of the API.
+/// Every route of the API. Each handler carries its `#[utoipa::path]`, and `openapi::ApiDoc`
+/// lists them all: a route added here and not there fails `tests/openapi.rs`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.app_data(web::PayloadConfig::new(extract::MAX_BODY))
-        .route("/healthz", web::get().to(healthz))
+        .app_data(extract::path_config())
+        .service(resource("/healthz", [(Method::GET, web::to(healthz))]))
+        .service(resource(
+            "/openapi.json",
+            [(Method::GET, web::to(openapi::document))],
+        ))
         .configure(agents::routes)
         .configure(connections::routes)
         .configure(deployment::routes)
         .configure(log::routes)
         .configure(invoke::routes)
         .configure(keys::routes)
-        .route("/metrics", web::get().to(metrics));
+        .service(resource("/metrics", [(Method::GET, web::to(metrics))]));
 }
 
+/// One path with its methods. Any other method answers 405 `method_not_allowed` with `Allow`
+/// listing these (a wrong method is not an unknown route).
+fn resource<const N: usize>(path: &str, routes: [(Method, Route); N]) -> Resource {
+    let allow = routes
+        .iter()
+        .map(|(method, _)| method.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut resource = web::resource(path);
+    for (method, route) in routes {
+        resource = resource.route(route.method(method));
+    }
+    resource.default_service(web::to(move |req: actix_web::HttpRequest| {
+        let allow = allow.clone();
+        async move {
+            let mut res = ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!("{} answers {allow}, not {}", req.path(), req.method()),
+            )
+            .error_response();
+            if let Ok(value) = header::HeaderValue::from_str(&allow) {
+                res.headers_mut().insert(header::ALLOW, value);
+            }
+            res
+        }
+    }))
+}
+
+#[derive(Serialize, ToSchema)]
+struct Health {
+    /// Always `ok`: the server answers.
+    status: &'static str,
+}
+
+/// Liveness: 200 while the server answers. No auth.
+#[utoipa::path(
+    get, path = "/healthz", operation_id = "healthz", tag = "server",
+    security(()),
+    responses((status = 200, description = "The server is up", body = Health)),
+)]
 async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
+    HttpResponse::Ok().json(Health { status: "ok" })
 }
 
 /// Prometheus text; no auth, and nothing secret in it.
+#[utoipa::path(
+    get, path = "/metrics", operation_id = "metrics", tag = "server",
+    security(()),
+    responses((status = 200, description = "Prometheus text exposition format 0.0.4", body = String, content_type = "text/plain")),
+)]
 async fn metrics(rt: web::Data<actors::runtime::Runtime>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")

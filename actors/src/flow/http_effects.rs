@@ -3,8 +3,10 @@
 //!
 //! Credentials stay sealed until the moment a request is built; the opened secrets live only in
 //! header values marked sensitive and are never logged. Redirects are not followed, so a tool
-//! cannot bounce a request and its credentials to another host. The client's own timeout is
-//! generous on purpose: the interpreter enforces the contract's limits by dropping the call.
+//! cannot bounce a request and its credentials to another host. Every connection passes the
+//! egress policy ([`crate::egress`]) on the addresses its host resolves to; a refusal fails the
+//! call with `egress_denied`. The client's own timeout is generous on purpose: the interpreter
+//! enforces the contract's limits by dropping the call.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -25,6 +27,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::effects::{excerpt, EffectError, Effects, ToolCall, ToolResponse};
+use crate::egress;
 
 /// Longer than any run may last (the async endpoint's limit is 600 s).
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(900);
@@ -60,15 +63,41 @@ fn client() -> awc::Client {
 }
 
 fn build_client() -> awc::Client {
-    // awc's rustls needs a process-wide crypto provider; ring is the one this crate compiles in.
-    // An error only means one is installed already.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    build_client_with(egress::connector())
+}
+
+/// Every connection goes through the egress policy's connector: resolved, filtered, then opened.
+fn build_client_with(connector: awc::Connector<egress::Connector>) -> awc::Client {
     awc::Client::builder()
         .disable_redirects()
         .timeout(CLIENT_TIMEOUT)
-        .connector(awc::Connector::new().timeout(CONNECT_TIMEOUT))
+        .connector(connector.timeout(CONNECT_TIMEOUT))
         .add_default_header(("user-agent", "hangar"))
         .finish()
+}
+
+/// Why a request got no answer.
+enum NoAnswer {
+    /// The egress policy refused the destination: retrying cannot help, the operator or the
+    /// agent's author must change something.
+    Refused(egress::Denied),
+    /// Anything else: connection refused, TLS, timeout, a body too large.
+    Failed(String),
+}
+
+impl NoAnswer {
+    fn into_effect_error(
+        self,
+        failed: impl FnOnce(String) -> EffectError,
+        what: &str,
+    ) -> EffectError {
+        match self {
+            NoAnswer::Refused(denied) => {
+                EffectError::new("egress_denied", format!("{what}: {denied}"))
+            }
+            NoAnswer::Failed(why) => failed(why),
+        }
+    }
 }
 
 type Headers = Vec<(HeaderName, HeaderValue)>;
@@ -149,9 +178,14 @@ impl HttpEffects {
                 format!("tool '{tool}' at {}: {what}", connection.server),
             )
         };
-        let (status, body) = send(method, &url, headers, call.body.as_ref())
+        let (status, body) = send(&client(), method, &url, headers, call.body.as_ref())
             .await
-            .map_err(unreachable)?;
+            .map_err(|e| {
+                e.into_effect_error(
+                    unreachable,
+                    &format!("tool '{tool}' at {}", connection.server),
+                )
+            })?;
         Ok(ToolResponse {
             status,
             body: parse_body(&body),
@@ -184,9 +218,14 @@ impl HttpEffects {
             "messages": [{"role": "system", "content": system}, {"role": "user", "content": prompt}],
         });
         let url = format!("{base}/chat/completions");
-        let (status, body) = send(Method::POST, &url, headers, Some(&request))
+        let (status, body) = send(&client(), Method::POST, &url, headers, Some(&request))
             .await
-            .map_err(|what| failed(format!("{base} could not be reached: {what}")))?;
+            .map_err(|e| {
+                e.into_effect_error(
+                    |what| failed(format!("{base} could not be reached: {what}")),
+                    &format!("model '{}'", model.name),
+                )
+            })?;
         let answer = parse_body(&body);
         if !(200..300).contains(&status) {
             return Err(failed(format!(
@@ -230,12 +269,13 @@ impl Effects for HttpEffects {
 
 /// Sends one request; the status and raw body, or why no answer came.
 async fn send(
+    client: &awc::Client,
     method: Method,
     url: &str,
     headers: Headers,
     body: Option<&Value>,
-) -> Result<(u16, Vec<u8>), String> {
-    let mut request = client().request(method, url);
+) -> Result<(u16, Vec<u8>), NoAnswer> {
+    let mut request = client.request(method, url);
     for header in headers {
         request = request.insert_header(header);
     }
@@ -243,13 +283,16 @@ async fn send(
         Some(body) => request.send_json(body).await,
         None => request.send().await,
     };
-    let mut response = sent.map_err(|e| e.to_string())?;
+    let mut response = sent.map_err(|e| match egress::denied(&e) {
+        Some(denied) => NoAnswer::Refused(denied.clone()),
+        None => NoAnswer::Failed(e.to_string()),
+    })?;
     let status = response.status().as_u16();
     let bytes = response
         .body()
         .limit(MAX_BODY)
         .await
-        .map_err(|e| format!("reading the answer failed: {e}"))?;
+        .map_err(|e| NoAnswer::Failed(format!("reading the answer failed: {e}")))?;
     Ok((status, bytes.to_vec()))
 }
 
@@ -577,6 +620,36 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(err.code, "unknown_connection");
+    }
+
+    /// With loopback refused, a tool or model call to a listening loopback server is refused
+    /// before it connects, as `egress_denied`, not as an unreachable server.
+    #[actix_rt::test]
+    async fn calls_the_egress_policy_refuses_are_egress_denied() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let url = format!(
+            "http://127.0.0.1:{}/x",
+            listener.local_addr().unwrap().port()
+        );
+        let strict = build_client_with(egress::connector_with(Arc::new(egress::Policy {
+            allow_loopback: false,
+            ..egress::Policy::default()
+        })));
+        let Err(refused) = send(&strict, Method::GET, &url, Vec::new(), None).await else {
+            panic!("sent");
+        };
+        let err = refused.into_effect_error(
+            |why| EffectError::new("tool_unreachable", why),
+            "tool 't' at http://127.0.0.1",
+        );
+        assert_eq!(err.code, "egress_denied");
+        assert!(
+            err.message.contains("tool 't'")
+                && err.message.contains("HANGAR_EGRESS_ALLOW_LOOPBACK"),
+            "{err}"
+        );
+        assert!(listener.accept().is_err(), "nothing connected");
     }
 
     /// HTTPS is compiled in: a server that hangs up during the handshake is unreachable, not

@@ -8,6 +8,7 @@ use chrono::Utc;
 
 use super::schedule::parse_retry_after;
 use super::signature::{self, sign};
+use crate::egress;
 use crate::runtime::Run;
 
 /// How long a receiver has to answer.
@@ -36,20 +37,36 @@ pub(super) enum Answer {
 }
 
 /// The client every attempt of one pusher shares: 15 s to answer, redirects returned as they
-/// are (a 3xx is a failed attempt, never followed to another host).
+/// are (a 3xx is a failed attempt, never followed to another host), and every connection
+/// through the egress policy ([`crate::egress`]).
 pub(super) fn client() -> awc::Client {
     awc::Client::builder()
         .timeout(TIMEOUT)
         .disable_redirects()
+        .connector(egress::connector())
         .finish()
 }
 
-/// POSTs `run` to the target, signed for this moment. Fails only if the secret is malformed.
+/// Why no attempt could be made: nothing that trying again would change, so the push is given
+/// up at once (the outbox marks it failed and logs this reason).
+#[derive(Debug, thiserror::Error)]
+pub(super) enum Unsent {
+    /// The signing secret is malformed.
+    #[error(transparent)]
+    Signature(#[from] signature::Error),
+    /// The egress policy refuses the webhook's host (it resolves to a metadata, link-local or
+    /// operator-denied address). The same URL would be refused on every retry.
+    #[error(transparent)]
+    Egress(egress::Denied),
+}
+
+/// POSTs `run` to the target, signed for this moment. Fails only if the secret is malformed or
+/// the egress policy refuses the destination.
 pub(super) async fn attempt(
     client: &awc::Client,
     target: &Target,
     run: &Run,
-) -> Result<Answer, signature::Error> {
+) -> Result<Answer, Unsent> {
     let body = serde_json::to_vec(run).unwrap_or_default();
     let msg_id = run.request_id.to_string();
     let timestamp = Utc::now().timestamp();
@@ -67,6 +84,9 @@ pub(super) async fn attempt(
     let response = match sent {
         Ok(response) => response,
         Err(e) => {
+            if let Some(denied) = egress::denied(&e) {
+                return Err(Unsent::Egress(denied.clone()));
+            }
             // awc's errors name neither the URL nor header values, so they are safe to log.
             let why = match &e {
                 SendRequestError::Timeout => format!("no answer within {} s", TIMEOUT.as_secs()),
@@ -95,4 +115,58 @@ pub(super) async fn attempt(
             retry_after,
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+    use std::sync::Arc;
+
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::runtime::RunStatus;
+
+    /// A webhook whose host the policy refuses is not an attempt that may succeed later: it
+    /// comes back as `Unsent::Egress`, which the outbox records as a failed push at once.
+    #[actix_rt::test]
+    async fn a_refused_webhook_host_is_unsent_not_retried() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let client = awc::Client::builder()
+            .disable_redirects()
+            .connector(egress::connector_with(Arc::new(egress::Policy {
+                allow_loopback: false,
+                ..egress::Policy::default()
+            })))
+            .finish();
+        let target = Target {
+            url: format!("http://localhost:{port}/hook"),
+            token: "t".into(),
+            secret: format!(
+                "whsec_{}",
+                base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [7u8; 32])
+            ),
+        };
+        let now = Utc::now();
+        let run = Run {
+            request_id: Uuid::now_v7(),
+            agent_id: Uuid::now_v7(),
+            version: 1,
+            status: RunStatus::Succeeded,
+            output: None,
+            error: None,
+            created_at: now,
+            started_at: Some(now),
+            finished_at: Some(now),
+            push: None,
+        };
+        let unsent = attempt(&client, &target, &run).await.expect_err("refused");
+        let Unsent::Egress(denied) = unsent else {
+            panic!("{unsent}")
+        };
+        assert_eq!(denied.reason, egress::Reason::Loopback);
+        assert!(listener.accept().is_err(), "nothing connected");
+    }
 }

@@ -202,7 +202,12 @@ impl Runtime {
 
     /// The agent's current state: from the cache, else from its actor.
     pub async fn state(&self, agent: Uuid) -> Result<Arc<AgentState>, Error> {
-        let cached = self.inner.states.read().ok().and_then(|s| s.get(&agent).cloned());
+        let cached = self
+            .inner
+            .states
+            .read()
+            .ok()
+            .and_then(|s| s.get(&agent).cloned());
         if let Some(state) = cached {
             return Ok(state);
         }
@@ -222,6 +227,10 @@ impl Runtime {
             if addr.connected() {
                 return Ok(addr.clone());
             }
+        }
+        // Only agents with a log get a runtime: probing random ids must not leave actors behind.
+        if self.inner.registry.store().head(agent)? == 0 {
+            return Err(Rejection::not_found(format!("agent {agent}")).into());
         }
         let i = self.inner.next_arbiter.fetch_add(1, Ordering::Relaxed) % self.inner.arbiters.len();
         let rt = self.clone();

@@ -3,9 +3,10 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
     Queued,
@@ -51,7 +52,7 @@ pub enum Mode {
 
 /// Why a run did not succeed. `code` is stable: `timeout`, `cancelled`, `interrupted`, or the
 /// failing node's code (`tool_failed`, `missing_member_credentials`, …).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct RunError {
     pub code: String,
     pub message: String,
@@ -59,7 +60,7 @@ pub struct RunError {
     pub details: Value,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PushStatus {
     Pending,
@@ -68,7 +69,7 @@ pub enum PushStatus {
 }
 
 /// Delivery of the final Run to the client's webhook.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct PushState {
     pub status: PushStatus,
     pub attempts: u32,
@@ -80,7 +81,7 @@ pub struct PushState {
 }
 
 /// The Run as clients see it (the contract's shape).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Run {
     pub request_id: Uuid,
     pub agent_id: Uuid,

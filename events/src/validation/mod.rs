@@ -17,6 +17,7 @@ use std::ops::RangeInclusive;
 
 use minijinja::Environment;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::connection::Connection;
@@ -32,7 +33,7 @@ mod templates;
 mod tests;
 mod tools;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Problem {
     pub code: String,
     pub message: String,

@@ -1,6 +1,7 @@
 //! The profile: name, description and model.
 
 use crate::connection::Connection;
+use crate::egress;
 use crate::secret::Sealed;
 use crate::spec::{limits, AgentSpec, Model};
 
@@ -40,16 +41,19 @@ pub(super) fn check_model(
     };
     match model.provider.as_str() {
         "echo" => {}
-        "openai" => {
-            if !model.base_url.as_deref().is_some_and(is_http_url) {
-                report.error(
-                    "unsupported_model",
-                    "model.base_url",
-                    "the openai provider needs `base_url`, the http:// or https:// URL of an \
-                     OpenAI-compatible server (e.g. \"https://api.openai.com/v1\")",
-                );
+        "openai" => match model.base_url.as_deref() {
+            Some(url) if egress::is_http_url(url) => {
+                if let Some(why) = egress::literal_refusal(url) {
+                    report.error("egress_denied", "model.base_url", why);
+                }
             }
-        }
+            _ => report.error(
+                "unsupported_model",
+                "model.base_url",
+                "the openai provider needs `base_url`, the http:// or https:// URL of an \
+                     OpenAI-compatible server (e.g. \"https://api.openai.com/v1\")",
+            ),
+        },
         other => report.error(
             "unsupported_model",
             "model.provider",
@@ -82,11 +86,4 @@ pub(super) fn check_model(
             report,
         );
     }
-}
-
-fn is_http_url(url: &str) -> bool {
-    let rest = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"));
-    rest.is_some_and(|host| !host.is_empty() && !url.chars().any(char::is_whitespace))
 }

@@ -1,9 +1,12 @@
 //! Templates and expressions: compiled for their syntax only, nothing is rendered.
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
 use minijinja::Environment;
 use serde_json::Value;
 
 use super::Report;
+use crate::spec::limits::{too_many_operators, Code};
 
 /// Compiles every string inside `value`; `path` grows `.key` and `[k]` on the way down.
 pub(super) fn check_json_templates(
@@ -29,14 +32,26 @@ pub(super) fn check_json_templates(
 }
 
 pub(super) fn check_template(jinja: &Environment, source: &str, path: String, report: &mut Report) {
-    if let Err(e) = jinja.template_from_str(source) {
+    // Never hand MiniJinja an expression deep enough to overflow its recursion (limits.rs).
+    if let Some(why) = too_many_operators(source, Code::Template) {
+        report.error("bad_template", path, why);
+        return;
+    }
+    // No MiniJinja panic is known for templates; one would be a compile error, not a crash.
+    let compiled = catch_unwind(AssertUnwindSafe(|| {
+        jinja
+            .template_from_str(source)
+            .map(|_| ())
+            .map_err(|e| describe(&e))
+    }))
+    .unwrap_or_else(|_| Err("the template compiler gave up on it".to_owned()));
+    if let Err(why) = compiled {
         report.error(
             "bad_template",
             path,
             format!(
-                "template does not compile ({}): fix the MiniJinja syntax, e.g. close every \
-                 `{{{{ ... }}}}` and `{{% ... %}}`",
-                describe(&e)
+                "template does not compile ({why}): fix the MiniJinja syntax, e.g. close every \
+                 `{{{{ ... }}}}` and `{{% ... %}}`"
             ),
         );
     }
@@ -48,14 +63,26 @@ pub(super) fn check_expression(
     path: String,
     report: &mut Report,
 ) {
-    if let Err(e) = jinja.compile_expression(source) {
+    if let Some(why) = too_many_operators(source, Code::Expression) {
+        report.error("bad_expression", path, why);
+        return;
+    }
+    // MiniJinja 2.24 panics ("empty lexer stack") on an expression with text after a closing
+    // `}}`, e.g. `x }} y` (found by tests/fuzz_validator.rs); a panic is a compile error too.
+    let compiled = catch_unwind(AssertUnwindSafe(|| {
+        jinja
+            .compile_expression(source)
+            .map(|_| ())
+            .map_err(|e| describe(&e))
+    }))
+    .unwrap_or_else(|_| Err("the expression ends with `}}` before its end".to_owned()));
+    if let Err(why) = compiled {
         report.error(
             "bad_expression",
             path,
             format!(
-                "condition does not compile ({}): write one MiniJinja expression without \
-                 braces, e.g. `input.count > 1`",
-                describe(&e)
+                "condition does not compile ({why}): write one MiniJinja expression without \
+                 braces, e.g. `input.count > 1`"
             ),
         );
     }

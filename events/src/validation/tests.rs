@@ -403,6 +403,59 @@ fn unsupported_model() {
 }
 
 #[test]
+fn model_base_url_at_a_metadata_address_is_refused() {
+    for url in [
+        "http://169.254.169.254/v1",
+        "http://[::ffff:169.254.169.254]/v1",
+        "http://metadata.google.internal/v1",
+    ] {
+        assert_only_error(
+            &edited(|s| {
+                s["model"]["provider"] = json!("openai");
+                s["model"]["base_url"] = json!(url);
+            }),
+            "egress_denied",
+            "model.base_url",
+        );
+    }
+    // A model server on this host or the LAN is the operator's call, made at connect time.
+    let report = edited(|s| {
+        s["model"]["provider"] = json!("openai");
+        s["model"]["base_url"] = json!("http://127.0.0.1:11434/v1");
+    });
+    assert!(report.errors.is_empty(), "{report:#?}");
+}
+
+/// Thousands of `not`s in one tag overflowed MiniJinja's parser (found by
+/// tests/fuzz_validator.rs): such a tag is reported, never compiled.
+#[test]
+fn operator_chains_too_deep_to_compile_are_problems_not_crashes() {
+    let deep = "not ".repeat(20_000);
+    assert_only_error(
+        &edited(|s| s["flow"]["nodes"][0]["output"]["text"] = json!(format!("{{{{ {deep}1 }}}}"))),
+        "bad_template",
+        "flow.nodes[0].output.text",
+    );
+    let report = edited(|s| {
+        s["flow"]["nodes"][0] = json!({"id": "greet", "type": "condition",
+            "branches": [{"when": format!("{deep}true"), "next": "sky"}]});
+    });
+    assert_error(&report, "bad_expression", "flow.nodes[0].branches[0].when");
+}
+
+/// `x }} y` made MiniJinja's expression lexer panic (found by tests/fuzz_validator.rs).
+#[test]
+fn an_expression_that_panics_the_compiler_is_a_problem() {
+    for when in ["}}>", "x }} y", "-}}x", "}} "] {
+        let report = edited(|s| {
+            s["flow"]["nodes"][0] = json!({"id": "greet", "type": "condition",
+                "branches": [{"when": when, "next": "sky"}]});
+        });
+        assert_error(&report, "bad_expression", "flow.nodes[0].branches[0].when");
+    }
+}
+
+#[test]
 fn timeouts_and_top_k_out_of_range() {
     let report = edited(|s| {
         s["model"]["timeout_s"] = json!(601);
