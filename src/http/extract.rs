@@ -70,15 +70,17 @@ impl FromRequest for Invoker {
             .match_info()
             .get("id")
             .and_then(|id| Uuid::try_parse(id).ok());
-        let registry = req.app_data::<web::Data<actors::Registry>>().cloned();
+        let runtime = req
+            .app_data::<web::Data<actors::runtime::Runtime>>()
+            .cloned();
         Box::pin(async move {
-            let (Some(key), Some(registry)) = (presented, registry) else {
+            let (Some(key), Some(runtime)) = (presented, runtime) else {
                 return Err(ApiError::unauthorized());
             };
             let Some(owner) = events::key::agent_of(&key) else {
                 return Err(ApiError::unauthorized());
             };
-            let state = registry
+            let state = runtime
                 .state(owner)
                 .await
                 .map_err(|_| ApiError::unauthorized())?;

@@ -161,7 +161,11 @@ pub fn connector_with(policy: Arc<Policy>) -> awc::Connector<Connector> {
     // awc's rustls needs a process-wide crypto provider; ring is the one this crate compiles in.
     // An error only means one is installed already.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    awc::Connector::new().connector(Connector::new(policy))
+    // No cap on connections: awc's default of 100 would queue the 101st tool call of a busy
+    // agent behind the others (each agent's max_concurrency is the real bound).
+    awc::Connector::new()
+        .limit(0)
+        .connector(Connector::new(policy))
 }
 
 /// The refusal behind a failed request, if the policy is why it failed.

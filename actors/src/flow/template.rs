@@ -70,19 +70,34 @@ pub fn render(value: &Value, ctx: &Value) -> Result<Value, TemplateError> {
     render_value(value, &ctx)
 }
 
+/// Runs the template engine on `source`. Drafts saved before the write-time guards (and
+/// previews, which run unvalidated drafts) can reach inputs on which MiniJinja panics; a panic
+/// must fail the node, not the executor.
+fn guarded<T>(
+    source: &str,
+    f: impl FnOnce() -> Result<T, minijinja::Error>,
+) -> Result<T, TemplateError> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(result) => result.map_err(|e| TemplateError::new(source, &e)),
+        Err(_) => Err(TemplateError {
+            template: quote(source),
+            reason: "the template engine could not process this template".into(),
+        }),
+    }
+}
+
 /// Renders one template to text.
 pub fn render_str(source: &str, ctx: &Value) -> Result<String, TemplateError> {
-    env()
-        .render_str(source, ctx)
-        .map_err(|e| TemplateError::new(source, &e))
+    guarded(source, || env().render_str(source, ctx))
 }
 
 /// Evaluates a condition expression (no braces, e.g. `input.count > 1`) for its truthiness.
 pub fn eval_condition(expr: &str, ctx: &Value) -> Result<bool, TemplateError> {
-    let value = env()
-        .compile_expression(expr)
-        .and_then(|compiled| compiled.eval(ctx))
-        .map_err(|e| TemplateError::new(expr, &e))?;
+    let value = guarded(expr, || {
+        env()
+            .compile_expression(expr)
+            .and_then(|compiled| compiled.eval(ctx))
+    })?;
     Ok(value.is_true())
 }
 
@@ -107,19 +122,17 @@ fn render_value(value: &Value, ctx: &minijinja::Value) -> Result<Value, Template
 
 fn render_string(source: &str, ctx: &minijinja::Value) -> Result<Value, TemplateError> {
     if let Some(expr) = single_expression(source) {
-        let value = env()
-            .compile_expression(expr)
-            .and_then(|compiled| compiled.eval(ctx))
-            .map_err(|e| TemplateError::new(source, &e))?;
+        let value = guarded(source, || {
+            env()
+                .compile_expression(expr)
+                .and_then(|compiled| compiled.eval(ctx))
+        })?;
         return to_json(source, &value);
     }
     if !source.contains("{{") && !source.contains("{%") && !source.contains("{#") {
         return Ok(Value::String(source.to_owned()));
     }
-    env()
-        .render_str(source, ctx)
-        .map(Value::String)
-        .map_err(|e| TemplateError::new(source, &e))
+    guarded(source, || env().render_str(source, ctx)).map(Value::String)
 }
 
 /// The expression of a string that is exactly one `{{ expr }}` (spaces around it allowed), or
@@ -261,6 +274,13 @@ mod tests {
     fn templates_cannot_read_files() {
         let err = render_str("{% include '/etc/passwd' %}", &ctx()).unwrap_err();
         assert!(err.reason.contains("not found"), "{err}");
+    }
+
+    #[test]
+    fn an_engine_panic_is_an_error_not_a_crash() {
+        // MiniJinja 2 panics compiling this expression (found by the validator's property tests).
+        let err = eval_condition("x }} y", &json!({})).expect_err("refused, not a panic");
+        assert_eq!(err.template, quote("x }} y"));
     }
 
     #[test]
