@@ -27,6 +27,8 @@ pub struct AgentActor {
     /// Why the log could not be read, if it could not; every message is answered with it until a
     /// restart succeeds, rather than serving a state that is not the fold of the log.
     broken: Option<String>,
+    /// The seq of the latest snapshot saved or loaded.
+    snapshot_seq: u64,
 }
 
 impl AgentActor {
@@ -37,13 +39,18 @@ impl AgentActor {
             cipher,
             state: Arc::new(AgentState::new(id)),
             broken: None,
+            snapshot_seq: 0,
         }
     }
 
+    /// Events between snapshots of the state; activation replays at most this many.
+    const SNAPSHOT_EVERY: u64 = 1000;
+
     fn rebuild(&mut self) {
-        match self.store.read_all(self.id) {
-            Ok(log) => {
-                self.state = Arc::new(AgentState::replay(self.id, &log));
+        match self.load() {
+            Ok(state) => {
+                self.snapshot_seq = state.seq;
+                self.state = Arc::new(state);
                 self.broken = None;
             }
             Err(e) => {
@@ -51,6 +58,36 @@ impl AgentActor {
                 self.state = Arc::new(AgentState::new(self.id));
                 self.broken = Some(e.to_string());
             }
+        }
+    }
+
+    /// The state from the latest snapshot plus the events after it; the whole log when there is
+    /// no snapshot or it no longer decodes (e.g. written by another version of the state).
+    fn load(&self) -> Result<AgentState, store::Error> {
+        let head = self.store.head(self.id)?;
+        let snapshot = self.store.load_snapshot(self.id).ok().flatten();
+        let mut state = snapshot
+            .filter(|(seq, _)| *seq <= head)
+            .and_then(|(_, bytes)| serde_json::from_slice::<AgentState>(&bytes).ok())
+            .filter(|s| s.id == self.id)
+            .unwrap_or_else(|| AgentState::new(self.id));
+        for env in self.store.read(self.id, state.seq + 1, usize::MAX)? {
+            state.apply(&env);
+        }
+        Ok(state)
+    }
+
+    /// Saves a snapshot once enough events have passed since the last one.
+    fn maybe_snapshot(&mut self) {
+        if self.state.seq < self.snapshot_seq + Self::SNAPSHOT_EVERY {
+            return;
+        }
+        match serde_json::to_vec(&*self.state) {
+            Ok(bytes) => match self.store.save_snapshot(self.id, self.state.seq, &bytes) {
+                Ok(()) => self.snapshot_seq = self.state.seq,
+                Err(e) => tracing::warn!(agent = %self.id, error = %e, "cannot save a snapshot"),
+            },
+            Err(e) => tracing::warn!(agent = %self.id, error = %e, "cannot encode a snapshot"),
         }
     }
 
@@ -94,6 +131,7 @@ impl AgentActor {
         for env in commit.envelopes() {
             state.apply(env);
         }
+        self.maybe_snapshot();
         Ok((commit, decision.revealed_secret))
     }
 }

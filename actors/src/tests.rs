@@ -116,3 +116,51 @@ async fn a_panicking_actor_is_restarted_and_rebuilt_from_its_log() {
     // The registry's own actor for another agent was never affected.
     assert_eq!(reg.state(id).await.expect("state").draft.name, "survivor-2");
 }
+
+/// Guards against a snapshot changing what activation yields: an actor started from a snapshot
+/// plus the events after it has exactly the state of a full replay.
+#[actix_rt::test]
+async fn activation_from_a_snapshot_equals_a_full_replay() {
+    let (_dir, store, cipher) = setup();
+    let reg = Registry::new(store.clone(), cipher.clone(), 1);
+    let id = reg.create(spec("long")).await.expect("created").state.id;
+    for i in 0..2_500 {
+        reg.execute(
+            id,
+            Command::EditDraft {
+                spec: spec(&format!("long-{i}")),
+            },
+            None,
+        )
+        .await
+        .expect("edited");
+    }
+    let (seq, _) = store
+        .load_snapshot(id)
+        .expect("reads")
+        .expect("a snapshot was taken");
+    assert!((2_000..2_501).contains(&seq), "snapshot at {seq}");
+    let (s2, c2) = (store.clone(), cipher.clone());
+    let fresh = AgentActor::new(id, s2, c2).start();
+    let activated = fresh.send(GetState).await.expect("mailbox").expect("state");
+    let replayed = AgentState::replay(id, &store.read_all(id).expect("log"));
+    assert_eq!(*activated, replayed);
+    assert_eq!(activated.seq, 2_501);
+}
+
+#[actix_rt::test]
+async fn an_unreadable_snapshot_falls_back_to_the_log() {
+    let (_dir, store, cipher) = setup();
+    let reg = Registry::new(store.clone(), cipher.clone(), 1);
+    let id = reg
+        .create(spec("fallback"))
+        .await
+        .expect("created")
+        .state
+        .id;
+    store.save_snapshot(id, 1, b"{not json").expect("saved");
+    let fresh = AgentActor::new(id, store.clone(), cipher).start();
+    let state = fresh.send(GetState).await.expect("mailbox").expect("state");
+    assert_eq!(state.draft.name, "fallback");
+    assert_eq!(state.seq, 1);
+}

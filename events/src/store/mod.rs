@@ -121,4 +121,16 @@ pub trait EventStore: Send + Sync + 'static {
     fn read_all(&self, stream: Uuid) -> Result<Vec<Envelope>, Error> {
         self.read(stream, 1, usize::MAX)
     }
+
+    /// Keeps a snapshot of a stream's folded state as of `seq`, so activation need not replay the
+    /// whole log. A cache, not a record: it may be lost, and it is never flushed on its own.
+    /// Stores without one keep nothing.
+    fn save_snapshot(&self, _stream: Uuid, _seq: u64, _state: &[u8]) -> Result<(), Error> {
+        Ok(())
+    }
+
+    /// The latest snapshot of a stream: its seq and bytes.
+    fn load_snapshot(&self, _stream: Uuid) -> Result<Option<(u64, Vec<u8>)>, Error> {
+        Ok(None)
+    }
 }

@@ -20,6 +20,8 @@ use crate::envelope::{Envelope, NewEvent, GENESIS_HASH};
 
 const EVENTS_TREE: &str = "events";
 const HEADS_TREE: &str = "heads";
+/// Key: stream uuid (16); value: seq (8, BE) ++ the folded state's JSON.
+const SNAPSHOTS_TREE: &str = "snapshots";
 const HASH_LEN: usize = 64;
 
 /// The event log in a sled database directory, which it locks for as long as it is open.
@@ -88,6 +90,28 @@ enum Abort {
 }
 
 impl EventStore for SledStore {
+    fn save_snapshot(&self, stream: Uuid, seq: u64, state: &[u8]) -> Result<(), Error> {
+        let mut value = seq.to_be_bytes().to_vec();
+        value.extend_from_slice(state);
+        self.db
+            .open_tree(SNAPSHOTS_TREE)
+            .and_then(|t| t.insert(stream.as_bytes(), value))
+            .map_err(storage)?;
+        Ok(())
+    }
+
+    fn load_snapshot(&self, stream: Uuid) -> Result<Option<(u64, Vec<u8>)>, Error> {
+        let found = self
+            .db
+            .open_tree(SNAPSHOTS_TREE)
+            .and_then(|t| t.get(stream.as_bytes()))
+            .map_err(storage)?;
+        Ok(found.and_then(|v| {
+            let seq = u64::from_be_bytes(v.get(..8)?.try_into().ok()?);
+            Some((seq, v[8..].to_vec()))
+        }))
+    }
+
     fn append(&self, stream: Uuid, expected: u64, events: &[NewEvent]) -> Result<Commit, Error> {
         self.group_commit.check_healthy()?;
         let conflict = |actual| Error::Conflict {
