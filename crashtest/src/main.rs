@@ -321,6 +321,7 @@ fn run(a: &Args) -> Result<bool, String> {
         acks.extend(ack);
         merge(&mut wr_tally, t);
     }
+    let probe_done = probe.is_some();
     accepted.extend(probe);
     println!(
         "crashtest: load stopped after {load_secs:.1}s: {} requests accepted, {} writes acknowledged; checking",
@@ -400,6 +401,16 @@ fn run(a: &Args) -> Result<bool, String> {
         ));
     }
 
+    // No panic in the server's log, in any of its lives.
+    let server_log = std::fs::read_to_string(&log).unwrap_or_default();
+    let panics: Vec<&str> = server_log
+        .lines()
+        .filter(|l| l.contains("panicked"))
+        .collect();
+    for l in panics.iter().take(5) {
+        failures.push(format!("the server panicked: {l}"));
+    }
+
     // (c) the stopped server's log verifies.
     srv.kill();
     let (verified, verify_out) = srv.verify()?;
@@ -413,7 +424,11 @@ fn run(a: &Args) -> Result<bool, String> {
     let lost_writes = writes.lost.len();
     println!();
     println!("== crashtest figures (seed {}) ==", a.seed);
-    println!("kills (SIGKILL + restart)     {kills}");
+    println!(
+        "kills (SIGKILL + restart)     {kills} ({} at random moments under load{})",
+        kills - usize::from(probe_done),
+        if probe_done { ", 1 quiet probe" } else { "" }
+    );
     println!(
         "server starts                 {} (slowest {:.2}s)",
         srv.start_times.len(),
@@ -456,7 +471,7 @@ fn run(a: &Args) -> Result<bool, String> {
     println!("unexpected final states       {}", runs.unexpected.len());
     println!("interrupted runs              {interrupted}");
     println!(
-        "runs re-run after a kill       {} (a tool call repeated)",
+        "runs re-run after a kill      {} (a tool call repeated)",
         repeated.len()
     );
     println!(
@@ -465,6 +480,7 @@ fn run(a: &Args) -> Result<bool, String> {
     );
     println!("push                          {}", push.summary);
     println!("duplicate pushes              {}", push.duplicates);
+    println!("panics in the server log      {}", panics.len());
     println!(
         "hangar verify                 {} ({verify_out})",
         if verified { "ok" } else { "FAILED" }

@@ -52,6 +52,10 @@ pub struct AgentRuntime {
     state: Arc<AgentState>,
     snapshots: HashMap<u32, Arc<Snapshot>>,
     running: HashMap<Uuid, InFlight>,
+    /// Runs taken off the queue and marked running, waiting for that mark to be durable before
+    /// they start: a run must never execute while the disk still says `queued`, or a crash would
+    /// run it a second time.
+    starting: HashMap<Uuid, StoredRun>,
     queued: usize,
     /// Set by undeploy: nothing new starts, and the actor stops.
     closed: bool,
@@ -65,6 +69,7 @@ impl AgentRuntime {
             state: Arc::new(AgentState::new(agent)),
             snapshots: HashMap::new(),
             running: HashMap::new(),
+            starting: HashMap::new(),
             queued: 0,
             closed: false,
         }
@@ -252,13 +257,20 @@ impl AgentRuntime {
         )))
     }
 
-    /// Starts queued runs while there are free slots.
+    /// Runs in flight or about to be, for `max_concurrency`.
+    fn busy(&self) -> usize {
+        self.running.len() + self.starting.len()
+    }
+
+    /// Takes queued runs while there are free slots, and starts them once their `running` mark
+    /// is durable.
     fn pump(&mut self, ctx: &mut Context<Self>) {
         // While the server drains, queued runs stay queued (durable) for the next start.
         if self.closed || self.rt.is_draining() {
             return;
         }
-        while self.running.len() < self.max_concurrency() {
+        let mut batch = Vec::new();
+        while self.busy() < self.max_concurrency() {
             let run = match self.rt.runs().dequeue(self.agent) {
                 Ok(Some(run)) => run,
                 Ok(None) => break,
@@ -268,24 +280,44 @@ impl AgentRuntime {
                 }
             };
             self.queued = self.queued.saturating_sub(1);
-            match self.snapshot(run.run.version) {
-                Some(snapshot) => {
-                    let limit = snapshot
-                        .endpoint
-                        .asynchronous
-                        .timeout_s
-                        .map(Duration::from_secs);
-                    self.start(run, snapshot, limit, None, true, 0, ctx);
+            batch.push(run.run.request_id);
+            self.starting.insert(run.run.request_id, run);
+        }
+        if batch.is_empty() {
+            return;
+        }
+        let flushed = self.rt.runs().flushed();
+        ctx.spawn(flushed.into_actor(self).map(move |result, act, ctx| {
+            if let Err(e) = result {
+                tracing::error!(agent = %act.agent, error = %e, "cannot flush runs before starting them");
+            }
+            for rid in batch {
+                // Gone if cancelled or undeployed meanwhile.
+                if let Some(run) = act.starting.remove(&rid) {
+                    act.start_queued(run, ctx);
                 }
-                None => {
-                    let error = RunError::new(
-                        "version_missing",
-                        "the version that accepted this run no longer exists",
-                        Value::Null,
-                    );
-                    let ending = (RunStatus::Failed, None, Some(error));
-                    self.finalize(run, true, None, Instant::now(), ending);
-                }
+            }
+        }));
+    }
+
+    fn start_queued(&mut self, run: StoredRun, ctx: &mut Context<Self>) {
+        match self.snapshot(run.run.version) {
+            Some(snapshot) => {
+                let limit = snapshot
+                    .endpoint
+                    .asynchronous
+                    .timeout_s
+                    .map(Duration::from_secs);
+                self.start(run, snapshot, limit, None, true, 0, ctx);
+            }
+            None => {
+                let error = RunError::new(
+                    "version_missing",
+                    "the version that accepted this run no longer exists",
+                    Value::Null,
+                );
+                let ending = (RunStatus::Failed, None, Some(error));
+                self.finalize(run, true, None, Instant::now(), ending);
             }
         }
     }
@@ -380,7 +412,7 @@ impl Handler<Invoke> for AgentRuntime {
                 None => return fail(Rejection::NotDeployed),
             }
         };
-        if self.running.len() >= snapshot.endpoint.max_concurrency as usize {
+        if self.busy() >= snapshot.endpoint.max_concurrency as usize {
             return fail(Error::Overloaded);
         }
         let run = self.new_run(version, Mode::Sync, &msg.request, false);
@@ -481,6 +513,11 @@ impl Handler<Cancel> for AgentRuntime {
             ctx.notify(Pump);
             return flushed_reply(&self.rt, run);
         }
+        if let Some(run) = self.starting.remove(&msg.rid) {
+            let run = self.finalize(run, true, None, Instant::now(), cancelled("requested"));
+            ctx.notify(Pump);
+            return flushed_reply(&self.rt, Some(run));
+        }
         match self.cancel_queued(msg.rid, "requested") {
             Err(e) => return fail(e),
             Ok(Some(run)) => return flushed_reply(&self.rt, Some(run)),
@@ -523,6 +560,10 @@ impl Handler<Shutdown> for AgentRuntime {
         }
         for rid in in_flight {
             self.end(rid, cancelled(msg.reason));
+            count += 1;
+        }
+        for (_, run) in std::mem::take(&mut self.starting) {
+            self.finalize(run, true, None, Instant::now(), cancelled(msg.reason));
             count += 1;
         }
         loop {
