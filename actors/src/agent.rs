@@ -47,7 +47,7 @@ impl AgentActor {
     const SNAPSHOT_EVERY: u64 = 1000;
 
     fn rebuild(&mut self) {
-        match self.load() {
+        match store::current_state(&*self.store, self.id) {
             Ok(state) => {
                 self.snapshot_seq = state.seq;
                 self.state = Arc::new(state);
@@ -59,22 +59,6 @@ impl AgentActor {
                 self.broken = Some(e.to_string());
             }
         }
-    }
-
-    /// The state from the latest snapshot plus the events after it; the whole log when there is
-    /// no snapshot or it no longer decodes (e.g. written by another version of the state).
-    fn load(&self) -> Result<AgentState, store::Error> {
-        let head = self.store.head(self.id)?;
-        let snapshot = self.store.load_snapshot(self.id).ok().flatten();
-        let mut state = snapshot
-            .filter(|(seq, _)| *seq <= head)
-            .and_then(|(_, bytes)| serde_json::from_slice::<AgentState>(&bytes).ok())
-            .filter(|s| s.id == self.id)
-            .unwrap_or_else(|| AgentState::new(self.id));
-        for env in self.store.read(self.id, state.seq + 1, usize::MAX)? {
-            state.apply(&env);
-        }
-        Ok(state)
     }
 
     /// Saves a snapshot once enough events have passed since the last one.

@@ -1,12 +1,12 @@
 //! Validation needs to know whether other agents exist and are live. Asking their actors would
 //! let two agents that name each other deadlock while both deploy, so the directory reads their
-//! logs from the store instead: a consistent view as of their last append.
+//! logs (from their latest snapshot) in the store instead: a consistent view as of their last
+//! append.
 
 use std::sync::Arc;
 
-use events::store::EventStore;
+use events::store::{current_state, EventStore};
 use events::validation::{Collaborator, Directory};
-use events::{AgentState, Envelope};
 use uuid::Uuid;
 
 #[derive(Clone)]
@@ -22,11 +22,10 @@ impl StoreDirectory {
 
 impl Directory for StoreDirectory {
     fn collaborator(&self, id: Uuid) -> Option<Collaborator> {
-        let log: Vec<Envelope> = self.store.read_all(id).ok()?;
-        if log.is_empty() {
+        let state = current_state(&*self.store, id).ok()?;
+        if !state.exists() {
             return None;
         }
-        let state = AgentState::replay(id, &log);
         Some(Collaborator {
             name: state.draft.name.clone(),
             live: state.live_version.is_some(),

@@ -4,12 +4,14 @@
 //! writers racing on one stream cannot both win; they are atomic (all events of one command or
 //! none) and the returned [`Commit`] resolves only once the events are durable.
 
+mod fold;
 mod sled_store;
 mod verify;
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 
+pub use fold::current_state;
 pub use sled_store::SledStore;
 pub use verify::{verify_all, verify_stream, VerifyReport};
 
