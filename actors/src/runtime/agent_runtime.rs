@@ -18,7 +18,7 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::executor::{Abort, Executor, Job};
-use super::run::{Mode, PushState, PushStatus, Run, RunError, RunStatus, StoredRun};
+use super::run::{Mode, Run, RunError, RunStatus, StoredRun};
 use super::run_store::Accepted;
 use super::Runtime;
 use crate::flow::{FlowError, Limit};
@@ -195,16 +195,7 @@ impl AgentRuntime {
         self.rt
             .metrics()
             .run_finished(status, started.elapsed().as_secs_f64());
-        let push_due = (persist && run.mode == Mode::Async && run.push_enabled).then(Utc::now);
-        if let Some(due) = push_due {
-            run.run.push = Some(PushState {
-                status: PushStatus::Pending,
-                attempts: 0,
-                last_status: None,
-                delivered_at: None,
-                next_attempt_at: Some(due),
-            });
-        }
+        let push_due = if persist { run.schedule_push() } else { None };
         if persist {
             if let Err(e) = self.rt.runs().finish(&run, push_due) {
                 tracing::error!(request_id = %run.run.request_id, error = %e, "cannot store a run's final state");

@@ -371,16 +371,7 @@ impl Runtime {
                     Value::Null,
                 )),
             );
-            let push_due = (run.mode == Mode::Async && run.push_enabled).then(chrono::Utc::now);
-            if let Some(due) = push_due {
-                run.run.push = Some(PushState {
-                    status: PushStatus::Pending,
-                    attempts: 0,
-                    last_status: None,
-                    delivered_at: None,
-                    next_attempt_at: Some(due),
-                });
-            }
+            let push_due = run.schedule_push();
             self.inner.runs.finish(&run, push_due)?;
             self.inner.metrics.run_entered(RunStatus::Failed);
             report.interrupted += 1;

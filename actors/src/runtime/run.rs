@@ -112,7 +112,31 @@ pub struct StoredRun {
     pub push_enabled: bool,
 }
 
+impl PushState {
+    /// A delivery not tried yet, due at `due`.
+    pub fn pending(due: DateTime<Utc>) -> Self {
+        PushState {
+            status: PushStatus::Pending,
+            attempts: 0,
+            last_status: None,
+            delivered_at: None,
+            next_attempt_at: Some(due),
+        }
+    }
+}
+
 impl StoredRun {
+    /// For a final async run whose version pushes: marks its delivery pending now and returns
+    /// when it is due (for the outbox); `None` for runs that push nothing.
+    pub fn schedule_push(&mut self) -> Option<DateTime<Utc>> {
+        if self.mode != Mode::Async || !self.push_enabled {
+            return None;
+        }
+        let due = Utc::now();
+        self.run.push = Some(PushState::pending(due));
+        Some(due)
+    }
+
     pub fn finish(&mut self, status: RunStatus, output: Option<Value>, error: Option<RunError>) {
         self.run.status = status;
         self.run.output = output;
