@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use events::store::{Error as StoreError, SledStore};
-use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Tree;
 use uuid::Uuid;
 
@@ -102,32 +102,33 @@ impl RunStore {
             self.runs.insert(rid.as_bytes(), value).map_err(io)?;
             return Ok(Accepted::New);
         }
-        let result =
-            (&self.runs, &self.queue, &self.idempotency).transaction(|(runs, queue, idem)| {
-                if let Some(key) = &idem_key {
-                    if let Some(found) = idem.get(key)? {
-                        if found.len() == 24 {
-                            let mut ms = [0u8; 8];
-                            ms.copy_from_slice(&found[16..24]);
-                            let age = now_ms - i64::from_be_bytes(ms);
-                            if age < IDEMPOTENCY_WINDOW.num_milliseconds() {
-                                let existing = Uuid::from_slice(&found[..16]).unwrap_or_default();
-                                if let Some(bytes) = runs.get(existing.as_bytes())? {
-                                    return Ok(Some(bytes));
-                                }
+        let trees = [&self.runs, &self.queue, &self.idempotency];
+        let result = self.store.transact(&trees, |t| {
+            let (runs, queue, idem) = (&t[0], &t[1], &t[2]);
+            if let Some(key) = &idem_key {
+                if let Some(found) = idem.get(key)? {
+                    if found.len() == 24 {
+                        let mut ms = [0u8; 8];
+                        ms.copy_from_slice(&found[16..24]);
+                        let age = now_ms - i64::from_be_bytes(ms);
+                        if age < IDEMPOTENCY_WINDOW.num_milliseconds() {
+                            let existing = Uuid::from_slice(&found[..16]).unwrap_or_default();
+                            if let Some(bytes) = runs.get(existing.as_bytes())? {
+                                return Ok(Some(bytes));
                             }
                         }
                     }
-                    let mut v = rid.as_bytes().to_vec();
-                    v.extend_from_slice(&now_ms.to_be_bytes());
-                    idem.insert(key.as_slice(), v)?;
                 }
-                runs.insert(rid.as_bytes(), value.as_slice())?;
-                if enqueue {
-                    queue.insert(pair(&agent, rid.as_bytes()), &[])?;
-                }
-                Ok::<_, ConflictableTransactionError<()>>(None)
-            });
+                let mut v = rid.as_bytes().to_vec();
+                v.extend_from_slice(&now_ms.to_be_bytes());
+                idem.insert(key.as_slice(), v)?;
+            }
+            runs.insert(rid.as_bytes(), value.as_slice())?;
+            if enqueue {
+                queue.insert(pair(&agent, rid.as_bytes()), [])?;
+            }
+            Ok::<_, ConflictableTransactionError<()>>(None)
+        });
         match result {
             Ok(None) => Ok(Accepted::New),
             Ok(Some(bytes)) => Ok(Accepted::Existing(Box::new(decode(&bytes)?))),
@@ -161,12 +162,13 @@ impl RunStore {
             self.runs.insert(rid.as_bytes(), value).map_err(io)?;
             return Ok(());
         }
-        (&self.runs, &self.queue, &self.outbox)
-            .transaction(|(runs, queue, outbox)| {
+        self.store
+            .transact(&[&self.runs, &self.queue, &self.outbox], |t| {
+                let (runs, queue, outbox) = (&t[0], &t[1], &t[2]);
                 runs.insert(rid.as_bytes(), value.as_slice())?;
                 queue.remove(qkey.as_slice())?;
                 if let Some(k) = &okey {
-                    outbox.insert(k.as_slice(), &[])?;
+                    outbox.insert(k.as_slice(), [])?;
                 }
                 Ok::<_, ConflictableTransactionError<()>>(())
             })
@@ -186,7 +188,8 @@ impl RunStore {
                 return Ok(None);
             };
             let rid = Uuid::from_slice(&key[16..]).map_err(io)?;
-            let taken = (&self.runs, &self.queue).transaction(|(runs, queue)| {
+            let taken = self.store.transact(&[&self.runs, &self.queue], |t| {
+                let (runs, queue) = (&t[0], &t[1]);
                 if queue.remove(&key)?.is_none() {
                     return Ok(None); // taken by someone else meanwhile
                 }
@@ -213,11 +216,12 @@ impl RunStore {
 
     /// Takes a queued run off the queue; false if it was not queued.
     pub fn unqueue(&self, agent: Uuid, rid: Uuid) -> Result<bool> {
-        Ok(self
-            .queue
-            .remove(pair(&agent, rid.as_bytes()))
-            .map_err(io)?
-            .is_some())
+        let key = pair(&agent, rid.as_bytes());
+        self.store
+            .transact(&[&self.queue], |t| {
+                Ok::<_, ConflictableTransactionError<()>>(t[0].remove(key.as_slice())?.is_some())
+            })
+            .map_err(|e| io(format!("{e:?}")))
     }
 
     pub fn queued(&self, agent: Uuid) -> usize {
@@ -288,12 +292,13 @@ impl RunStore {
         let value = encode(run);
         let rid = run.run.request_id;
         let next_key = next.map(|due| outbox_key(due, rid));
-        (&self.runs, &self.outbox)
-            .transaction(|(runs, outbox)| {
+        self.store
+            .transact(&[&self.runs, &self.outbox], |t| {
+                let (runs, outbox) = (&t[0], &t[1]);
                 runs.insert(rid.as_bytes(), value.as_slice())?;
                 outbox.remove(key)?;
                 if let Some(k) = &next_key {
-                    outbox.insert(k.as_slice(), &[])?;
+                    outbox.insert(k.as_slice(), [])?;
                 }
                 Ok::<_, ConflictableTransactionError<()>>(())
             })
@@ -313,7 +318,7 @@ impl RunStore {
                 .as_ref()
                 .is_none_or(|p| p.status != super::run::PushStatus::Pending);
             if run.run.status.is_final() && done_before && push_done {
-                self.runs.remove(key).map_err(io)?;
+                self.remove(&self.runs, &key)?;
                 purged += 1;
             }
         }
@@ -324,10 +329,20 @@ impl RunStore {
                 let mut ms = [0u8; 8];
                 ms.copy_from_slice(&v[16..24]);
                 if i64::from_be_bytes(ms) < idem_cutoff {
-                    self.idempotency.remove(key).map_err(io)?;
+                    self.remove(&self.idempotency, &key)?;
                 }
             }
         }
         Ok(purged)
+    }
+
+    /// One logged removal, durable like the logged write it undoes (a plain one is not).
+    fn remove(&self, tree: &sled::Tree, key: &[u8]) -> Result<()> {
+        self.store
+            .transact(&[tree], |t| {
+                t[0].remove(key)?;
+                Ok::<_, ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| io(format!("{e:?}")))
     }
 }

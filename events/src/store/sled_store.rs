@@ -4,14 +4,22 @@
 //! Two trees: `events` maps `stream uuid (16 bytes) ++ seq (8 bytes, big-endian)` to the stored
 //! envelope, so one stream is one contiguous, ordered key range; `heads` maps the stream uuid to
 //! `seq (8 bytes, big-endian) ++ hex hash (64 bytes)` of its last event, so an append learns where
-//! to chain without scanning. Both change in one sled transaction. Durability comes from the
-//! [`group_commit`] flusher.
+//! to chain without scanning. Both change in one logged transaction ([`SledStore::transact`]):
+//! durability comes from its record in the write-ahead log ([`wal`]), which the [`group_commit`]
+//! flusher writes and syncs for many writers at once.
 
 mod group_commit;
+mod wal;
 
+use std::cell::RefCell;
 use std::path::Path;
+use std::sync::{Mutex, PoisonError};
 
-use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+use sled::transaction::{
+    ConflictableTransactionError, ConflictableTransactionResult, TransactionError,
+    TransactionResult, TransactionalTree, UnabortableTransactionError,
+};
+use sled::{IVec, Transactional};
 use uuid::Uuid;
 
 use self::group_commit::GroupCommit;
@@ -32,6 +40,11 @@ pub struct SledStore {
     db: sled::Db,
     events: sled::Tree,
     heads: sled::Tree,
+    /// Holds the lsn of the last logged transaction sled applied ([`wal`]).
+    wal_meta: sled::Tree,
+    /// The lsn the next logged transaction gets. Held for the whole transaction, so that lsns,
+    /// sled's order of transactions and the log's order of records all agree.
+    writer: Mutex<u64>,
     /// Its drop answers the waiting appends and joins the flusher, whose clone of `db` is the
     /// last one: the directory is unlocked once a `SledStore` is dropped.
     group_commit: GroupCommit,
@@ -45,13 +58,71 @@ impl SledStore {
             .map_err(|e| open_error(path, e))?;
         let events = db.open_tree(EVENTS_TREE).map_err(storage)?;
         let heads = db.open_tree(HEADS_TREE).map_err(storage)?;
+        let wal_meta = db.open_tree(wal::META_TREE).map_err(storage)?;
+        let recovered = wal::recover(&db, &wal_meta, path)?;
+        if recovered.replayed > 0 || recovered.torn_bytes > 0 {
+            tracing::info!(
+                replayed = recovered.replayed,
+                torn_bytes = recovered.torn_bytes,
+                "recovered writes from the write-ahead log"
+            );
+        }
         let group_commit = GroupCommit::start(db.clone(), path)?;
         Ok(SledStore {
             db,
             events,
             heads,
+            wal_meta,
+            writer: Mutex::new(recovered.last_lsn + 1),
             group_commit,
         })
+    }
+
+    /// Runs `f` as one sled transaction over `trees` (of [`SledStore::db`]) and logs what it wrote
+    /// to the write-ahead log: the writes are visible at once and durable once a later
+    /// [`SledStore::flushed`] resolves. Every write that must survive a crash goes through here;
+    /// a plain `Tree::insert` is lost at a crash unless a checkpoint happened to flush it first.
+    ///
+    /// `f` may run more than once (sled retries a transaction on conflict), like
+    /// `Transactional::transaction`.
+    pub fn transact<R, E, F>(&self, trees: &[&sled::Tree], f: F) -> TransactionResult<R, E>
+    where
+        F: Fn(&[LoggedTree<'_>]) -> ConflictableTransactionResult<R, E>,
+    {
+        if let Err(e) = self.group_commit.check_healthy() {
+            return Err(TransactionError::Storage(sled::Error::Io(
+                std::io::Error::other(e.to_string()),
+            )));
+        }
+        let names: Vec<IVec> = trees.iter().map(|t| t.name()).collect();
+        let mut all = trees.to_vec();
+        all.push(&self.wal_meta);
+        let mut next_lsn = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let lsn = *next_lsn;
+        let (result, ops) = all.as_slice().transaction(|view| {
+            let ops = RefCell::new(Vec::new());
+            let logged: Vec<LoggedTree<'_>> = view
+                .iter()
+                .zip(&names)
+                .map(|(tree, name)| LoggedTree {
+                    tree,
+                    name,
+                    ops: &ops,
+                })
+                .collect();
+            let result = f(&logged)?;
+            drop(logged);
+            let ops = ops.into_inner();
+            if !ops.is_empty() {
+                view[names.len()].insert(wal::LSN_KEY, &lsn.to_be_bytes()[..])?;
+            }
+            Ok((result, ops))
+        })?;
+        if !ops.is_empty() {
+            self.group_commit.log(lsn, &ops);
+            *next_lsn += 1;
+        }
+        Ok(result)
     }
 
     /// The underlying db, for components that keep their own trees beside the log.
@@ -68,8 +139,8 @@ impl SledStore {
             .map_err(|_| Error::Closed)?
     }
 
-    /// Resolves once everything written so far, in any tree of [`SledStore::db`], is durable.
-    /// Shares the group-commit flush with appends, so it costs nothing extra under load.
+    /// Resolves once every transaction logged so far ([`SledStore::transact`]) is durable. Shares
+    /// the group commit with appends, so it costs nothing extra under load.
     pub fn flushed(&self) -> impl std::future::Future<Output = Result<(), Error>> + 'static {
         let rx = self.group_commit.request();
         async move { rx.await.map_err(|_| Error::Closed)? }
@@ -143,7 +214,8 @@ impl EventStore for SledStore {
                 None => return Ok(Commit::durable_now(vec![])),
             };
 
-            let outcome = (&self.events, &self.heads).transaction(|(events_tx, heads_tx)| {
+            let outcome = self.transact(&[&self.events, &self.heads], |trees| {
+                let (events_tx, heads_tx) = (&trees[0], &trees[1]);
                 let stored = heads_tx.get(stream.as_bytes())?;
                 let now = Head::decode(stream, stored.as_deref())
                     .map_err(|e| ConflictableTransactionError::Abort(Abort::Corrupt(e)))?;
@@ -207,6 +279,48 @@ impl EventStore for SledStore {
                 })
             })
             .collect()
+    }
+}
+
+/// One tree inside [`SledStore::transact`]: sled's transactional tree, recording its writes for
+/// the write-ahead log.
+pub struct LoggedTree<'a> {
+    tree: &'a TransactionalTree,
+    name: &'a IVec,
+    ops: &'a RefCell<Vec<wal::Op>>,
+}
+
+impl LoggedTree<'_> {
+    pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<IVec>, UnabortableTransactionError> {
+        self.tree.get(key)
+    }
+
+    pub fn insert(
+        &self,
+        key: impl AsRef<[u8]>,
+        value: impl AsRef<[u8]>,
+    ) -> Result<Option<IVec>, UnabortableTransactionError> {
+        let (key, value) = (key.as_ref(), value.as_ref());
+        let old = self.tree.insert(key, value)?;
+        self.ops.borrow_mut().push(wal::Op::Insert {
+            tree: self.name.to_vec(),
+            key: key.to_vec(),
+            value: value.to_vec(),
+        });
+        Ok(old)
+    }
+
+    pub fn remove(
+        &self,
+        key: impl AsRef<[u8]>,
+    ) -> Result<Option<IVec>, UnabortableTransactionError> {
+        let key = key.as_ref();
+        let old = self.tree.remove(key)?;
+        self.ops.borrow_mut().push(wal::Op::Remove {
+            tree: self.name.to_vec(),
+            key: key.to_vec(),
+        });
+        Ok(old)
     }
 }
 

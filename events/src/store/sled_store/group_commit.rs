@@ -1,13 +1,15 @@
-//! Group commit: one background thread makes appended events durable, many appends per flush.
+//! Group commit: one background thread makes logged writes durable, many writes per fsync.
 //!
-//! An fsync costs milliseconds whatever it carries, so appends do not flush on their own thread:
-//! each registers a waiter here, and the flusher thread takes every waiter that has gathered,
-//! flushes once, and answers them all. Under load, many appends share one flush.
+//! An fsync costs the same whatever it carries, so writers do not sync on their own thread: each
+//! leaves its write-ahead record ([`super::wal`]) and a waiter here, and the flusher thread takes
+//! every record and waiter that has gathered, writes the records to the log, `fdatasync`s it once,
+//! and answers them all. The same thread checkpoints (makes sled itself durable and empties the
+//! log) when the log has grown long.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
-use std::io;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
@@ -15,6 +17,7 @@ use std::thread::JoinHandle;
 use tokio::sync::oneshot;
 
 use super::super::Error;
+use super::wal;
 
 type Waiter = oneshot::Sender<Result<(), Error>>;
 
@@ -34,6 +37,8 @@ struct Shared {
 #[derive(Default)]
 struct Queue {
     waiters: Vec<Waiter>,
+    /// Encoded write-ahead records not yet written to the log, in lsn order.
+    records: Vec<u8>,
     stopping: bool,
     /// Set by the first failed flush and never cleared. After a failed fsync the kernel may have
     /// dropped the dirty pages it could not write, so a later successful fsync proves nothing about
@@ -49,7 +54,8 @@ impl Shared {
 }
 
 impl GroupCommit {
-    /// Starts the flusher for the sled db in `dir`.
+    /// Starts the flusher for the sled db in `dir`, after a checkpoint: whatever recovery replayed
+    /// into sled is durable, and the log starts empty.
     pub(super) fn start(db: sled::Db, dir: &Path) -> Result<Self, Error> {
         // sled 0.34 ends its own writes with sync_file_range on Linux, which writes the pages but
         // does not flush the disk's volatile cache; fdatasync on a descriptor of the same file
@@ -68,12 +74,22 @@ impl GroupCommit {
             queue: Mutex::new(Queue::default()),
             wake: Condvar::new(),
         });
-        let flusher = Flusher {
+        let wal = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(wal::FILE))
+            .map_err(|e| io_error("opening the write-ahead log", &e))?;
+        let mut flusher = Flusher {
             db,
             log,
+            wal,
+            wal_len: 0,
             blobs: BlobSync::new(dir.join("blobs")),
             shared: shared.clone(),
         };
+        flusher.checkpoint()?;
+        // The log's directory entry, if it was just created.
+        sync_dir(dir).map_err(|e| io_error("syncing the data directory", &e))?;
         let thread = std::thread::Builder::new()
             .name("hangar-group-commit".into())
             .spawn(move || flusher.run())
@@ -92,7 +108,13 @@ impl GroupCommit {
         }
     }
 
-    /// Asks for a flush of everything written so far; the receiver resolves once it is durable.
+    /// Queues the write-ahead record of a transaction sled has just applied. Called in lsn order
+    /// (under the store's writer lock), so the log keeps that order.
+    pub(super) fn log(&self, lsn: u64, ops: &[wal::Op]) {
+        wal::encode(lsn, ops, &mut self.shared.lock().records);
+    }
+
+    /// Asks for a flush of every record logged so far; the receiver resolves once it is durable.
     pub(super) fn request(&self) -> oneshot::Receiver<Result<(), Error>> {
         let (tx, rx) = oneshot::channel();
         let mut queue = self.shared.lock();
@@ -123,8 +145,12 @@ impl Drop for GroupCommit {
 
 struct Flusher {
     db: sled::Db,
-    /// Our own descriptor of `<dir>/db`, for fdatasync.
+    /// Our own descriptor of `<dir>/db`, for fdatasync at a checkpoint.
     log: File,
+    /// The write-ahead log, opened for appending.
+    wal: File,
+    /// Its length since the last checkpoint.
+    wal_len: u64,
     blobs: BlobSync,
     shared: Arc<Shared>,
 }
@@ -132,7 +158,7 @@ struct Flusher {
 impl Flusher {
     fn run(mut self) {
         loop {
-            let (batch, failed) = {
+            let (batch, records, failed) = {
                 let mut queue = self.shared.lock();
                 while queue.waiters.is_empty() && !queue.stopping {
                     queue = self
@@ -143,13 +169,25 @@ impl Flusher {
                 }
                 // Stopping still answers whoever is waiting; it ends only on an empty queue.
                 if queue.waiters.is_empty() {
+                    let healthy = queue.failed.is_none();
+                    drop(queue);
+                    // A clean close leaves sled durable and the log empty.
+                    if healthy {
+                        if let Err(e) = self.checkpoint() {
+                            tracing::error!(error = %e, "the closing checkpoint failed; the next open replays the log");
+                        }
+                    }
                     return;
                 }
-                (std::mem::take(&mut queue.waiters), queue.failed.clone())
+                (
+                    std::mem::take(&mut queue.waiters),
+                    std::mem::take(&mut queue.records),
+                    queue.failed.clone(),
+                )
             };
             let result = match failed {
                 Some(e) => Err(e),
-                None => self.make_durable(),
+                None => self.write_log(&records),
             };
             if let Err(e) = &result {
                 tracing::error!(error = %e, "flushing the event log failed; refusing further writes");
@@ -159,10 +197,31 @@ impl Flusher {
                 // A dropped receiver only means the caller stopped caring.
                 let _ = waiter.send(result.clone());
             }
+            if result.is_ok() && self.wal_len >= wal::CHECKPOINT_BYTES {
+                if let Err(e) = self.checkpoint() {
+                    tracing::error!(error = %e, "a checkpoint failed; refusing further writes");
+                    self.shared.lock().failed.get_or_insert(e);
+                }
+            }
         }
     }
 
-    fn make_durable(&mut self) -> Result<(), Error> {
+    /// Makes `records` durable: one write, one fdatasync.
+    fn write_log(&mut self, records: &[u8]) -> Result<(), Error> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        self.wal
+            .write_all(records)
+            .and_then(|()| self.wal.sync_data())
+            .map_err(|e| io_error("writing the write-ahead log", &e))?;
+        self.wal_len += records.len() as u64;
+        Ok(())
+    }
+
+    /// Makes sled durable, then empties the log: every record in it is in sled by now (a record
+    /// is queued only after sled applied its transaction).
+    fn checkpoint(&mut self) -> Result<(), Error> {
         self.db
             .flush()
             .map_err(|e| Error::Io(format!("flushing sled: {e}")))?;
@@ -173,7 +232,15 @@ impl Flusher {
             .map_err(|e| io_error("syncing sled's blob files", &e))?;
         self.log
             .sync_data()
-            .map_err(|e| io_error("fsyncing the db file", &e))
+            .map_err(|e| io_error("fsyncing the db file", &e))?;
+        // Records queued meanwhile are still in `records`; they follow in the emptied log, and a
+        // replay skips the ones sled already has by their lsn.
+        self.wal
+            .set_len(0)
+            .and_then(|()| self.wal.sync_all())
+            .map_err(|e| io_error("emptying the write-ahead log", &e))?;
+        self.wal_len = 0;
+        Ok(())
     }
 }
 
