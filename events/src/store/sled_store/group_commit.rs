@@ -44,6 +44,10 @@ struct Queue {
     /// dropped the dirty pages it could not write, so a later successful fsync proves nothing about
     /// them: the only safe course is to refuse further writes until a restart re-reads the disk.
     failed: Option<Error>,
+    /// Set when sled failed to apply a logged transaction halfway: its record is queued, so the
+    /// next flush still writes it (a restart then completes the transaction from the log), and
+    /// only then does the store turn `failed`. No new writes are taken meanwhile.
+    poisoned: Option<Error>,
 }
 
 impl Shared {
@@ -102,10 +106,21 @@ impl GroupCommit {
 
     /// Fails if an earlier flush failed: the store takes no more writes until restarted.
     pub(super) fn check_healthy(&self) -> Result<(), Error> {
-        match &self.shared.lock().failed {
+        let queue = self.shared.lock();
+        match queue.failed.as_ref().or(queue.poisoned.as_ref()) {
             Some(e) => Err(e.clone()),
             None => Ok(()),
         }
+    }
+
+    /// Refuses further writes once the records queued so far are written (see `poisoned`).
+    pub(super) fn poison(&self, e: Error) {
+        // A waiter nobody awaits, so that the flusher wakes and writes the queued records.
+        let (tx, _) = oneshot::channel();
+        let mut queue = self.shared.lock();
+        queue.poisoned.get_or_insert(e);
+        queue.waiters.push(tx);
+        self.shared.wake.notify_one();
     }
 
     /// Queues the write-ahead record of a transaction sled has just applied. Called in lsn order
@@ -190,8 +205,15 @@ impl Flusher {
                 None => self.write_log(&records),
             };
             if let Err(e) = &result {
-                tracing::error!(error = %e, "flushing the event log failed; refusing further writes");
+                tracing::error!(error = %e, "writing the write-ahead log failed; refusing further writes");
                 self.shared.lock().failed.get_or_insert_with(|| e.clone());
+            }
+            {
+                let mut queue = self.shared.lock();
+                if let Some(e) = queue.poisoned.take() {
+                    tracing::error!(error = %e, "sled failed to apply a logged write; refusing further writes");
+                    queue.failed.get_or_insert(e);
+                }
             }
             for waiter in batch {
                 // A dropped receiver only means the caller stopped caring.
