@@ -31,11 +31,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             "/openapi.json",
             [(Method::GET, web::to(openapi::document))],
         ))
+        // The router tries each `{id}` pattern in turn (a regex each), so the hot routes go first.
+        .configure(invoke::routes)
         .configure(agents::routes)
         .configure(connections::routes)
         .configure(deployment::routes)
         .configure(log::routes)
-        .configure(invoke::routes)
         .configure(keys::routes)
         .service(resource("/metrics", [(Method::GET, web::to(metrics))]));
 }
