@@ -8,9 +8,11 @@
 //! down: it has no loader (no `include` or `import` can read a file) and runs on fuel, so a loop
 //! that would never end stops with an error instead.
 
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::sync::OnceLock;
 
-use minijinja::Environment;
+use minijinja::{AutoEscape, Environment, Expression};
 use serde_json::Value;
 
 /// Instructions one render or expression may execute; far above what any sane template needs.
@@ -53,14 +55,71 @@ fn quote(source: &str) -> String {
     }
 }
 
-/// The one environment every template of the process renders with. Built once: it holds no
-/// per-run state, and fuel is counted per render.
+/// The environment expressions compile in. Built once: it holds no per-run state, and fuel is
+/// counted per evaluation.
 fn env() -> &'static Environment<'static> {
     static ENV: OnceLock<Environment<'static>> = OnceLock::new();
-    ENV.get_or_init(|| {
-        let mut env = Environment::new();
-        env.set_fuel(Some(FUEL));
-        env
+    ENV.get_or_init(new_env)
+}
+
+fn new_env() -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_fuel(Some(FUEL));
+    // Templates are cached under their source as name, and MiniJinja would pick HTML or JSON
+    // escaping from a name ending in `.html` or `.json`. Flow templates render plain text.
+    env.set_auto_escape_callback(|_| AutoEscape::None);
+    env
+}
+
+/// How many distinct templates (and, separately, expressions) a thread keeps compiled. Past it,
+/// the cache starts over: a bound on memory, not an eviction policy, since a server's flows use
+/// far fewer.
+const CACHE_LIMIT: usize = 1024;
+
+// Compiled templates and expressions by source, per thread (each arbiter runs its own flows), so
+// a flow's templates are parsed once, not on every run: parsing was most of a render in a profile
+// of sync calls. Per thread, because a compiled template borrows its environment.
+thread_local! {
+    static TEMPLATES: RefCell<Environment<'static>> = RefCell::new(new_env());
+    static TEMPLATE_COUNT: Cell<usize> = const { Cell::new(0) };
+    static EXPRESSIONS: RefCell<HashMap<String, Expression<'static, 'static>>> =
+        RefCell::new(HashMap::new());
+}
+
+/// Renders template `source`, compiling it on first use in this thread.
+fn render_cached<S: serde::Serialize>(source: &str, ctx: S) -> Result<String, minijinja::Error> {
+    TEMPLATES.with(|templates| {
+        let mut templates = templates.borrow_mut();
+        if templates.get_template(source).is_err() {
+            if TEMPLATE_COUNT.get() >= CACHE_LIMIT {
+                *templates = new_env();
+                TEMPLATE_COUNT.set(0);
+            }
+            templates.add_template_owned(source.to_owned(), source.to_owned())?;
+            TEMPLATE_COUNT.set(TEMPLATE_COUNT.get() + 1);
+        }
+        templates.get_template(source)?.render(ctx)
+    })
+}
+
+/// Evaluates expression `expr`, compiling it on first use in this thread.
+fn eval_cached<S: serde::Serialize>(
+    expr: &str,
+    ctx: S,
+) -> Result<minijinja::Value, minijinja::Error> {
+    EXPRESSIONS.with(|expressions| {
+        let mut expressions = expressions.borrow_mut();
+        if !expressions.contains_key(expr) {
+            if expressions.len() >= CACHE_LIMIT {
+                expressions.clear();
+            }
+            let compiled = env().compile_expression_owned(expr.to_owned())?;
+            expressions.insert(expr.to_owned(), compiled);
+        }
+        match expressions.get(expr) {
+            Some(compiled) => compiled.eval(ctx),
+            None => env().compile_expression(expr)?.eval(ctx),
+        }
     })
 }
 
@@ -88,16 +147,12 @@ fn guarded<T>(
 
 /// Renders one template to text.
 pub fn render_str(source: &str, ctx: &Value) -> Result<String, TemplateError> {
-    guarded(source, || env().render_str(source, ctx))
+    guarded(source, || render_cached(source, ctx))
 }
 
 /// Evaluates a condition expression (no braces, e.g. `input.count > 1`) for its truthiness.
 pub fn eval_condition(expr: &str, ctx: &Value) -> Result<bool, TemplateError> {
-    let value = guarded(expr, || {
-        env()
-            .compile_expression(expr)
-            .and_then(|compiled| compiled.eval(ctx))
-    })?;
+    let value = guarded(expr, || eval_cached(expr, ctx))?;
     Ok(value.is_true())
 }
 
@@ -122,17 +177,13 @@ fn render_value(value: &Value, ctx: &minijinja::Value) -> Result<Value, Template
 
 fn render_string(source: &str, ctx: &minijinja::Value) -> Result<Value, TemplateError> {
     if let Some(expr) = single_expression(source) {
-        let value = guarded(source, || {
-            env()
-                .compile_expression(expr)
-                .and_then(|compiled| compiled.eval(ctx))
-        })?;
+        let value = guarded(source, || eval_cached(expr, ctx))?;
         return to_json(source, &value);
     }
     if !source.contains("{{") && !source.contains("{%") && !source.contains("{#") {
         return Ok(Value::String(source.to_owned()));
     }
-    guarded(source, || env().render_str(source, ctx)).map(Value::String)
+    guarded(source, || render_cached(source, ctx)).map(Value::String)
 }
 
 /// The expression of a string that is exactly one `{{ expr }}` (spaces around it allowed), or
@@ -172,6 +223,34 @@ mod tests {
                       "list": ["p", "q"], "nothing": null, "name": "Ada"},
             "nodes": {"greet": {"text": "hi"}}
         })
+    }
+
+    /// Cached templates are keyed by their source; a source ending in `.html` must not switch
+    /// MiniJinja's escaping on, and a cached template must see each run's own context.
+    #[test]
+    fn cached_templates_render_plain_text_against_each_context() {
+        let ctx = json!({"input": {"s": "<b>&"}});
+        let html = "{{ input.s }} is in page.html";
+        for _ in 0..2 {
+            assert_eq!(render_str(html, &ctx).unwrap(), "<b>& is in page.html");
+        }
+        let json_like = "{{ input.s }}.json";
+        assert_eq!(render_str(json_like, &ctx).unwrap(), "<b>&.json");
+        let other = json!({"input": {"s": "x"}});
+        assert_eq!(render_str(html, &other).unwrap(), "x is in page.html");
+        assert!(eval_condition("input.s == 'x'", &other).unwrap());
+        assert!(!eval_condition("input.s == 'x'", &ctx).unwrap());
+    }
+
+    /// Past the cache's bound it starts over, and every template still renders.
+    #[test]
+    fn the_template_cache_is_bounded() {
+        let ctx = ctx();
+        for i in 0..CACHE_LIMIT + 10 {
+            let source = format!("{{{{ input.name }}}} {i}");
+            assert_eq!(render_str(&source, &ctx).unwrap(), format!("Ada {i}"));
+        }
+        assert!(TEMPLATE_COUNT.get() <= CACHE_LIMIT);
     }
 
     #[test]
