@@ -50,8 +50,21 @@ pub fn replay(data: &Path, agent: Uuid, at: Option<u64>) -> Result<ExitCode> {
     if at == 0 || at > head {
         return Err(format!("--at must be between 1 and {head}").into());
     }
-    let log = store.read(agent, 1, at as usize)?;
-    let state = AgentState::replay(agent, &log);
+    // In chunks, not the whole log at once: memory stays flat however long the log, and each
+    // chunk is folded while it is still in the cache.
+    const CHUNK: u64 = 4096;
+    let mut state = AgentState::new(agent);
+    let mut next = 1;
+    while next <= at {
+        let chunk = store.read(agent, next, CHUNK.min(at - next + 1) as usize)?;
+        let Some(last) = chunk.last().map(|env| env.seq) else {
+            break;
+        };
+        for env in &chunk {
+            state.apply(env);
+        }
+        next = last + 1;
+    }
     let mut doc = serde_json::to_value(AgentView::of(&state))?;
     events::secret::redact_json(&mut doc);
     println!("{}", serde_json::to_string_pretty(&doc)?);

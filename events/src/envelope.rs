@@ -6,8 +6,11 @@
 //! zeros. Hashing the canonical form of the *stored* document (not of the typed event) means a
 //! change to any byte that matters — even in a field this build does not know — breaks the chain.
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -141,8 +144,33 @@ impl Envelope {
         Ok(env)
     }
 
+    /// Decodes a stored envelope. Not through the derived `Deserialize`: its flattened, tagged
+    /// `event` makes serde buffer the whole document into an intermediate tree, and the stored
+    /// key order puts `data` before `type`, so the event would be buffered again; that was half
+    /// the time of `hangar replay`. Here the event's `data` is kept as raw text and decoded
+    /// once, with its tag in front.
     pub fn decode(bytes: &[u8]) -> Result<Envelope, serde_json::Error> {
-        serde_json::from_slice(bytes)
+        let stored: StoredEnvelope<'_> = serde_json::from_slice(bytes)?;
+        let mut tagged = String::with_capacity(
+            stored.kind.len() + stored.data.map_or(4, |d| d.get().len()) + 24,
+        );
+        tagged.push_str("{\"type\":");
+        tagged.push_str(&serde_json::to_string(&stored.kind)?);
+        if let Some(data) = stored.data {
+            tagged.push_str(",\"data\":");
+            tagged.push_str(data.get());
+        }
+        tagged.push('}');
+        Ok(Envelope {
+            seq: stored.seq,
+            id: stored.id,
+            agent_id: stored.agent_id,
+            event: serde_json::from_str(&tagged)?,
+            at: stored.at,
+            schema: stored.schema,
+            prev_hash: stored.prev_hash,
+            hash: stored.hash,
+        })
     }
 
     /// The envelope as a client sees it: every sealed secret replaced by `***`.
@@ -151,6 +179,23 @@ impl Envelope {
         crate::secret::redact_json(&mut v);
         v
     }
+}
+
+/// The stored document's fields, for [`Envelope::decode`]; unknown fields are ignored, as the
+/// derived decoder ignores them.
+#[derive(Deserialize)]
+struct StoredEnvelope<'a> {
+    seq: u64,
+    id: Uuid,
+    agent_id: Uuid,
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow, default)]
+    data: Option<&'a RawValue>,
+    at: DateTime<Utc>,
+    schema: u32,
+    prev_hash: String,
+    hash: String,
 }
 
 fn content_hash(doc_without_hash: &Value, prev_hash: &str) -> String {
