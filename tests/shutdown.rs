@@ -93,8 +93,14 @@ fn sigterm_lets_sync_runs_finish_and_keeps_the_queue_for_the_next_start() {
         .ok()
         .expect("one owner")
         .into_inner()
-        .expect("lock")
-        .start_again();
+        .expect("lock");
+    let wal = s.data().join("store").join("hangar.wal");
+    assert_eq!(
+        std::fs::metadata(&wal).map(|m| m.len()).ok(),
+        Some(0),
+        "a clean stop checkpoints: the next start has no write-ahead log to replay"
+    );
+    let s = s.start_again();
     for url in &queued {
         let r = s.get(&format!("{url}?wait=25"));
         assert_eq!(r["status"], "succeeded", "{}", r.body);

@@ -47,9 +47,11 @@ impl AgentActor {
     const SNAPSHOT_EVERY: u64 = 1000;
 
     fn rebuild(&mut self) {
-        match store::current_state(&*self.store, self.id) {
-            Ok(state) => {
-                self.snapshot_seq = state.seq;
+        match store::current_state_and_snapshot(&*self.store, self.id) {
+            Ok((state, snapshot_seq)) => {
+                // The stored snapshot's seq, not the head's: the next snapshot is due 1,000 events
+                // after the one activation will start from, however many were folded on top.
+                self.snapshot_seq = snapshot_seq;
                 self.state = Arc::new(state);
                 self.broken = None;
             }

@@ -9,6 +9,15 @@ use crate::AgentState;
 /// the head, or it no longer decodes (e.g. written by another shape of the state). A stream with
 /// no events gives a state at seq 0.
 pub fn current_state(store: &dyn EventStore, stream: Uuid) -> Result<AgentState, Error> {
+    current_state_and_snapshot(store, stream).map(|(state, _)| state)
+}
+
+/// [`current_state`], and the seq of the snapshot it started from (0 for none), so that the
+/// caller knows how far the stored snapshot lags.
+pub fn current_state_and_snapshot(
+    store: &dyn EventStore,
+    stream: Uuid,
+) -> Result<(AgentState, u64), Error> {
     let head = store.head(stream)?;
     let snapshot = store.load_snapshot(stream).ok().flatten();
     let mut state = snapshot
@@ -16,8 +25,9 @@ pub fn current_state(store: &dyn EventStore, stream: Uuid) -> Result<AgentState,
         .and_then(|(_, bytes)| serde_json::from_slice::<AgentState>(&bytes).ok())
         .filter(|s| s.id == stream)
         .unwrap_or_else(|| AgentState::new(stream));
+    let snapshot_seq = state.seq;
     for env in store.read(stream, state.seq + 1, usize::MAX)? {
         state.apply(&env);
     }
-    Ok(state)
+    Ok((state, snapshot_seq))
 }

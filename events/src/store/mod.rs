@@ -11,7 +11,7 @@ mod verify;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 
-pub use fold::current_state;
+pub use fold::{current_state, current_state_and_snapshot};
 pub use sled_store::SledStore;
 pub use verify::{verify_all, verify_stream, VerifyReport};
 

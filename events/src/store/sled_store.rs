@@ -151,6 +151,17 @@ impl SledStore {
             .map_err(|_| Error::Closed)?
     }
 
+    /// Makes sled itself durable and empties the write-ahead log, after every write so far, so
+    /// that the next open has nothing to replay. Blocks the calling thread (for the end of
+    /// `hangar serve` and offline tools, never on an async executor's thread). Dropping the last
+    /// handle does the same; this is for when handles may outlive the caller's interest.
+    pub fn checkpoint_blocking(&self) -> Result<(), Error> {
+        self.group_commit
+            .checkpoint()
+            .blocking_recv()
+            .map_err(|_| Error::Closed)?
+    }
+
     /// Resolves once every transaction logged so far ([`SledStore::transact`]) is durable. Shares
     /// the group commit with appends, so it costs nothing extra under load.
     pub fn flushed(&self) -> impl std::future::Future<Output = Result<(), Error>> + 'static {
@@ -173,14 +184,17 @@ enum Abort {
 }
 
 impl EventStore for SledStore {
+    /// A logged write, durable with the next group commit: a snapshot lost in a crash would make
+    /// the next activation fold up to every event since the one before.
     fn save_snapshot(&self, stream: Uuid, seq: u64, state: &[u8]) -> Result<(), Error> {
         let mut value = seq.to_be_bytes().to_vec();
         value.extend_from_slice(state);
-        self.db
-            .open_tree(SNAPSHOTS_TREE)
-            .and_then(|t| t.insert(stream.as_bytes(), value))
-            .map_err(storage)?;
-        Ok(())
+        let tree = self.db.open_tree(SNAPSHOTS_TREE).map_err(storage)?;
+        self.transact(&[&tree], |t| {
+            t[0].insert(stream.as_bytes(), value.as_slice())?;
+            Ok::<_, ConflictableTransactionError<()>>(())
+        })
+        .map_err(|e| Error::Io(format!("saving a snapshot: {e:?}")))
     }
 
     fn load_snapshot(&self, stream: Uuid) -> Result<Option<(u64, Vec<u8>)>, Error> {

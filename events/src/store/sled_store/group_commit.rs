@@ -37,6 +37,8 @@ struct Shared {
 #[derive(Default)]
 struct Queue {
     waiters: Vec<Waiter>,
+    /// Waiting for a checkpoint (sled durable, log emptied), e.g. at a graceful shutdown.
+    checkpoints: Vec<Waiter>,
     /// Encoded write-ahead records not yet written to the log, in lsn order.
     records: Vec<u8>,
     stopping: bool,
@@ -113,6 +115,16 @@ impl GroupCommit {
         }
     }
 
+    /// Asks for a checkpoint after the records queued so far; the receiver resolves once sled
+    /// itself is durable and the log empty, so that the next open has nothing to replay.
+    pub(super) fn checkpoint(&self) -> oneshot::Receiver<Result<(), Error>> {
+        let (tx, rx) = oneshot::channel();
+        let mut queue = self.shared.lock();
+        queue.checkpoints.push(tx);
+        self.shared.wake.notify_one();
+        rx
+    }
+
     /// Refuses further writes once the records queued so far are written (see `poisoned`).
     pub(super) fn poison(&self, e: Error) {
         // A waiter nobody awaits, so that the flusher wakes and writes the queued records.
@@ -173,9 +185,9 @@ struct Flusher {
 impl Flusher {
     fn run(mut self) {
         loop {
-            let (batch, records, failed) = {
+            let (batch, records, checkpoints, failed) = {
                 let mut queue = self.shared.lock();
-                while queue.waiters.is_empty() && !queue.stopping {
+                while queue.waiters.is_empty() && queue.checkpoints.is_empty() && !queue.stopping {
                     queue = self
                         .shared
                         .wake
@@ -183,7 +195,7 @@ impl Flusher {
                         .unwrap_or_else(PoisonError::into_inner);
                 }
                 // Stopping still answers whoever is waiting; it ends only on an empty queue.
-                if queue.waiters.is_empty() {
+                if queue.waiters.is_empty() && queue.checkpoints.is_empty() {
                     let healthy = queue.failed.is_none();
                     drop(queue);
                     // A clean close leaves sled durable and the log empty.
@@ -197,6 +209,7 @@ impl Flusher {
                 (
                     std::mem::take(&mut queue.waiters),
                     std::mem::take(&mut queue.records),
+                    std::mem::take(&mut queue.checkpoints),
                     queue.failed.clone(),
                 )
             };
@@ -219,11 +232,19 @@ impl Flusher {
                 // A dropped receiver only means the caller stopped caring.
                 let _ = waiter.send(result.clone());
             }
-            if result.is_ok() && self.wal_len >= wal::CHECKPOINT_BYTES {
-                if let Err(e) = self.checkpoint() {
+            let due = !checkpoints.is_empty() || self.wal_len >= wal::CHECKPOINT_BYTES;
+            let checkpointed = match &result {
+                Ok(()) if due => self.checkpoint(),
+                _ => result.clone(),
+            };
+            if let Err(e) = &checkpointed {
+                if result.is_ok() {
                     tracing::error!(error = %e, "a checkpoint failed; refusing further writes");
-                    self.shared.lock().failed.get_or_insert(e);
+                    self.shared.lock().failed.get_or_insert(e.clone());
                 }
+            }
+            for waiter in checkpoints {
+                let _ = waiter.send(checkpointed.clone());
             }
         }
     }
