@@ -85,7 +85,7 @@ impl SledStore {
     ///
     /// Logged transactions run one at a time (under the writer lock), so what `f` reads cannot
     /// change under it. Its writes are buffered (later reads in `f` see them) and applied to sled
-    /// only if `f` returns `Ok`, after their record is queued for the log. They are not a sled
+    /// only if `f` returns `Ok`; then their record is queued for the log. They are not a sled
     /// transaction: every sled 0.34 transaction rolls sled's write buffer twice, i.e. writes and
     /// `sync_file_range`s it, which a profile showed dominating async accepts; atomicity across a
     /// crash comes from the log instead (`docs/storage.md`). A reader outside a logged
@@ -126,10 +126,14 @@ impl SledStore {
             return Ok(result);
         }
         let lsn = *next_lsn;
-        // Queued before it is applied: if sled fails halfway, the log still completes it.
-        self.group_commit.log(lsn, &ops);
         *next_lsn += 1;
-        if let Err(e) = apply(&self.db, trees, &names, &self.wal_meta, lsn, &ops) {
+        let applied = apply(&self.db, trees, &names, &self.wal_meta, lsn, &ops);
+        // Queued only once applied: a checkpoint makes what sled holds durable and then empties
+        // the log, so a record queued earlier could be dropped with its writes not yet in sled.
+        // If sled failed halfway, the record is queued all the same and the store refuses
+        // everything after it (no more checkpoints either): a restart completes the transaction.
+        self.group_commit.log(lsn, &ops);
+        if let Err(e) = applied {
             let e = storage(e);
             self.group_commit.poison(e.clone());
             return Err(unhealthy(e));
@@ -316,7 +320,7 @@ impl EventStore for SledStore {
     }
 }
 
-/// Applies a logged transaction's writes to sled, in order, then its lsn.
+/// Applies a logged transaction's writes to sled ([`wal::apply`]), finding trees among `trees`.
 fn apply(
     db: &sled::Db,
     trees: &[&sled::Tree],
@@ -325,24 +329,12 @@ fn apply(
     lsn: u64,
     ops: &[wal::Op],
 ) -> Result<(), sled::Error> {
-    let tree_of = |name: &[u8]| -> Result<sled::Tree, sled::Error> {
+    wal::apply(meta, lsn, ops, |name| {
         match names.iter().position(|n| n.as_ref() == name) {
             Some(at) => Ok(trees[at].clone()),
             None => db.open_tree(name),
         }
-    };
-    for op in ops {
-        match op {
-            wal::Op::Insert { tree, key, value } => {
-                tree_of(tree)?.insert(key.as_slice(), value.as_slice())?;
-            }
-            wal::Op::Remove { tree, key } => {
-                tree_of(tree)?.remove(key.as_slice())?;
-            }
-        }
-    }
-    meta.insert(wal::LSN_KEY, &lsn.to_be_bytes()[..])?;
-    Ok(())
+    })
 }
 
 /// One tree inside [`SledStore::transact`]: reads see the transaction's own writes, which are

@@ -233,16 +233,21 @@ impl Flusher {
                 let _ = waiter.send(result.clone());
             }
             let due = !checkpoints.is_empty() || self.wal_len >= wal::CHECKPOINT_BYTES;
-            let checkpointed = match &result {
-                Ok(()) if due => self.checkpoint(),
-                _ => result.clone(),
-            };
-            if let Err(e) = &checkpointed {
-                if result.is_ok() {
-                    tracing::error!(error = %e, "a checkpoint failed; refusing further writes");
-                    self.shared.lock().failed.get_or_insert(e.clone());
+            // Never after a failure: a poisoned transaction's writes may be half in sled, and
+            // only its record in the log can complete them at the next start.
+            let failed = self.shared.lock().failed.clone();
+            let checkpointed = match (&result, failed.as_ref()) {
+                (Err(e), _) | (Ok(()), Some(e)) => Err(e.clone()),
+                (Ok(()), None) if due => {
+                    let done = self.checkpoint();
+                    if let Err(e) = &done {
+                        tracing::error!(error = %e, "a checkpoint failed; refusing further writes");
+                        self.shared.lock().failed.get_or_insert(e.clone());
+                    }
+                    done
                 }
-            }
+                (Ok(()), None) => Ok(()),
+            };
             for waiter in checkpoints {
                 let _ = waiter.send(checkpointed.clone());
             }

@@ -8,17 +8,16 @@
 //! durable only at a checkpoint (when the log has grown past [`CHECKPOINT_BYTES`], and at open and
 //! close), after which the log is emptied.
 //!
-//! Each logged transaction gets the next log sequence number (lsn) and writes it, in the same sled
-//! transaction, to the `hangar_wal` tree. Whatever sled recovers after a crash is a prefix of its
-//! transactions, so the lsn it recovers says exactly which records it already has: recovery
-//! applies the records after it, in order, and nothing twice. `docs/storage.md` has the format.
+//! Each logged transaction gets the next log sequence number (lsn) and writes it, after its other
+//! writes, to the `hangar_wal` tree. Whatever sled recovers after a crash is a prefix of its
+//! writes, so the lsn it recovers says which records it holds whole: recovery applies the records
+//! after it, in order (re-writing any part of the next one sled already had, which is harmless).
+//! `docs/storage.md` has the format.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::fs;
 use std::io;
 use std::path::Path;
-
-use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 
 use super::super::Error;
 
@@ -47,14 +46,6 @@ pub(super) enum Op {
         tree: Vec<u8>,
         key: Vec<u8>,
     },
-}
-
-impl Op {
-    fn tree(&self) -> &[u8] {
-        match self {
-            Op::Insert { tree, .. } | Op::Remove { tree, .. } => tree,
-        }
-    }
 }
 
 /// One logged transaction as read back.
@@ -191,6 +182,7 @@ pub(super) fn recover(db: &sled::Db, meta: &sled::Tree, dir: &Path) -> Result<Re
     let (records, valid) = decode_all(&bytes);
     let mut last = applied_lsn(meta)?;
     let mut replayed = 0;
+    let mut opened: HashMap<Vec<u8>, sled::Tree> = HashMap::new();
     for record in records {
         if record.lsn <= last {
             continue; // sled has it
@@ -201,7 +193,15 @@ pub(super) fn recover(db: &sled::Db, meta: &sled::Tree, dir: &Path) -> Result<Re
                 record.lsn
             )));
         }
-        apply(db, meta, &record)?;
+        apply(meta, record.lsn, &record.ops, |name| {
+            if let Some(tree) = opened.get(name) {
+                return Ok(tree.clone());
+            }
+            let tree = db.open_tree(name)?;
+            opened.insert(name.to_vec(), tree.clone());
+            Ok(tree)
+        })
+        .map_err(|e| Error::Io(format!("replaying the write-ahead log: {e}")))?;
         last = record.lsn;
         replayed += 1;
     }
@@ -220,43 +220,29 @@ pub(super) fn recover(db: &sled::Db, meta: &sled::Tree, dir: &Path) -> Result<Re
     })
 }
 
-/// Applies one record as one sled transaction, with its lsn.
-fn apply(db: &sled::Db, meta: &sled::Tree, record: &Record) -> Result<(), Error> {
-    let mut names: Vec<&[u8]> = Vec::new();
-    let mut seen = HashSet::new();
-    for op in &record.ops {
-        if seen.insert(op.tree()) {
-            names.push(op.tree());
-        }
-    }
-    let trees = names
-        .iter()
-        .map(|name| db.open_tree(name))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| Error::Io(e.to_string()))?;
-    let mut all: Vec<&sled::Tree> = trees.iter().collect();
-    all.push(meta);
-    let meta_at = trees.len();
-    let outcome = all.as_slice().transaction(|view| {
-        for op in &record.ops {
-            let at = names.iter().position(|n| *n == op.tree()).unwrap_or(0);
-            match op {
-                Op::Insert { key, value, .. } => {
-                    view[at].insert(key.as_slice(), value.as_slice())?;
-                }
-                Op::Remove { key, .. } => {
-                    view[at].remove(key.as_slice())?;
-                }
+/// Applies a logged transaction's writes to sled, in order, then its lsn (last: sled recovers a
+/// prefix of its writes, so if it has the lsn, it has every write before it). Plain writes, not a
+/// sled transaction: every sled 0.34 transaction writes and syncs sled's buffer twice. Writing a
+/// record's writes again is harmless (each puts or removes a whole value), which is what makes a
+/// recovery interrupted by another crash safe to run again.
+pub(super) fn apply(
+    meta: &sled::Tree,
+    lsn: u64,
+    ops: &[Op],
+    mut tree_of: impl FnMut(&[u8]) -> Result<sled::Tree, sled::Error>,
+) -> Result<(), sled::Error> {
+    for op in ops {
+        match op {
+            Op::Insert { tree, key, value } => {
+                tree_of(tree)?.insert(key.as_slice(), value.as_slice())?;
+            }
+            Op::Remove { tree, key } => {
+                tree_of(tree)?.remove(key.as_slice())?;
             }
         }
-        view[meta_at].insert(LSN_KEY, &record.lsn.to_be_bytes()[..])?;
-        Ok::<_, ConflictableTransactionError<()>>(())
-    });
-    match outcome {
-        Ok(()) => Ok(()),
-        Err(TransactionError::Abort(())) => Err(Error::Io("replaying the log aborted".into())),
-        Err(TransactionError::Storage(e)) => Err(Error::Io(e.to_string())),
     }
+    meta.insert(LSN_KEY, &lsn.to_be_bytes()[..])?;
+    Ok(())
 }
 
 fn corrupt(reason: String) -> Error {
