@@ -9,7 +9,7 @@ use events::spec::AgentSpec;
 use events::store::{EventStore, SledStore};
 use events::AgentState;
 
-use crate::agent::{AgentActor, Crash, GetState};
+use crate::agent::{AgentActor, Crash, Execute, GetState};
 use crate::{Error, Registry};
 
 fn spec(name: &str) -> AgentSpec {
@@ -146,6 +146,38 @@ async fn activation_from_a_snapshot_equals_a_full_replay() {
     let replayed = AgentState::replay(id, &store.read_all(id).expect("log"));
     assert_eq!(*activated, replayed);
     assert_eq!(activated.seq, 2_501);
+}
+
+/// Guards the bound on activation: after a restart, the next snapshot is due 1,000 events after
+/// the stored one the actor started from, not 1,000 after the head it reached by folding.
+#[actix_rt::test]
+async fn the_next_snapshot_is_due_a_thousand_events_after_the_stored_one() {
+    let (_dir, store, cipher) = setup();
+    let reg = Registry::new(store.clone(), cipher.clone(), 1);
+    let id = reg.create(spec("restart")).await.expect("created").state.id;
+    let edit = |i: usize| Command::EditDraft {
+        spec: spec(&format!("restart-{i}")),
+    };
+    for i in 0..1_500 {
+        reg.execute(id, edit(i), None).await.expect("edited");
+    }
+    let (first, _) = store.load_snapshot(id).expect("reads").expect("a snapshot");
+    assert_eq!(first, 1_000);
+    // A new actor (as after a restart; the registry's stays idle) activates from seq 1,000 with
+    // 501 events folded on top, then takes 600 more: the log reaches seq 2,101.
+    let fresh = AgentActor::new(id, store.clone(), cipher).start();
+    for i in 0..600 {
+        let msg = Execute {
+            command: edit(i),
+            if_match: None,
+        };
+        fresh.send(msg).await.expect("mailbox").expect("edited");
+    }
+    let (next, _) = store.load_snapshot(id).expect("reads").expect("a snapshot");
+    assert_eq!(
+        next, 2_000,
+        "due at 1,000 + 1,000, not at the activation head 1,501 + 1,000"
+    );
 }
 
 #[actix_rt::test]
