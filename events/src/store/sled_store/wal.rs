@@ -272,6 +272,17 @@ mod tests {
         }
     }
 
+    /// A sled db in a temporary directory, and its lsn tree.
+    fn fresh_db() -> (tempfile::TempDir, sled::Db, sled::Tree) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = sled::Config::new()
+            .path(dir.path())
+            .open()
+            .expect("open sled");
+        let meta = db.open_tree(META_TREE).expect("meta tree");
+        (dir, db, meta)
+    }
+
     #[test]
     fn records_read_back_as_written() {
         let mut log = Vec::new();
@@ -316,12 +327,7 @@ mod tests {
 
     #[test]
     fn recovery_applies_only_what_sled_lacks_and_cuts_a_torn_tail() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let db = sled::Config::new()
-            .path(dir.path())
-            .open()
-            .expect("open sled");
-        let meta = db.open_tree(META_TREE).expect("meta tree");
+        let (dir, db, meta) = fresh_db();
         let t = db.open_tree("t").expect("tree");
         // sled already holds lsn 1 (k = v1); the log holds 1 (stale), 2 and 3, then a torn tail.
         t.insert(b"k", b"v1".as_slice()).expect("insert");
@@ -359,12 +365,7 @@ mod tests {
 
     #[test]
     fn a_gap_in_the_log_is_refused_not_skipped() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let db = sled::Config::new()
-            .path(dir.path())
-            .open()
-            .expect("open sled");
-        let meta = db.open_tree(META_TREE).expect("meta tree");
+        let (dir, db, meta) = fresh_db();
         let mut log = Vec::new();
         encode(1, &[insert("t", b"a", b"1")], &mut log);
         encode(3, &[insert("t", b"b", b"3")], &mut log);
