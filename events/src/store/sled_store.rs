@@ -132,13 +132,17 @@ impl SledStore {
         // the log, so a record queued earlier could be dropped with its writes not yet in sled.
         // If sled failed halfway, the record is queued all the same and the store refuses
         // everything after it (no more checkpoints either): a restart completes the transaction.
-        self.group_commit.log(lsn, &ops);
-        if let Err(e) = applied {
-            let e = storage(e);
-            self.group_commit.poison(e.clone());
-            return Err(unhealthy(e));
+        match applied {
+            Ok(()) => {
+                self.group_commit.log(lsn, &ops);
+                Ok(result)
+            }
+            Err(e) => {
+                let e = storage(e);
+                self.group_commit.log_poisoned(lsn, &ops, e.clone());
+                Err(unhealthy(e))
+            }
         }
-        Ok(result)
     }
 
     /// The underlying db, for components that keep their own trees beside the log.

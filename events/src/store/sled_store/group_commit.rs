@@ -125,20 +125,23 @@ impl GroupCommit {
         rx
     }
 
-    /// Refuses further writes once the records queued so far are written (see `poisoned`).
-    pub(super) fn poison(&self, e: Error) {
-        // A waiter nobody awaits, so that the flusher wakes and writes the queued records.
-        let (tx, _) = oneshot::channel();
-        let mut queue = self.shared.lock();
-        queue.poisoned.get_or_insert(e);
-        queue.waiters.push(tx);
-        self.shared.wake.notify_one();
-    }
-
     /// Queues the write-ahead record of a transaction sled has just applied. Called in lsn order
     /// (under the store's writer lock), so the log keeps that order.
     pub(super) fn log(&self, lsn: u64, ops: &[wal::Op]) {
         wal::encode(lsn, ops, &mut self.shared.lock().records);
+    }
+
+    /// [`GroupCommit::log`] for a transaction sled failed to apply whole; refuses further writes
+    /// once the record is written (see `poisoned`). One lock for both, so that no flush can write
+    /// the record and then checkpoint before the store knows it is poisoned.
+    pub(super) fn log_poisoned(&self, lsn: u64, ops: &[wal::Op], e: Error) {
+        // A waiter nobody awaits, so that the flusher wakes and writes the record.
+        let (tx, _) = oneshot::channel();
+        let mut queue = self.shared.lock();
+        wal::encode(lsn, ops, &mut queue.records);
+        queue.poisoned.get_or_insert(e);
+        queue.waiters.push(tx);
+        self.shared.wake.notify_one();
     }
 
     /// Asks for a flush of every record logged so far; the receiver resolves once it is durable.
@@ -196,7 +199,7 @@ impl Flusher {
                 }
                 // Stopping still answers whoever is waiting; it ends only on an empty queue.
                 if queue.waiters.is_empty() && queue.checkpoints.is_empty() {
-                    let healthy = queue.failed.is_none();
+                    let healthy = queue.failed.is_none() && queue.poisoned.is_none();
                     drop(queue);
                     // A clean close leaves sled durable and the log empty.
                     if healthy {
