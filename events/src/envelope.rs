@@ -146,8 +146,8 @@ impl Envelope {
 
     /// Decodes a stored envelope. Not through the derived `Deserialize`: its flattened, tagged
     /// `event` makes serde buffer the whole document into an intermediate tree, and the stored
-    /// key order puts `data` before `type`, so the event would be buffered again; that was half
-    /// the time of `hangar replay`. Here the event's `data` is kept as raw text and decoded
+    /// key order puts `data` before `type`, so the event would be buffered again (the top entry
+    /// of a `hangar replay` profile). Here the event's `data` is kept as raw text and decoded
     /// once, with its tag in front.
     pub fn decode(bytes: &[u8]) -> Result<Envelope, serde_json::Error> {
         let stored: StoredEnvelope<'_> = serde_json::from_slice(bytes)?;
