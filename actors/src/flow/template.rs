@@ -90,14 +90,15 @@ thread_local! {
 fn render_cached<S: serde::Serialize>(source: &str, ctx: S) -> Result<String, minijinja::Error> {
     TEMPLATES.with(|templates| {
         let mut templates = templates.borrow_mut();
-        if templates.get_template(source).is_err() {
-            if TEMPLATE_COUNT.get() >= CACHE_LIMIT {
-                *templates = new_env();
-                TEMPLATE_COUNT.set(0);
-            }
-            templates.add_template_owned(source.to_owned(), source.to_owned())?;
-            TEMPLATE_COUNT.set(TEMPLATE_COUNT.get() + 1);
+        if let Ok(compiled) = templates.get_template(source) {
+            return compiled.render(ctx);
         }
+        if TEMPLATE_COUNT.get() >= CACHE_LIMIT {
+            *templates = new_env();
+            TEMPLATE_COUNT.set(0);
+        }
+        templates.add_template_owned(source.to_owned(), source.to_owned())?;
+        TEMPLATE_COUNT.set(TEMPLATE_COUNT.get() + 1);
         templates.get_template(source)?.render(ctx)
     })
 }
@@ -109,17 +110,16 @@ fn eval_cached<S: serde::Serialize>(
 ) -> Result<minijinja::Value, minijinja::Error> {
     EXPRESSIONS.with(|expressions| {
         let mut expressions = expressions.borrow_mut();
-        if !expressions.contains_key(expr) {
-            if expressions.len() >= CACHE_LIMIT {
-                expressions.clear();
-            }
-            let compiled = env().compile_expression_owned(expr.to_owned())?;
-            expressions.insert(expr.to_owned(), compiled);
+        if let Some(compiled) = expressions.get(expr) {
+            return compiled.eval(ctx);
         }
-        match expressions.get(expr) {
-            Some(compiled) => compiled.eval(ctx),
-            None => env().compile_expression(expr)?.eval(ctx),
+        if expressions.len() >= CACHE_LIMIT {
+            expressions.clear();
         }
+        let compiled = env().compile_expression_owned(expr.to_owned())?;
+        let value = compiled.eval(ctx);
+        expressions.insert(expr.to_owned(), compiled);
+        value
     })
 }
 
