@@ -6,14 +6,13 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::Actor;
 use actix_web::{web, App, HttpServer};
 use actors::egress;
-use actors::push::{PushMetrics, Pusher, Schedule, Wake};
+use actors::push::Schedule;
 use actors::runtime::{Runtime, RuntimeConfig};
 use actors::Registry;
 use events::secret::{write_private, Cipher};
-use events::store::{EventStore, SledStore};
+use events::store::{EventStore, RunStores, SledRuns, SledStore};
 use rand::RngCore;
 
 use crate::http::{self, AdminToken, PublicUrl};
@@ -70,7 +69,8 @@ async fn serve(
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let events: Arc<dyn EventStore> = store.clone();
     let registry = Registry::new(events, cipher, threads);
-    let runtime = Runtime::new(registry.clone(), store, threads, runtime_config()?)?;
+    let runs: Arc<dyn RunStores> = Arc::new(SledRuns::open(store)?);
+    let runtime = Runtime::new(registry.clone(), runs, threads, runtime_config()?)?;
     let recovered = runtime.recover().await?;
     if recovered.interrupted > 0 || recovered.agents_with_queue > 0 {
         tracing::info!(
@@ -80,7 +80,7 @@ async fn serve(
         );
     }
     runtime.start_retention();
-    start_pusher(&runtime, push_schedule()?);
+    runtime.start_pusher(push_schedule()?);
     let registry = web::Data::new(registry);
     let draining = runtime.clone();
     let runtime = web::Data::new(runtime);
@@ -132,18 +132,6 @@ async fn shutdown_signal() {
         }
     }
     let _ = actix_web::rt::signal::ctrl_c().await;
-}
-
-/// The push worker, on a thread of its own (its HTTP client is not `Send`).
-fn start_pusher(runtime: &Runtime, schedule: Schedule) {
-    let (runs, registry) = (runtime.runs().clone(), runtime.registry().clone());
-    let cipher = runtime.cipher().clone();
-    let metrics: Arc<dyn PushMetrics> = runtime.metrics().clone();
-    let arbiter = actix::Arbiter::new();
-    let pusher = Pusher::start_in_arbiter(&arbiter.handle(), move |_| {
-        Pusher::new(runs, registry, cipher, schedule, metrics)
-    });
-    runtime.set_pusher(Box::new(move || pusher.do_send(Wake)));
 }
 
 /// `HANGAR_PUSH_SCHEDULE` (seconds between attempts, e.g. `5,300,1800`), else Standard Webhooks'.

@@ -14,7 +14,10 @@ pub enum Error {
     /// `max_concurrency` runs are in flight (sync), or the async queue is full.
     #[error("the agent is at its limit of runs in flight; retry shortly")]
     Overloaded,
+    /// The caller's `Idempotency-Key` already names a request with a different body.
+    #[error("this Idempotency-Key was used for a request with a different body; use a new key")]
+    IdempotencyKeyReused,
     /// A cancel came after the run had already reached a final state.
     #[error("the run already finished")]
-    AlreadyFinished(Box<crate::runtime::Run>),
+    AlreadyFinished(Box<events::run::Run>),
 }

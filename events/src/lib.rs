@@ -12,7 +12,9 @@
 //! - [`command`]: what a client asks for, checked against the state and turned into events.
 //! - [`validation`]: the draft's errors and warnings, which block deploy.
 //! - [`view`]: response bodies computed from the state, secrets redacted.
-//! - [`store`]: the `EventStore` trait, its sled implementation, chain verification.
+//! - [`run`]: runs, their progress events and threads' turns: the records of the run stores.
+//! - [`store`]: the store traits (`EventStore`, `RunStore`, `RunEventStore`, `ThreadStore`), their
+//!   sled implementation, their conformance suites, chain verification.
 
 pub mod command;
 pub mod connection;
@@ -22,6 +24,7 @@ pub mod envelope;
 pub mod event;
 pub mod key;
 mod rejection;
+pub mod run;
 pub mod secret;
 pub mod spec;
 pub mod state;

@@ -164,6 +164,11 @@ impl From<actors::Error> for ApiError {
                 "overloaded",
                 "the agent is at its limit of runs in flight (max_concurrency) or its queue is full; retry after Retry-After seconds",
             ),
+            actors::Error::IdempotencyKeyReused => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                e.to_string(),
+            ),
             actors::Error::AlreadyFinished(run) => ApiError::new(
                 StatusCode::CONFLICT,
                 "already_finished",

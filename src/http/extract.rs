@@ -55,7 +55,10 @@ impl FromRequest for Admin {
 
 /// Proof that the request may invoke the agent of its path: the admin token, or one of that
 /// agent's invocation keys. A valid key of another agent is 403; anything else 401.
-pub struct Invoker;
+pub struct Invoker {
+    /// Who calls: `"admin"`, or the invocation key's id. Idempotency keys are scoped to it.
+    pub caller: String,
+}
 
 impl FromRequest for Invoker {
     type Error = ApiError;
@@ -63,7 +66,9 @@ impl FromRequest for Invoker {
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         if is_admin(req) {
-            return Box::pin(ready(Ok(Invoker)));
+            return Box::pin(ready(Ok(Invoker {
+                caller: "admin".into(),
+            })));
         }
         let presented = bearer(req).map(str::to_owned);
         let path_agent = req
@@ -86,12 +91,16 @@ impl FromRequest for Invoker {
                 .map_err(|_| ApiError::unauthorized())?;
             let hash = events::key::hash(&key);
             // Every stored hash is compared, so the time taken says nothing of which matched.
-            let valid = state.keys.values().fold(false, |found, k| {
-                found | bool::from(k.sha256.as_bytes().ct_eq(hash.as_bytes()))
+            let matched = state.keys.iter().fold(None, |found, (id, k)| {
+                if bool::from(k.sha256.as_bytes().ct_eq(hash.as_bytes())) {
+                    Some(id.clone())
+                } else {
+                    found
+                }
             });
-            if !valid {
+            let Some(caller) = matched else {
                 return Err(ApiError::unauthorized());
-            }
+            };
             if path_agent != Some(owner) {
                 return Err(ApiError::new(
                     StatusCode::FORBIDDEN,
@@ -99,7 +108,7 @@ impl FromRequest for Invoker {
                     "this invocation key belongs to another agent",
                 ));
             }
-            Ok(Invoker)
+            Ok(Invoker { caller })
         })
     }
 }

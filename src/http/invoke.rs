@@ -78,11 +78,12 @@ fn token_header(req: &HttpRequest, name: &str) -> Result<Option<String>, ApiErro
     }
 }
 
-fn request(req: &HttpRequest, body: InvokeBody) -> Result<Request, ApiError> {
+fn request(req: &HttpRequest, caller: String, body: InvokeBody) -> Result<Request, ApiError> {
     Ok(Request {
         input: body.input,
         member: token_header(req, "X-Hangar-Member")?,
         idempotency_key: token_header(req, "Idempotency-Key")?,
+        caller: Some(caller),
         depth: 0,
     })
 }
@@ -113,8 +114,11 @@ fn sync_answer(run: &Run) -> Result<HttpResponse, ApiError> {
             ApiError::new(StatusCode::BAD_GATEWAY, "run_failed", message)
                 .with_details(details(json!({ "error": error }))),
         ),
-        // An idempotent repeat of a sync request still in flight after the sync timeout.
-        RunStatus::Queued | RunStatus::Running => Ok(HttpResponse::Accepted().json(run)),
+        // An idempotent repeat of a sync request still in flight after the sync timeout, or a
+        // run paused for a person's answer.
+        RunStatus::Queued | RunStatus::Running | RunStatus::InputRequired => {
+            Ok(HttpResponse::Accepted().json(run))
+        }
     }
 }
 
@@ -135,6 +139,7 @@ fn sync_answer(run: &Run) -> Result<HttpResponse, ApiError> {
         (status = 404, response = NotFound),
         (status = 409, description = "not_deployed: the agent has no live version; cancelled: an undeploy cancelled the run (details: request_id, run)", body = ErrorBody),
         (status = 413, response = PayloadTooLarge),
+        (status = 422, description = "idempotency_key_reused: this caller used the Idempotency-Key for a different body", body = ErrorBody),
         (status = 429, response = Overloaded),
         (status = 502, response = RunFailed),
         (status = 503, response = Unavailable),
@@ -142,13 +147,14 @@ fn sync_answer(run: &Run) -> Result<HttpResponse, ApiError> {
     ),
 )]
 pub(super) async fn invoke(
-    _: Invoker,
+    invoker: Invoker,
     rt: web::Data<Runtime>,
     id: web::Path<String>,
     req: HttpRequest,
     OptionalBody(body): OptionalBody<InvokeBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let run = rt.invoke(agent_id(&id)?, request(&req, body)?).await?;
+    let request = request(&req, invoker.caller, body)?;
+    let run = rt.invoke(agent_id(&id)?, request).await?;
     sync_answer(&run.run)
 }
 
@@ -183,7 +189,8 @@ pub(super) async fn preview(
     req: HttpRequest,
     OptionalBody(body): OptionalBody<InvokeBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let run = rt.preview(agent_id(&id)?, request(&req, body)?).await?;
+    let request = request(&req, "admin".into(), body)?;
+    let run = rt.preview(agent_id(&id)?, request).await?;
     sync_answer(&run.run)
 }
 
@@ -206,19 +213,22 @@ pub(super) async fn preview(
         (status = 404, response = NotFound),
         (status = 409, description = "not_deployed: the agent has no live version", body = ErrorBody),
         (status = 413, response = PayloadTooLarge),
+        (status = 422, description = "idempotency_key_reused: this caller used the Idempotency-Key for a different body", body = ErrorBody),
         (status = 429, response = Overloaded),
         (status = 503, response = Unavailable),
     ),
 )]
 pub(super) async fn submit(
-    _: Invoker,
+    invoker: Invoker,
     rt: web::Data<Runtime>,
     id: web::Path<String>,
     req: HttpRequest,
     OptionalBody(body): OptionalBody<InvokeBody>,
 ) -> Result<HttpResponse, ApiError> {
     let agent = agent_id(&id)?;
-    let run = rt.submit(agent, request(&req, body)?).await?;
+    let run = rt
+        .submit(agent, request(&req, invoker.caller, body)?)
+        .await?;
     let poll_url = format!("/v1/agents/{agent}/requests/{}", run.run.request_id);
     Ok(HttpResponse::Accepted()
         .insert_header((header::LOCATION, poll_url.clone()))

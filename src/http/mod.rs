@@ -92,10 +92,10 @@ async fn healthz() -> HttpResponse {
     security(()),
     responses((status = 200, description = "Prometheus text exposition format 0.0.4", body = String, content_type = "text/plain")),
 )]
-async fn metrics(rt: web::Data<actors::runtime::Runtime>) -> HttpResponse {
-    HttpResponse::Ok()
+async fn metrics(rt: web::Data<actors::runtime::Runtime>) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
-        .body(rt.metrics_text())
+        .body(rt.metrics_text().await?))
 }
 
 /// Unknown routes answer in the API's error shape too.

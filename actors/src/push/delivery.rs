@@ -161,6 +161,7 @@ mod tests {
             started_at: Some(now),
             finished_at: Some(now),
             push: None,
+            pending: None,
         };
         let unsent = attempt(&client, &target, &run).await.expect_err("refused");
         let Unsent::Egress(denied) = unsent else {

@@ -19,8 +19,9 @@ use uuid::Uuid;
 use super::delivery::{self, Answer, Target};
 use super::schedule::Schedule;
 use super::signature::sign;
-use crate::runtime::{PushStatus, RunStore, StoredRun};
 use crate::{Error, Registry};
+use events::run::{PushStatus, StoredRun};
+use events::store::{DuePush, RunStore};
 
 /// Deliveries in flight at once, per pusher.
 pub const MAX_IN_FLIGHT: usize = 32;
@@ -57,7 +58,7 @@ pub struct Wake;
 /// `start_in_arbiter`'s closure (or with `start()` on the arbiter it runs on): its HTTP client is
 /// made in `started` and is not `Send`.
 pub struct Pusher {
-    runs: Arc<RunStore>,
+    runs: Arc<dyn RunStore>,
     /// Where the push URL, token and signing secret come from.
     registry: Registry,
     cipher: Arc<Cipher>,
@@ -69,12 +70,14 @@ pub struct Pusher {
     in_flight: HashSet<Uuid>,
     /// Outbox entries whose run cannot be read or rescheduled: skipped until the next start,
     /// rather than retried on every scan.
-    skipped: HashSet<Vec<u8>>,
+    skipped: HashSet<DuePush>,
+    /// A scan of the outbox is on its way: one at a time.
+    scanning: bool,
 }
 
 impl Pusher {
     pub fn new(
-        runs: Arc<RunStore>,
+        runs: Arc<dyn RunStore>,
         registry: Registry,
         cipher: Arc<Cipher>,
         schedule: Schedule,
@@ -89,29 +92,37 @@ impl Pusher {
             client: None,
             in_flight: HashSet::new(),
             skipped: HashSet::new(),
+            scanning: false,
         }
     }
 
-    /// Starts a delivery for each due entry not already in flight, up to [`MAX_IN_FLIGHT`].
+    /// Scans the outbox for due entries, then starts a delivery for each one not already in
+    /// flight, up to [`MAX_IN_FLIGHT`].
     fn poll(&mut self, ctx: &mut Context<Self>) {
-        let Some(client) = &self.client else { return };
-        if self.in_flight.len() >= MAX_IN_FLIGHT {
+        if self.client.is_none() || self.scanning || self.in_flight.len() >= MAX_IN_FLIGHT {
             return;
         }
         // Enough entries that those in flight or skipped cannot hide the rest.
         let limit = MAX_IN_FLIGHT * 2 + self.skipped.len();
-        let due = match self.runs.due_pushes(Utc::now(), limit) {
-            Ok(due) => due,
-            Err(e) => {
-                tracing::error!(error = %e, "the push outbox could not be read");
-                return;
+        self.scanning = true;
+        let scan = self.runs.due_pushes(Utc::now(), limit);
+        ctx.spawn(scan.into_actor(self).map(|due, act, ctx| {
+            act.scanning = false;
+            match due {
+                Ok(due) => act.dispatch(due, ctx),
+                Err(e) => tracing::error!(error = %e, "the push outbox could not be read"),
             }
-        };
-        for (key, rid) in due {
+        }));
+    }
+
+    fn dispatch(&mut self, due: Vec<DuePush>, ctx: &mut Context<Self>) {
+        let Some(client) = &self.client else { return };
+        for entry in due {
             if self.in_flight.len() >= MAX_IN_FLIGHT {
                 break;
             }
-            if self.skipped.contains(&key) || !self.in_flight.insert(rid) {
+            let rid = entry.rid;
+            if self.skipped.contains(&entry) || !self.in_flight.insert(rid) {
                 continue;
             }
             let courier = Courier {
@@ -123,12 +134,12 @@ impl Pusher {
                 client: client.clone(),
             };
             let job = courier
-                .deliver(key.clone(), rid)
+                .deliver(entry)
                 .instrument(tracing::info_span!("push", request_id = %rid));
             ctx.spawn(job.into_actor(self).map(move |done, act, ctx| {
                 act.in_flight.remove(&rid);
                 if done == Done::Skip {
-                    act.skipped.insert(key);
+                    act.skipped.insert(entry);
                 }
                 act.poll(ctx);
             }));
@@ -180,7 +191,7 @@ enum Unresolved {
 
 /// What one delivery task needs: the pusher's shared parts.
 struct Courier {
-    runs: Arc<RunStore>,
+    runs: Arc<dyn RunStore>,
     registry: Registry,
     cipher: Arc<Cipher>,
     schedule: Arc<Schedule>,
@@ -189,9 +200,9 @@ struct Courier {
 }
 
 impl Courier {
-    /// Makes one attempt at outbox entry `key` (for run `rid`) and records what came of it.
-    async fn deliver(self, key: Vec<u8>, rid: Uuid) -> Done {
-        let mut stored = match self.runs.get(rid) {
+    /// Makes one attempt at outbox entry `key` and records what came of it.
+    async fn deliver(self, key: DuePush) -> Done {
+        let mut stored = match self.runs.get(key.rid).await {
             Ok(Some(run)) => run,
             Ok(None) => {
                 tracing::warn!("a push outbox entry names no stored run; skipped");
@@ -203,11 +214,11 @@ impl Courier {
             }
         };
         let Some(mut push) = stored.run.push.clone() else {
-            return self.settle(&key, &stored, None).await;
+            return self.settle(key, &stored, None).await;
         };
         if push.status != PushStatus::Pending {
             // A second entry for a push already settled: just drop it.
-            return self.settle(&key, &stored, None).await;
+            return self.settle(key, &stored, None).await;
         }
         let target = match self.target(&stored).await {
             Ok(target) => target,
@@ -216,14 +227,14 @@ impl Courier {
                 let next = after(UNAVAILABLE_RETRY);
                 push.next_attempt_at = Some(next);
                 stored.run.push = Some(push);
-                return self.settle(&key, &stored, Some(next)).await;
+                return self.settle(key, &stored, Some(next)).await;
             }
             Err(Unresolved::Never(why)) => {
                 tracing::warn!(reason = %why, "push given up");
                 push.status = PushStatus::Failed;
                 push.next_attempt_at = None;
                 stored.run.push = Some(push);
-                return self.settle(&key, &stored, None).await;
+                return self.settle(key, &stored, None).await;
             }
         };
         self.metrics.attempt();
@@ -282,18 +293,15 @@ impl Courier {
         };
         push.next_attempt_at = next;
         stored.run.push = Some(push);
-        self.settle(&key, &stored, next).await
+        self.settle(key, &stored, next).await
     }
 
     /// Replaces the outbox entry by one due at `next` (or none) with the run's new push state,
     /// and waits until that is durable.
-    async fn settle(&self, key: &[u8], run: &StoredRun, next: Option<DateTime<Utc>>) -> Done {
-        if let Err(e) = self.runs.reschedule_push(key, run, next) {
+    async fn settle(&self, key: DuePush, run: &StoredRun, next: Option<DateTime<Utc>>) -> Done {
+        if let Err(e) = self.runs.reschedule_push(key, run.clone(), next).await {
             tracing::error!(error = %e, "a push state could not be stored; skipped");
             return Done::Skip;
-        }
-        if let Err(e) = self.runs.flushed().await {
-            tracing::error!(error = %e, "a push state could not be flushed");
         }
         Done::Settled
     }

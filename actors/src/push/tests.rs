@@ -17,8 +17,9 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::{sign, PushMetrics, Pusher, Schedule, Wake};
-use crate::runtime::{Mode, PushState, PushStatus, Run, RunStatus, RunStore, StoredRun};
+use crate::runtime::{Mode, PushState, PushStatus, Run, RunStatus, StoredRun};
 use crate::Registry;
+use events::store::{RunStores, SledRuns};
 
 /// One request as the receiver saw it.
 struct Seen {
@@ -91,7 +92,7 @@ impl PushMetrics for Counts {
 
 struct World {
     _dir: tempfile::TempDir,
-    runs: Arc<RunStore>,
+    runs: Arc<dyn RunStores>,
     registry: Registry,
     cipher: Arc<Cipher>,
 }
@@ -102,7 +103,7 @@ fn world() -> World {
     let cipher = Arc::new(Cipher::from_key(&[4; 32]));
     let store: Arc<dyn EventStore> = sled.clone();
     World {
-        runs: Arc::new(RunStore::open(sled).expect("run store")),
+        runs: Arc::new(SledRuns::open(sled).expect("run store")),
         registry: Registry::new(store, cipher.clone(), 1),
         cipher,
         _dir: dir,
@@ -137,7 +138,7 @@ async fn pushing_agent(w: &World, url: &str) -> (Uuid, String) {
 }
 
 /// A final async run of `agent` version 1 with its push due now, as the runtime stores it.
-fn finished_run(w: &World, agent: Uuid) -> Uuid {
+async fn finished_run(w: &World, agent: Uuid) -> Uuid {
     let rid = Uuid::now_v7();
     let now = Utc::now();
     let run = StoredRun {
@@ -158,20 +159,23 @@ fn finished_run(w: &World, agent: Uuid) -> Uuid {
                 delivered_at: None,
                 next_attempt_at: None,
             }),
+            pending: None,
         },
         mode: Mode::Async,
         input: json!({}),
         member: None,
         idempotency_key: None,
+        caller: None,
+        fingerprint: None,
         push_enabled: true,
     };
-    w.runs.finish(&run, Some(now)).expect("finished");
+    w.runs.finish(run, Some(now)).await.expect("finished");
     rid
 }
 
 fn start(w: &World, schedule: &str, metrics: Arc<Counts>) -> Addr<Pusher> {
     Pusher::new(
-        w.runs.clone(),
+        w.runs.clone() as Arc<dyn events::store::RunStore>,
         w.registry.clone(),
         w.cipher.clone(),
         schedule.parse::<Schedule>().expect("schedule"),
@@ -184,7 +188,14 @@ fn start(w: &World, schedule: &str, metrics: Arc<Counts>) -> Addr<Pusher> {
 async fn settled(w: &World, rid: Uuid, within: Duration) -> PushState {
     let deadline = Instant::now() + within;
     loop {
-        let push = w.runs.get(rid).expect("reads").expect("stored").run.push;
+        let push = w
+            .runs
+            .get(rid)
+            .await
+            .expect("reads")
+            .expect("stored")
+            .run
+            .push;
         let push = push.expect("push state");
         if push.status != PushStatus::Pending {
             return push;
@@ -199,7 +210,7 @@ async fn retries_on_the_schedule_until_delivered_with_verifiable_signatures() {
     let w = world();
     let (port, seen) = receiver(vec![(500, None), (500, None), (200, None)]);
     let (agent, secret) = pushing_agent(&w, &format!("http://127.0.0.1:{port}/hook")).await;
-    let rid = finished_run(&w, agent);
+    let rid = finished_run(&w, agent).await;
     let metrics = Arc::new(Counts::default());
     let pusher = start(&w, "1,1,1", metrics.clone());
     pusher.do_send(Wake);
@@ -211,7 +222,7 @@ async fn retries_on_the_schedule_until_delivered_with_verifiable_signatures() {
     assert!(push.delivered_at.is_some());
     assert_eq!(push.next_attempt_at, None);
     assert_eq!(
-        w.runs.next_push_due().expect("outbox"),
+        w.runs.next_push_due().await.expect("outbox"),
         None,
         "the entry is gone"
     );
@@ -250,7 +261,7 @@ async fn redirects_are_not_followed_and_410_stops_at_once() {
         (200, None),
     ]);
     let (agent, _secret) = pushing_agent(&w, &format!("http://127.0.0.1:{port}/hook")).await;
-    let rid = finished_run(&w, agent);
+    let rid = finished_run(&w, agent).await;
     let metrics = Arc::new(Counts::default());
     let _pusher = start(&w, "0.2,0.2,0.2", metrics.clone());
 
@@ -272,7 +283,7 @@ async fn retry_after_postpones_and_the_last_failure_gives_up() {
         (500, None),
     ]);
     let (agent, _secret) = pushing_agent(&w, &format!("http://127.0.0.1:{port}/hook")).await;
-    let rid = finished_run(&w, agent);
+    let rid = finished_run(&w, agent).await;
     let _pusher = start(&w, "0", Arc::new(Counts::default()));
 
     let begun = Instant::now();
@@ -285,7 +296,7 @@ async fn retry_after_postpones_and_the_last_failure_gives_up() {
     assert_eq!(push.attempts, 2, "one retry on a one-delay schedule");
     assert_eq!(push.last_status, Some(500));
     assert_eq!(seen.try_iter().count(), 2);
-    assert_eq!(w.runs.next_push_due().expect("outbox"), None);
+    assert_eq!(w.runs.next_push_due().await.expect("outbox"), None);
 }
 
 #[actix_rt::test]
@@ -298,7 +309,7 @@ async fn no_answer_counts_as_a_failed_attempt_without_status() {
         .expect("addr")
         .port();
     let (agent, _secret) = pushing_agent(&w, &format!("http://127.0.0.1:{port}/hook")).await;
-    let rid = finished_run(&w, agent);
+    let rid = finished_run(&w, agent).await;
     let _pusher = start(&w, "0.1", Arc::new(Counts::default()));
 
     let push = settled(&w, rid, Duration::from_secs(5)).await;
@@ -310,7 +321,7 @@ async fn no_answer_counts_as_a_failed_attempt_without_status() {
 #[actix_rt::test]
 async fn a_push_whose_agent_is_gone_fails_without_an_attempt() {
     let w = world();
-    let rid = finished_run(&w, Uuid::now_v7());
+    let rid = finished_run(&w, Uuid::now_v7()).await;
     let metrics = Arc::new(Counts::default());
     let _pusher = start(&w, "1", metrics.clone());
 
@@ -318,5 +329,5 @@ async fn a_push_whose_agent_is_gone_fails_without_an_attempt() {
     assert_eq!(push.status, PushStatus::Failed);
     assert_eq!(push.attempts, 0);
     assert_eq!(metrics.attempts.load(Ordering::SeqCst), 0);
-    assert_eq!(w.runs.next_push_due().expect("outbox"), None);
+    assert_eq!(w.runs.next_push_due().await.expect("outbox"), None);
 }

@@ -1,6 +1,11 @@
 //! The runtime of one agent: it owns the agent's runs in flight, one executor actor each, enforces
 //! `max_concurrency`, feeds queued async requests to executors as slots free up, and cancels
 //! everything at once on undeploy.
+//!
+//! Every store call is a future. Two kinds of them hold the actor until they resolve
+//! (`ctx.wait`): claiming queued runs and cancelling a queued run, so that the two never race
+//! inside one actor and a slot is never given twice. The others (accepting, finishing) run beside
+//! the actor, with the slots they need counted in `reserved` meanwhile.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::ready;
@@ -11,36 +16,49 @@ use actix::prelude::*;
 use chrono::Utc;
 use events::connection::Auth;
 use events::event::Snapshot;
+use events::run::fingerprint;
 use events::secret::Sealed;
+use events::store::Accepted;
 use events::{AgentState, Rejection};
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::executor::{Abort, Executor, Job};
-use super::run::{Mode, Run, RunError, RunStatus, StoredRun};
-use super::run_store::Accepted;
-use super::Runtime;
+use super::{Mode, Run, RunError, RunStatus, Runtime, StoredRun};
 use crate::flow::{FlowError, Limit};
 use crate::Error;
+
+/// Draft previews one agent may run at once. They do not take the live endpoint's
+/// `max_concurrency` slots (a preview must never make a live call 429), so they have a bound of
+/// their own.
+pub const MAX_PREVIEWS: usize = 8;
+
+/// Queued runs claimed at once while undeploying.
+const DRAIN_BATCH: usize = 256;
 
 /// What a caller sends to an endpoint.
 #[derive(Debug, Clone, Default)]
 pub struct Request {
     pub input: Value,
-    /// `X-Hangar-Member`: whose credentials `member` connections use.
+    /// Whose credentials `member` connections use.
     pub member: Option<String>,
     pub idempotency_key: Option<String>,
+    /// Who calls: `"admin"` or the invocation key's id. Idempotency keys are scoped to it.
+    pub caller: Option<String>,
     /// How many agents deep this call is (collaborator calls add one).
     pub depth: u8,
 }
+
+/// Where a run's final state is sent: the sync caller, or a canceller.
+type Answer = oneshot::Sender<Result<StoredRun, Error>>;
 
 struct InFlight {
     executor: Addr<Executor>,
     run: StoredRun,
     /// The sync caller waiting for this run, if any.
-    reply: Option<oneshot::Sender<StoredRun>>,
-    /// Preview runs of a draft are not stored.
+    reply: Option<Answer>,
+    /// Preview runs of a draft are not stored, and take no live slot.
     persist: bool,
     started: Instant,
 }
@@ -52,13 +70,31 @@ pub struct AgentRuntime {
     state: Arc<AgentState>,
     snapshots: HashMap<u32, Arc<Snapshot>>,
     running: HashMap<Uuid, InFlight>,
-    /// Runs taken off the queue and marked running, waiting for that mark to be durable before
-    /// they start: a run must never execute while the disk still says `queued`, or a crash would
-    /// run it a second time.
-    starting: HashMap<Uuid, StoredRun>,
+    /// Draft previews among `running`.
+    previews: usize,
+    /// Slots promised to runs not in `running` yet: keyed sync calls whose acceptance is being
+    /// made durable, and queued runs being claimed. They count against `max_concurrency`.
+    reserved: usize,
+    /// Runs on this agent's queue, as far as this actor knows: counted up when a submit is
+    /// accepted, down when runs are claimed or cancelled. Bounds the queue (`max_queue`), and
+    /// spares a store round trip when it is 0.
     queued: usize,
     /// Set by undeploy: nothing new starts, and the actor stops.
     closed: bool,
+}
+
+fn answer(replies: Vec<Answer>, result: &Result<StoredRun, Error>) {
+    for tx in replies {
+        let _ = tx.send(result.clone());
+    }
+}
+
+/// The reply of a handler whose answer comes through `rx`.
+fn reply_from(rx: oneshot::Receiver<Result<StoredRun, Error>>) -> Reply<StoredRun> {
+    Box::pin(async move {
+        rx.await
+            .map_err(|_| Error::Unavailable("the agent's runtime stopped".into()))?
+    })
 }
 
 impl AgentRuntime {
@@ -69,7 +105,8 @@ impl AgentRuntime {
             state: Arc::new(AgentState::new(agent)),
             snapshots: HashMap::new(),
             running: HashMap::new(),
-            starting: HashMap::new(),
+            previews: 0,
+            reserved: 0,
             queued: 0,
             closed: false,
         }
@@ -127,11 +164,17 @@ impl AgentRuntime {
                 started_at: (mode == Mode::Sync).then_some(now),
                 finished_at: None,
                 push: None,
+                pending: None,
             },
             mode,
             input: request.input.clone(),
             member: request.member.clone(),
+            fingerprint: request
+                .idempotency_key
+                .as_ref()
+                .map(|_| fingerprint(&request.input)),
             idempotency_key: request.idempotency_key.clone(),
+            caller: request.caller.clone(),
             push_enabled: push,
         }
     }
@@ -142,7 +185,7 @@ impl AgentRuntime {
         run: StoredRun,
         snapshot: Arc<Snapshot>,
         limit: Option<Duration>,
-        reply: Option<oneshot::Sender<StoredRun>>,
+        reply: Option<Answer>,
         persist: bool,
         depth: u8,
         ctx: &mut Context<Self>,
@@ -159,7 +202,11 @@ impl AgentRuntime {
             collaborator: self.rt.collaborator_call(depth),
         };
         let executor = Executor::new(self.agent, job, ctx.address()).start();
-        self.rt.metrics().run_entered(RunStatus::Running);
+        if persist {
+            self.rt.metrics().run_entered(RunStatus::Running);
+        } else {
+            self.previews += 1;
+        }
         self.rt.in_flight_changed(1);
         self.running.insert(
             rid,
@@ -173,16 +220,20 @@ impl AgentRuntime {
         );
     }
 
-    /// Records a final state, answers the sync caller at once, and — once the state is durable —
-    /// wakes long-pollers and the push worker.
+    /// Records a final state and answers `replies`: at once for a preview and for an unkeyed
+    /// sync run ending by itself (its caller is the only one who knows it, so its record need not
+    /// be durable first), otherwise once the state is durable (a keyed run's repeat and a
+    /// canceller must find what they were told). Long-pollers and the push worker are woken once
+    /// the state is stored.
     fn finalize(
         &mut self,
         mut run: StoredRun,
         persist: bool,
-        reply: Option<oneshot::Sender<StoredRun>>,
+        replies: Vec<Answer>,
         started: Instant,
         (status, output, error): Ending,
-    ) -> StoredRun {
+        durable_answer: bool,
+    ) {
         run.finish(status, output, error);
         // A line per successful run is an access log: at `debug`, since formatting and writing it
         // cost a tenth of a sync call's CPU (the metrics count every run anyway). Runs that did
@@ -205,106 +256,106 @@ impl AgentRuntime {
         } else {
             run_ended!(tracing::Level::INFO);
         }
+        if !persist {
+            answer(replies, &Ok(run));
+            return;
+        }
         self.rt
             .metrics()
             .run_finished(status, started.elapsed().as_secs_f64());
-        let push_due = if persist { run.schedule_push() } else { None };
-        if persist {
-            if let Err(e) = self.rt.runs().finish(&run, push_due) {
-                tracing::error!(request_id = %run.run.request_id, error = %e, "cannot store a run's final state");
-            }
-        }
-        if let Some(tx) = reply {
-            let _ = tx.send(run.clone());
-        }
-        if persist && run.mode == Mode::Sync {
-            // The sync caller has its answer; a sync run's record need not cost a flush.
-            self.rt.waiters().wake(run.run.request_id);
-        } else if persist {
-            let rt = self.rt.clone();
-            let rid = run.run.request_id;
-            let push = push_due.is_some();
+        let rt = self.rt.clone();
+        let rid = run.run.request_id;
+        if run.mode == Mode::Sync && run.idempotency_key.is_none() && !durable_answer {
+            // Recorded before the answer, so an engine that writes at once (sled) has it
+            // readable by the time the caller learns its id.
+            let recorded = rt.runs().record(run.clone());
+            answer(replies, &Ok(run));
             actix::spawn(async move {
-                if let Err(e) = rt.runs().flushed().await {
-                    tracing::error!(request_id = %rid, error = %e, "cannot flush a run's final state");
+                if let Err(e) = recorded.await {
+                    tracing::error!(request_id = %rid, error = %e, "cannot record a sync run");
                 }
                 rt.waiters().wake(rid);
-                if push {
-                    rt.wake_pusher();
-                }
             });
+            return;
         }
-        run
+        let push_due = run.schedule_push();
+        let finished = rt.runs().finish(run.clone(), push_due);
+        actix::spawn(async move {
+            let stored = finished.await;
+            if let Err(e) = &stored {
+                tracing::error!(request_id = %rid, error = %e, "cannot store a run's final state");
+            }
+            rt.waiters().wake(rid);
+            if push_due.is_some() {
+                rt.wake_pusher();
+            }
+            answer(replies, &stored.map(|()| run).map_err(Error::from));
+        });
     }
 
-    /// Ends a run in flight; `None` if it was not (any more).
-    fn end(&mut self, rid: Uuid, ending: Ending) -> Option<StoredRun> {
-        let entry = self.running.remove(&rid)?;
-        self.rt.in_flight_changed(-1);
-        Some(self.finalize(entry.run, entry.persist, entry.reply, entry.started, ending))
-    }
-
-    fn cancel_queued(&mut self, rid: Uuid, reason: &str) -> Result<Option<StoredRun>, Error> {
-        if !self.rt.runs().unqueue(self.agent, rid)? {
-            return Ok(None);
-        }
-        self.queued = self.queued.saturating_sub(1);
-        let Some(run) = self.rt.runs().get(rid)? else {
-            return Ok(None);
+    /// Ends a run in flight, answering its caller and `also`; false if it was not in flight.
+    fn end(&mut self, rid: Uuid, ending: Ending, also: Option<Answer>, durable: bool) -> bool {
+        let Some(entry) = self.running.remove(&rid) else {
+            return false;
         };
-        Ok(Some(self.finalize(
-            run,
-            true,
-            None,
-            Instant::now(),
-            cancelled(reason),
-        )))
+        if !entry.persist {
+            self.previews = self.previews.saturating_sub(1);
+        }
+        self.rt.in_flight_changed(-1);
+        let replies = entry.reply.into_iter().chain(also).collect();
+        self.finalize(
+            entry.run,
+            entry.persist,
+            replies,
+            entry.started,
+            ending,
+            durable,
+        );
+        true
     }
 
-    /// Runs in flight or about to be, for `max_concurrency`.
+    /// Live runs in flight or about to be, for `max_concurrency`.
     fn busy(&self) -> usize {
-        self.running.len() + self.starting.len()
+        self.running.len() - self.previews + self.reserved
     }
 
-    /// Takes queued runs while there are free slots, and starts them once their `running` mark
-    /// is durable.
+    /// Claims queued runs for the free slots and starts them. The claim is durable before any
+    /// of them starts: a run must never execute while the store still says `queued`, or a crash
+    /// would run it a second time.
     fn pump(&mut self, ctx: &mut Context<Self>) {
         // While the server drains, queued runs stay queued (durable) for the next start.
-        if self.closed || self.rt.is_draining() {
+        if self.closed || self.rt.is_draining() || self.queued == 0 {
             return;
         }
-        let mut batch = Vec::new();
-        while self.busy() < self.max_concurrency() {
-            let run = match self.rt.runs().dequeue(self.agent) {
-                Ok(Some(run)) => run,
-                Ok(None) => break,
-                Err(e) => {
-                    tracing::error!(agent = %self.agent, error = %e, "cannot read the queue");
-                    break;
+        let free = self.max_concurrency().saturating_sub(self.busy());
+        if free == 0 {
+            return;
+        }
+        self.reserved += free;
+        let claim = self.rt.runs().claim(self.agent, free);
+        ctx.wait(claim.into_actor(self).map(move |claimed, act, ctx| {
+            act.reserved -= free;
+            match claimed {
+                Ok(runs) => {
+                    act.queued = act.queued.saturating_sub(runs.len());
+                    for run in runs {
+                        act.start_queued(run, ctx);
+                    }
                 }
-            };
-            self.queued = self.queued.saturating_sub(1);
-            batch.push(run.run.request_id);
-            self.starting.insert(run.run.request_id, run);
-        }
-        if batch.is_empty() {
-            return;
-        }
-        let flushed = self.rt.runs().flushed();
-        ctx.spawn(flushed.into_actor(self).map(move |result, act, ctx| {
-            if let Err(e) = result {
-                tracing::error!(agent = %act.agent, error = %e, "cannot flush runs before starting them");
-            }
-            for rid in batch {
-                // Gone if cancelled or undeployed meanwhile.
-                if let Some(run) = act.starting.remove(&rid) {
-                    act.start_queued(run, ctx);
+                Err(e) => {
+                    tracing::error!(agent = %act.agent, error = %e, "cannot claim queued runs")
                 }
             }
         }));
     }
 
     fn start_queued(&mut self, run: StoredRun, ctx: &mut Context<Self>) {
+        if self.closed {
+            // Undeployed while the claim was on its way.
+            let ending = cancelled("undeployed");
+            self.finalize(run, true, vec![], Instant::now(), ending, true);
+            return;
+        }
         match self.snapshot(run.run.version) {
             Some(snapshot) => {
                 let limit = snapshot
@@ -321,17 +372,44 @@ impl AgentRuntime {
                     Value::Null,
                 );
                 let ending = (RunStatus::Failed, None, Some(error));
-                self.finalize(run, true, None, Instant::now(), ending);
+                self.finalize(run, true, vec![], Instant::now(), ending, true);
             }
         }
+    }
+
+    /// A request over the limit: answered with the request its `Idempotency-Key` already names
+    /// (a repeat is never refused for load), else 429.
+    fn overloaded(&self, request: &Request) -> Reply<StoredRun> {
+        let Some(key) = request.idempotency_key.clone() else {
+            return fail(Error::Overloaded);
+        };
+        let found = self
+            .rt
+            .runs()
+            .find_by_key(self.agent, request.caller.clone(), key, Utc::now());
+        let fingerprint = fingerprint(&request.input);
+        Box::pin(async move {
+            match found.await? {
+                Some(run) if run.fingerprint.as_ref().is_none_or(|f| *f == fingerprint) => Ok(run),
+                Some(_) => Err(Error::IdempotencyKeyReused),
+                None => Err(Error::Overloaded),
+            }
+        })
     }
 }
 
 impl Actor for AgentRuntime {
     type Context = Context<Self>;
 
-    fn started(&mut self, _ctx: &mut Self::Context) {
-        self.queued = self.rt.runs().queued(self.agent);
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let queued = self.rt.runs().queued(self.agent);
+        ctx.wait(queued.into_actor(self).map(|queued, act, ctx| {
+            match queued {
+                Ok(n) => act.queued = n,
+                Err(e) => tracing::error!(agent = %act.agent, error = %e, "cannot count the queue"),
+            }
+            act.pump(ctx);
+        }));
     }
 }
 
@@ -403,6 +481,9 @@ impl Handler<Invoke> for AgentRuntime {
             return fail(Rejection::NotDeployed);
         }
         let (version, snapshot) = if msg.draft {
+            if self.previews >= MAX_PREVIEWS {
+                return fail(Error::Overloaded);
+            }
             let s = &self.state;
             let snapshot = Snapshot {
                 spec: s.draft.clone(),
@@ -416,39 +497,49 @@ impl Handler<Invoke> for AgentRuntime {
                 None => return fail(Rejection::NotDeployed),
             }
         };
-        if self.busy() >= snapshot.endpoint.max_concurrency as usize {
-            return fail(Error::Overloaded);
+        let persist = !msg.draft;
+        if persist && self.busy() >= snapshot.endpoint.max_concurrency as usize {
+            return self.overloaded(&msg.request);
         }
         let run = self.new_run(version, Mode::Sync, &msg.request, false);
-        let persist = !msg.draft;
         let limit = Duration::from_secs(snapshot.endpoint.sync_timeout_s);
-        if persist {
-            match self.rt.runs().accept(&run, false) {
-                Err(e) => return fail(e),
+        let depth = msg.request.depth;
+        let (tx, rx) = oneshot::channel();
+        if !persist || run.idempotency_key.is_none() {
+            // Nothing to find again: stored when it ends (see `finalize`).
+            self.start(run, snapshot, Some(limit), Some(tx), persist, depth, ctx);
+            return reply_from(rx);
+        }
+        // A keyed call is durable before it runs, so that a crash can never run it twice: its
+        // repeat finds it (and recovery marks it interrupted), rather than a second run.
+        self.reserved += 1;
+        let accepted = self.rt.runs().accept(run.clone(), false);
+        ctx.spawn(accepted.into_actor(self).map(move |accepted, act, ctx| {
+            act.reserved -= 1;
+            match accepted {
+                Ok(Accepted::New) if act.closed => {
+                    let ending = cancelled("undeployed");
+                    act.finalize(run, true, vec![tx], Instant::now(), ending, true);
+                }
+                Ok(Accepted::New) => {
+                    act.start(run, snapshot, Some(limit), Some(tx), true, depth, ctx);
+                }
                 Ok(Accepted::Existing(existing)) => {
-                    let rt = self.rt.clone();
-                    return Box::pin(async move {
-                        rt.wait(existing.run.agent_id, existing.run.request_id, limit)
-                            .await
+                    let rt = act.rt.clone();
+                    actix::spawn(async move {
+                        let (agent, rid) = (existing.run.agent_id, existing.run.request_id);
+                        let _ = tx.send(rt.wait(agent, rid, limit).await);
                     });
                 }
-                Ok(Accepted::New) => {}
+                Ok(Accepted::KeyReused(_)) => {
+                    let _ = tx.send(Err(Error::IdempotencyKeyReused));
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e.into()));
+                }
             }
-        }
-        let (tx, rx) = oneshot::channel();
-        self.start(
-            run,
-            snapshot,
-            Some(limit),
-            Some(tx),
-            persist,
-            msg.request.depth,
-            ctx,
-        );
-        Box::pin(async move {
-            rx.await
-                .map_err(|_| Error::Unavailable("the run's executor vanished".into()))
-        })
+        }));
+        reply_from(rx)
     }
 }
 
@@ -472,7 +563,7 @@ impl Handler<Submit> for AgentRuntime {
             return fail(Rejection::NotDeployed);
         };
         if self.queued >= self.rt.config().max_queue {
-            return fail(Error::Overloaded);
+            return self.overloaded(&msg.request);
         }
         let run = self.new_run(
             version,
@@ -480,27 +571,31 @@ impl Handler<Submit> for AgentRuntime {
             &msg.request,
             snapshot.endpoint.asynchronous.push_enabled,
         );
-        let run = match self.rt.runs().accept(&run, true) {
-            Err(e) => return fail(e),
-            Ok(Accepted::Existing(existing)) => *existing,
-            Ok(Accepted::New) => {
-                self.queued += 1;
-                self.rt.metrics().run_entered(RunStatus::Queued);
-                run
+        // Counted at once, so that racing submits respect the bound.
+        self.queued += 1;
+        let (tx, rx) = oneshot::channel();
+        let accepted = self.rt.runs().accept(run.clone(), true);
+        ctx.spawn(accepted.into_actor(self).map(move |accepted, act, ctx| {
+            let (result, queued) = match accepted {
+                Ok(Accepted::New) => (Ok(run), true),
+                Ok(Accepted::Existing(existing)) => (Ok(*existing), false),
+                Ok(Accepted::KeyReused(_)) => (Err(Error::IdempotencyKeyReused), false),
+                Err(e) => (Err(e.into()), false),
+            };
+            if queued {
+                act.rt.metrics().run_entered(RunStatus::Queued);
+            } else {
+                act.queued = act.queued.saturating_sub(1);
             }
-        };
-        let flushed = self.rt.runs().flushed();
-        let me = ctx.address();
-        Box::pin(async move {
-            flushed.await?;
+            let _ = tx.send(result);
             // Start it only once it is durable: a run never has effects before its 202 could.
-            me.do_send(Pump);
-            Ok(run)
-        })
+            act.pump(ctx);
+        }));
+        reply_from(rx)
     }
 }
 
-/// Cancel one request (`DELETE /requests/{rid}`).
+/// Cancel one request (`DELETE /requests/{rid}`). Answers once the cancelled state is durable.
 #[derive(Message)]
 #[rtype(result = "Result<StoredRun, Error>")]
 pub struct Cancel {
@@ -511,41 +606,59 @@ impl Handler<Cancel> for AgentRuntime {
     type Result = Reply<StoredRun>;
 
     fn handle(&mut self, msg: Cancel, ctx: &mut Self::Context) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
         if let Some(entry) = self.running.get(&msg.rid) {
             entry.executor.do_send(Abort);
-            let run = self.end(msg.rid, cancelled("requested"));
+            self.end(msg.rid, cancelled("requested"), Some(tx), true);
             ctx.notify(Pump);
-            return flushed_reply(&self.rt, run);
+            return reply_from(rx);
         }
-        if let Some(run) = self.starting.remove(&msg.rid) {
-            let run = self.finalize(run, true, None, Instant::now(), cancelled("requested"));
-            ctx.notify(Pump);
-            return flushed_reply(&self.rt, Some(run));
-        }
-        match self.cancel_queued(msg.rid, "requested") {
-            Err(e) => return fail(e),
-            Ok(Some(run)) => return flushed_reply(&self.rt, Some(run)),
-            Ok(None) => {}
-        }
-        match self.rt.runs().get(msg.rid) {
-            Ok(Some(r)) if r.run.agent_id == self.agent && r.run.status.is_final() => {
-                fail(Error::AlreadyFinished(Box::new(r.run)))
+        let (agent, rid) = (self.agent, msg.rid);
+        let taken = self
+            .rt
+            .runs()
+            .cancel_queued(agent, rid, RunError::cancelled("requested"));
+        // Held until resolved, so no claim of this actor races it.
+        ctx.wait(taken.into_actor(self).map(move |taken, act, _| {
+            let rt = act.rt.clone();
+            match taken {
+                Ok(Some(run)) => {
+                    act.queued = act.queued.saturating_sub(1);
+                    rt.metrics().run_entered(RunStatus::Cancelled);
+                    rt.waiters().wake(rid);
+                    if run.run.push.is_some() {
+                        rt.wake_pusher();
+                    }
+                    let _ = tx.send(Ok(run));
+                }
+                Ok(None) => {
+                    // Not queued: final, in another state, or unknown.
+                    let stored = rt.runs().get(rid);
+                    actix::spawn(async move {
+                        let result = match stored.await {
+                            Err(e) => Err(e.into()),
+                            Ok(Some(r)) if r.run.agent_id == agent && r.run.status.is_final() => {
+                                Err(Error::AlreadyFinished(Box::new(r.run)))
+                            }
+                            Ok(Some(r)) if r.run.agent_id == agent => Err(Error::Unavailable(
+                                "the run is starting; cancel it again in a moment".into(),
+                            )),
+                            Ok(_) => Err(Rejection::not_found(format!("request {rid}")).into()),
+                        };
+                        let _ = tx.send(result);
+                    });
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e.into()));
+                }
             }
-            Ok(_) => fail(Rejection::not_found(format!("request {}", msg.rid))),
-            Err(e) => fail(e),
-        }
+        }));
+        reply_from(rx)
     }
 }
 
-fn flushed_reply(rt: &Runtime, run: Option<StoredRun>) -> Reply<StoredRun> {
-    let flushed = rt.runs().flushed();
-    Box::pin(async move {
-        flushed.await?;
-        run.ok_or_else(|| Error::Unavailable("the run vanished".into()))
-    })
-}
-
 /// Undeploy: every run in flight and every queued run ends `cancelled` now; the actor stops.
+/// Answers once every cancelled state is durable.
 #[derive(Message)]
 #[rtype(result = "Result<usize, Error>")]
 pub struct Shutdown {
@@ -557,34 +670,45 @@ impl Handler<Shutdown> for AgentRuntime {
 
     fn handle(&mut self, msg: Shutdown, ctx: &mut Self::Context) -> Self::Result {
         self.closed = true;
-        let mut count = 0;
         let in_flight: Vec<Uuid> = self.running.keys().copied().collect();
         for entry in self.running.values() {
             entry.executor.do_send(Abort);
         }
+        let mut ended = Vec::new();
         for rid in in_flight {
-            self.end(rid, cancelled(msg.reason));
-            count += 1;
-        }
-        for (_, run) in std::mem::take(&mut self.starting) {
-            self.finalize(run, true, None, Instant::now(), cancelled(msg.reason));
-            count += 1;
-        }
-        loop {
-            match self.rt.runs().dequeue(self.agent) {
-                Ok(Some(run)) => {
-                    self.finalize(run, true, None, Instant::now(), cancelled(msg.reason));
-                    count += 1;
-                }
-                Ok(None) => break,
-                Err(e) => return fail(e),
-            }
+            let (tx, rx) = oneshot::channel();
+            self.end(rid, cancelled(msg.reason), Some(tx), true);
+            ended.push(rx);
         }
         self.queued = 0;
         ctx.stop();
-        let flushed = self.rt.runs().flushed();
+        let (rt, agent, reason) = (self.rt.clone(), self.agent, msg.reason);
         Box::pin(async move {
-            flushed.await?;
+            let mut count = 0;
+            for rx in ended {
+                rx.await
+                    .map_err(|_| Error::Unavailable("a run's end was lost".into()))??;
+                count += 1;
+            }
+            // Claimed and then cancelled: a claim is the one way to take queued runs that
+            // another worker cannot take at the same moment.
+            loop {
+                let batch = rt.runs().claim(agent, DRAIN_BATCH).await?;
+                if batch.is_empty() {
+                    break;
+                }
+                for mut run in batch {
+                    let (status, output, error) = cancelled(reason);
+                    run.finish(status, output, error);
+                    let push_due = run.schedule_push();
+                    let rid = run.run.request_id;
+                    rt.runs().finish(run, push_due).await?;
+                    rt.metrics().run_entered(RunStatus::Cancelled);
+                    rt.waiters().wake(rid);
+                    count += 1;
+                }
+                rt.wake_pusher();
+            }
             Ok(count)
         })
     }
@@ -603,8 +727,8 @@ impl Handler<Finished> for AgentRuntime {
 
     fn handle(&mut self, msg: Finished, ctx: &mut Self::Context) {
         // A run cancelled meanwhile is no longer in `running`: its result is dropped.
-        self.end(msg.rid, outcome(msg.result));
-        ctx.notify(Pump);
+        self.end(msg.rid, outcome(msg.result), None, false);
+        self.pump(ctx);
     }
 }
 

@@ -4,7 +4,7 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::run::RunStatus;
+use super::RunStatus;
 
 /// Upper bounds of the duration histogram, in seconds.
 const BUCKETS: [f64; 12] = [
@@ -14,7 +14,7 @@ const BUCKETS: [f64; 12] = [
 #[derive(Default)]
 pub struct Metrics {
     /// Runs that reached each status (queued and running count entries into them).
-    runs: [AtomicU64; 6],
+    runs: [AtomicU64; RunStatus::ALL.len()],
     buckets: [AtomicU64; BUCKETS.len()],
     duration_count: AtomicU64,
     duration_sum_us: AtomicU64,

@@ -2,19 +2,18 @@
 //!
 //! [`Runtime`] is the cheap, cloneable handle the HTTP layer calls. Each agent that serves runs has
 //! one [`AgentRuntime`] actor, which spawns one [`executor`] actor per request. Runs, the async
-//! queue, idempotency keys and the push outbox live in [`RunStore`], beside the event log.
+//! queue, idempotency keys and the push outbox live behind the store traits of
+//! [`events::store::runs`], beside the event log.
 
 mod agent_runtime;
 mod executor;
 mod metrics;
-mod run;
-mod run_store;
 mod waiters;
 
-pub use agent_runtime::{AgentRuntime, Request};
+pub use agent_runtime::{AgentRuntime, Request, MAX_PREVIEWS};
+pub use events::run::{Mode, PushState, PushStatus, Run, RunError, RunStatus, StoredRun};
+pub use events::store::IDEMPOTENCY_WINDOW;
 pub use metrics::Metrics;
-pub use run::{Mode, PushState, PushStatus, Run, RunError, RunStatus, StoredRun};
-pub use run_store::{Accepted, RunStore, IDEMPOTENCY_WINDOW};
 
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -25,7 +24,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use events::command::Command;
 use events::secret::Cipher;
-use events::store::SledStore;
+use events::store::{RunStore, RunStores};
 use events::{AgentState, Rejection};
 use serde_json::Value;
 use uuid::Uuid;
@@ -34,6 +33,7 @@ use self::agent_runtime::{Cancel, Invoke, Refresh, Shutdown, Submit};
 use self::waiters::Waiters;
 use crate::agent::Outcome;
 use crate::flow::{AgentCall, EffectError};
+use crate::push::{PushMetrics, Pusher, Schedule, Wake};
 use crate::{Error, Registry};
 
 /// How deep agents may call collaborators that call collaborators.
@@ -63,7 +63,7 @@ pub struct Runtime {
 
 struct Inner {
     registry: Registry,
-    runs: Arc<RunStore>,
+    runs: Arc<dyn RunStores>,
     agents: Mutex<HashMap<Uuid, Addr<AgentRuntime>>>,
     arbiters: Vec<ArbiterHandle>,
     next_arbiter: AtomicUsize,
@@ -100,11 +100,10 @@ impl Runtime {
     /// Must be called inside a running actix `System`.
     pub fn new(
         registry: Registry,
-        store: Arc<SledStore>,
+        runs: Arc<dyn RunStores>,
         threads: usize,
         config: RuntimeConfig,
     ) -> Result<Self, Error> {
-        let runs = Arc::new(RunStore::open(store)?);
         let hooked = registry.clone();
         let arbiters = (0..threads.max(1))
             .map(|_| Arbiter::new().handle())
@@ -133,7 +132,7 @@ impl Runtime {
     pub fn registry(&self) -> &Registry {
         &self.inner.registry
     }
-    pub fn runs(&self) -> &Arc<RunStore> {
+    pub fn runs(&self) -> &Arc<dyn RunStores> {
         &self.inner.runs
     }
     pub fn cipher(&self) -> &Arc<Cipher> {
@@ -149,9 +148,21 @@ impl Runtime {
         &self.inner.config
     }
 
-    /// Registers how to wake the push worker.
-    pub fn set_pusher(&self, wake: Box<dyn Fn() + Send + Sync>) {
-        let _ = self.inner.pusher.set(wake);
+    /// Starts the push worker, on an arbiter of its own (its HTTP client is not `Send`), and
+    /// wakes it whenever a final run has a push due. Call once.
+    pub fn start_pusher(&self, schedule: Schedule) {
+        let runs: Arc<dyn RunStore> = self.inner.runs.clone();
+        let registry = self.inner.registry.clone();
+        let cipher = self.cipher().clone();
+        let metrics: Arc<dyn PushMetrics> = self.inner.metrics.clone();
+        let arbiter = Arbiter::new();
+        let pusher = Pusher::start_in_arbiter(&arbiter.handle(), move |_| {
+            Pusher::new(runs, registry, cipher, schedule, metrics)
+        });
+        let _ = self
+            .inner
+            .pusher
+            .set(Box::new(move || pusher.do_send(Wake)));
     }
 
     pub(crate) fn wake_pusher(&self) {
@@ -175,7 +186,8 @@ impl Runtime {
 
     /// Graceful shutdown, last step: waits up to `max` for the runs still executing (async ones:
     /// sync ones ended with their HTTP requests), then makes everything durable. Whatever still
-    /// runs after `max` ends `interrupted` at the next start.
+    /// runs after `max` ends `interrupted` at the next start. Every store write the runtime
+    /// acknowledged is durable already (the store traits resolve only then).
     pub async fn quiesce(&self, max: Duration) -> Result<usize, Error> {
         let deadline = tokio::time::Instant::now() + max;
         while self.inner.in_flight.load(Ordering::Relaxed) > 0
@@ -183,12 +195,21 @@ impl Runtime {
         {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        self.inner.runs.flushed().await?;
         Ok(self.inner.in_flight.load(Ordering::Relaxed).max(0) as usize)
     }
 
-    pub fn metrics_text(&self) -> String {
-        self.inner.metrics.render(self.inner.runs.queue_len())
+    pub async fn metrics_text(&self) -> Result<String, Error> {
+        let depth = self.inner.runs.queue_len().await?;
+        let mut text = self.inner.metrics.render(depth);
+        text.push_str(
+            "# HELP hangar_long_polls_waiting Runs that a long-poll is waiting on now.\n\
+             # TYPE hangar_long_polls_waiting gauge\n",
+        );
+        text.push_str(&format!(
+            "hangar_long_polls_waiting {}\n",
+            self.inner.waiters.runs_waited_on()
+        ));
+        Ok(text)
     }
 
     fn remember(&self, state: Arc<AgentState>) {
@@ -285,26 +306,34 @@ impl Runtime {
     }
 
     /// A request of `agent`.
-    pub fn run(&self, agent: Uuid, rid: Uuid) -> Result<StoredRun, Error> {
-        match self.inner.runs.get(rid)? {
+    pub async fn run(&self, agent: Uuid, rid: Uuid) -> Result<StoredRun, Error> {
+        match self.inner.runs.get(rid).await? {
             Some(run) if run.run.agent_id == agent => Ok(run),
             _ => Err(Rejection::not_found(format!("request {rid}")).into()),
         }
     }
 
-    /// The request once final, or as it is when `max` has passed (long-poll).
+    /// The request once final (or paused), or as it is when `max` has passed (long-poll). Only
+    /// a request that exists and is still on its way registers a waiter, and the waiter goes
+    /// when this returns, however it returns: polling must not cost memory.
     pub async fn wait(&self, agent: Uuid, rid: Uuid, max: Duration) -> Result<StoredRun, Error> {
+        let run = self.run(agent, rid).await?;
+        if settled(&run) || max.is_zero() {
+            return Ok(run);
+        }
         let woken = self.inner.waiters.register(rid);
-        let run = self.run(agent, rid)?;
-        if run.run.status.is_final() || max.is_zero() {
+        // Read again once registered: a finish between the first read and the registration
+        // would otherwise be missed until `max`.
+        let run = self.run(agent, rid).await?;
+        if settled(&run) {
             return Ok(run);
         }
         let _ = tokio::time::timeout(max, woken).await;
-        self.run(agent, rid)
+        self.run(agent, rid).await
     }
 
     pub async fn cancel(&self, agent: Uuid, rid: Uuid) -> Result<StoredRun, Error> {
-        let run = self.run(agent, rid)?;
+        let run = self.run(agent, rid).await?;
         if run.run.status.is_final() {
             return Err(Error::AlreadyFinished(Box::new(run.run)));
         }
@@ -361,7 +390,7 @@ impl Runtime {
     /// and queued runs start again (or are cancelled if their agent is no longer live).
     pub async fn recover(&self) -> Result<Recovery, Error> {
         let mut report = Recovery::default();
-        for mut run in self.inner.runs.running()? {
+        for mut run in self.inner.runs.running().await? {
             run.finish(
                 RunStatus::Failed,
                 None,
@@ -372,12 +401,11 @@ impl Runtime {
                 )),
             );
             let push_due = run.schedule_push();
-            self.inner.runs.finish(&run, push_due)?;
+            self.inner.runs.finish(run, push_due).await?;
             self.inner.metrics.run_entered(RunStatus::Failed);
             report.interrupted += 1;
         }
-        self.inner.runs.flushed().await?;
-        for agent in self.inner.runs.agents_with_queue()? {
+        for agent in self.inner.runs.agents_with_queue().await? {
             report.agents_with_queue += 1;
             let live = match self.inner.registry.state(agent).await {
                 Ok(state) => state.live_version.is_some().then_some(state),
@@ -420,9 +448,8 @@ impl Runtime {
                 }
                 let request = Request {
                     input,
-                    member: None,
-                    idempotency_key: None,
                     depth: depth + 1,
+                    ..Request::default()
                 };
                 let run = rt.invoke(agent, request).await.map_err(|e| EffectError {
                     code: "collaborator_failed".into(),
@@ -443,17 +470,44 @@ impl Runtime {
         })
     }
 
-    /// Deletes old final runs now and every hour, on a thread of its own (sled scans block).
+    /// Deletes old final runs now and then every `retention / 2` (at most hourly), on a thread
+    /// of its own: a purge scans every run, and must not hold up an arbiter's actors.
     pub fn start_retention(&self) {
         let runs = self.inner.runs.clone();
         let keep = self.inner.config.retention;
-        std::thread::spawn(move || loop {
-            match runs.purge(chrono::Utc::now() - keep) {
-                Ok(n) if n > 0 => tracing::info!(purged = n, "purged old runs"),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "purging old runs failed"),
-            }
-            std::thread::sleep(Duration::from_secs(3600));
-        });
+        let every = keep
+            .to_std()
+            .map(|d| (d / 2).clamp(Duration::from_secs(1), Duration::from_secs(3600)))
+            .unwrap_or(Duration::from_secs(3600));
+        let spawned = std::thread::Builder::new()
+            .name("hangar-retention".into())
+            .spawn(move || {
+                let executor = match tokio::runtime::Builder::new_current_thread()
+                    .enable_time()
+                    .build()
+                {
+                    Ok(executor) => executor,
+                    Err(e) => {
+                        tracing::error!(error = %e, "old runs will not be purged");
+                        return;
+                    }
+                };
+                loop {
+                    match executor.block_on(runs.purge(chrono::Utc::now() - keep)) {
+                        Ok(n) if n > 0 => tracing::info!(purged = n, "purged old runs"),
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "purging old runs failed"),
+                    }
+                    std::thread::sleep(every);
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "old runs will not be purged");
+        }
     }
+}
+
+/// Whether a long-poll has nothing more to wait for.
+fn settled(run: &StoredRun) -> bool {
+    run.run.status.is_final() || run.run.status == RunStatus::InputRequired
 }

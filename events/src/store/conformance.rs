@@ -5,6 +5,8 @@
 //! feature for it). Each case uses streams of its own, so the cases share one store and may run in
 //! any order; the name of the case running is printed first, so a failure names it.
 
+pub mod runs;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Barrier;
 

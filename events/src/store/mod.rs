@@ -1,10 +1,18 @@
-//! The event log: an `EventStore` trait and its implementations.
+//! Everything durable: the store traits and their implementations.
+//!
+//! - [`EventStore`] (here): the agents' event logs and their snapshots.
+//! - [`runs`]: [`RunStore`], [`RunEventStore`] and [`ThreadStore`]: runs with their queue,
+//!   idempotency keys, paused runs and push outbox; run events; threads.
+//!
+//! sled implements them all ([`SledStore`], [`SledRuns`]); each trait has one conformance suite
+//! ([`conformance`]) that every implementation runs unchanged.
 //!
 //! A stream is one agent's log. Appends name the seq they expect the stream to be at, so two
 //! writers racing on one stream cannot both win; they are atomic (all events of one command or
 //! none) and the returned [`Commit`] resolves only once the events are durable.
 
 mod fold;
+pub mod runs;
 mod sled_store;
 mod verify;
 
@@ -12,7 +20,11 @@ mod verify;
 pub mod conformance;
 
 pub use fold::{current_state, current_state_and_snapshot};
-pub use sled_store::SledStore;
+pub use runs::{
+    Accepted, DuePush, RunEventStore, RunStore, RunStores, StoreFuture, ThreadStore,
+    IDEMPOTENCY_WINDOW,
+};
+pub use sled_store::{SledRuns, SledStore};
 pub use verify::{verify_all, verify_stream, VerifyReport};
 
 use tokio::sync::oneshot;

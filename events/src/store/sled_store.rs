@@ -9,7 +9,10 @@
 //! flusher writes and syncs for many writers at once.
 
 mod group_commit;
+mod runs;
 mod wal;
+
+pub use runs::SledRuns;
 
 use std::cell::RefCell;
 use std::path::Path;
@@ -143,11 +146,6 @@ impl SledStore {
                 Err(unhealthy(e))
             }
         }
-    }
-
-    /// The underlying db, for components that keep their own trees beside the log.
-    pub fn db(&self) -> &sled::Db {
-        &self.db
     }
 
     /// Makes everything written so far durable, through the same flusher appends use. Blocks the
@@ -558,8 +556,8 @@ mod tests {
     fn a_logged_transaction_reads_its_own_writes_and_an_abort_writes_nothing() {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = open(dir.path());
-        let a = store.db().open_tree("a").expect("tree");
-        let b = store.db().open_tree("b").expect("tree");
+        let a = store.db.open_tree("a").expect("tree");
+        let b = store.db.open_tree("b").expect("tree");
         let seen = store
             .transact(&[&a, &b], |t| {
                 t[0].insert("k", "1")?;
@@ -589,7 +587,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         {
             let store = open(dir.path());
-            let t = store.db().open_tree("t").expect("tree");
+            let t = store.db.open_tree("t").expect("tree");
             for i in 0..100u32 {
                 store
                     .transact(&[&t], |tx| {
@@ -602,7 +600,7 @@ mod tests {
             assert!(fs_len(dir.path()) > 0, "the records are in the log");
         }
         let store = open(dir.path());
-        let t = store.db().open_tree("t").expect("tree");
+        let t = store.db.open_tree("t").expect("tree");
         assert_eq!(t.len(), 100);
         assert_eq!(fs_len(dir.path()), 0);
         let lsn = wal::applied_lsn(&store.wal_meta).expect("lsn");
@@ -669,7 +667,7 @@ mod tests {
             }
         );
 
-        let events = store.db().open_tree(EVENTS_TREE).expect("events tree");
+        let events = store.db.open_tree(EVENTS_TREE).expect("events tree");
         let key = event_key(s, 2);
         let stored = events.get(key).expect("get").expect("seq 2 is stored");
         let edited = String::from_utf8(stored.to_vec())
@@ -691,7 +689,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = open(dir.path());
         let s = Uuid::now_v7();
-        let heads = store.db().open_tree(HEADS_TREE).expect("heads tree");
+        let heads = store.db.open_tree(HEADS_TREE).expect("heads tree");
         heads.insert(s.as_bytes(), &b"short"[..]).expect("insert");
         assert!(matches!(store.head(s), Err(Error::Corrupt { .. })));
         assert!(matches!(

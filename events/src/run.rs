@@ -1,4 +1,8 @@
-//! A run: one request served by one version of an agent, from acceptance to a final state.
+//! A run: one request served by one version of an agent, from acceptance to a final state, and
+//! what is kept beside it: its numbered progress events and the turns of its thread.
+//!
+//! These are the records of the run stores ([`crate::store::RunStore`] and its siblings); the
+//! runtime decides how they change, the stores only keep them.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -15,20 +19,26 @@ pub enum RunStatus {
     Failed,
     TimedOut,
     Cancelled,
+    /// Paused until a person answers (`pending` says what is asked); not final.
+    InputRequired,
 }
 
 impl RunStatus {
     pub fn is_final(self) -> bool {
-        !matches!(self, RunStatus::Queued | RunStatus::Running)
+        !matches!(
+            self,
+            RunStatus::Queued | RunStatus::Running | RunStatus::InputRequired
+        )
     }
 
-    pub const ALL: [RunStatus; 6] = [
+    pub const ALL: [RunStatus; 7] = [
         RunStatus::Queued,
         RunStatus::Running,
         RunStatus::Succeeded,
         RunStatus::Failed,
         RunStatus::TimedOut,
         RunStatus::Cancelled,
+        RunStatus::InputRequired,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -39,6 +49,7 @@ impl RunStatus {
             RunStatus::Failed => "failed",
             RunStatus::TimedOut => "timed_out",
             RunStatus::Cancelled => "cancelled",
+            RunStatus::InputRequired => "input_required",
         }
     }
 }
@@ -93,6 +104,9 @@ pub struct Run {
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub push: Option<PushState>,
+    /// What a paused run (`input_required`) waits for; absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<Value>,
 }
 
 /// A run as stored: the client's view plus what the runtime needs to (re)start it.
@@ -107,9 +121,77 @@ pub struct StoredRun {
     pub member: Option<String>,
     #[serde(default)]
     pub idempotency_key: Option<String>,
+    /// Who may find this run again by its `Idempotency-Key`: `"admin"` or the invocation key's
+    /// id. Keys are scoped to it, so two callers' `order-123` are two requests. Absent in runs
+    /// stored before keys were scoped.
+    #[serde(default)]
+    pub caller: Option<String>,
+    /// [`fingerprint`] of the request's body: the same key with another body is refused rather
+    /// than answered with the first request's result.
+    #[serde(default)]
+    pub fingerprint: Option<String>,
     /// Whether the version that accepted it pushes results.
     #[serde(default)]
     pub push_enabled: bool,
+}
+
+/// One numbered step of a run's progress (`run.started`, `node.finished`, …), kept with the run
+/// and purged with it. `seq` counts from 1 within the run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunEvent {
+    pub seq: u64,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub data: Value,
+    pub at: DateTime<Utc>,
+}
+
+/// One finished run of a thread: what was asked and answered, in the order runs were accepted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Turn {
+    pub request_id: Uuid,
+    pub input: Value,
+    pub output: Option<Value>,
+    pub at: DateTime<Utc>,
+}
+
+/// A stable digest of what a request asks for (its input, and later its thread and options), so
+/// that a reused `Idempotency-Key` can be told apart from a repeat. Objects are hashed with their
+/// keys sorted: `{"a":1,"b":2}` and `{"b":2,"a":1}` are the same request.
+pub fn fingerprint(input: &Value) -> String {
+    use sha2::{Digest, Sha256};
+    fn canonical(v: &Value, out: &mut String) {
+        match v {
+            Value::Object(map) => {
+                let mut keys: Vec<&String> = map.keys().collect();
+                keys.sort();
+                out.push('{');
+                for (i, k) in keys.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(&Value::String(k.clone()).to_string());
+                    out.push(':');
+                    canonical(&map[k], out);
+                }
+                out.push('}');
+            }
+            Value::Array(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    canonical(item, out);
+                }
+                out.push(']');
+            }
+            other => out.push_str(&other.to_string()),
+        }
+    }
+    let mut text = String::new();
+    canonical(input, &mut text);
+    hex::encode(Sha256::digest(text.as_bytes()))
 }
 
 impl PushState {
@@ -190,15 +272,27 @@ mod tests {
                     delivered_at: None,
                     next_attempt_at: Some(Utc::now()),
                 }),
+                pending: None,
             },
             mode: Mode::Async,
             input: serde_json::json!({"q": "x"}),
             member: Some("alice".into()),
             idempotency_key: Some("k".into()),
+            caller: Some("admin".into()),
+            fingerprint: Some(fingerprint(&serde_json::json!({"q": "x"}))),
             push_enabled: true,
         };
         let bytes = serde_json::to_vec(&run).expect("serializes");
         let back: StoredRun = serde_json::from_slice(&bytes).expect("decodes");
         assert_eq!(back, run);
+    }
+
+    #[test]
+    fn a_fingerprint_ignores_key_order_but_not_values() {
+        let a = fingerprint(&serde_json::json!({"a": 1, "b": [1, {"y": 2, "x": 1}]}));
+        let b = fingerprint(&serde_json::json!({"b": [1, {"x": 1, "y": 2}], "a": 1}));
+        let c = fingerprint(&serde_json::json!({"a": 1, "b": [1, {"x": 1, "y": 3}]}));
+        assert_eq!(a, b);
+        assert_ne!(a, c);
     }
 }

@@ -1,0 +1,164 @@
+//! The run stores: everything the runtime keeps besides the agents' event logs.
+//!
+//! - [`RunStore`]: runs, each agent's queue of accepted async runs, idempotency keys, paused runs
+//!   and the push outbox.
+//! - [`RunEventStore`]: the numbered progress events of each run.
+//! - [`ThreadStore`]: the turns of each conversation thread.
+//!
+//! Every method returns a `'static` future, so that an actor can hand it to its context and a
+//! networked engine can do its I/O inside it. **A write is durable when its future resolves
+//! `Ok`** (committed and flushed: it survives `kill -9`), and visible to every reader from then on;
+//! an engine may make it visible earlier. Each write is atomic: all of it or none, also across a
+//! crash. The conformance suites ([`super::conformance`]) hold every implementation to this.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use chrono::{DateTime, Duration, Utc};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::Error;
+use crate::run::{RunError, RunEvent, StoredRun, Turn};
+
+/// What a store method resolves to: `'static` and `Send`, so it can be spawned anywhere.
+pub type StoreFuture<T> = Pin<Box<dyn Future<Output = Result<T, Error>> + Send + 'static>>;
+
+/// How long an `Idempotency-Key` names the same request, whatever the run retention: runs that a
+/// key still names are kept for the key's sake.
+pub const IDEMPOTENCY_WINDOW: Duration = Duration::hours(24);
+
+/// The outcome of [`RunStore::accept`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Accepted {
+    /// Recorded: a new request.
+    New,
+    /// The caller used the same `Idempotency-Key` for the same body within the window: that
+    /// request, as it stands now; nothing was written.
+    Existing(Box<StoredRun>),
+    /// The caller used the same key for a different body within the window: nothing was written.
+    KeyReused(Box<StoredRun>),
+}
+
+/// An entry of the push outbox: the delivery of run `rid`'s final state, due at `due`
+/// (millisecond precision).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DuePush {
+    pub due: DateTime<Utc>,
+    pub rid: Uuid,
+}
+
+/// Runs and what hangs on them. Run ids are UUID v7, so a queue ordered by id is first in, first
+/// out.
+pub trait RunStore: Send + Sync + 'static {
+    /// Records a new request (`queued` and on its agent's queue when `enqueue`, else as it is,
+    /// e.g. a keyed sync run `running`) with its idempotency key if it has one, scoped to
+    /// (agent, `caller`, key). When the key already names a request within
+    /// [`IDEMPOTENCY_WINDOW`], nothing is written and that request is returned. Two racing
+    /// accepts with one key record one request.
+    fn accept(&self, run: StoredRun, enqueue: bool) -> StoreFuture<Accepted>;
+
+    /// A run by request id.
+    fn get(&self, rid: Uuid) -> StoreFuture<Option<StoredRun>>;
+
+    /// The request that `caller`'s `key` names on `agent`, if it was accepted within
+    /// [`IDEMPOTENCY_WINDOW`] of `at`: so a repeat can be answered without a free slot.
+    fn find_by_key(
+        &self,
+        agent: Uuid,
+        caller: Option<String>,
+        key: String,
+        at: DateTime<Utc>,
+    ) -> StoreFuture<Option<StoredRun>>;
+
+    /// Stores `run` as it is now (e.g. paused in `input_required` with its `pending`), whatever
+    /// was stored before. For runs the caller owns, i.e. that no queue or claim can race for.
+    fn put(&self, run: StoredRun) -> StoreFuture<()>;
+
+    /// Stores a run's final state, takes it off its agent's queue and, when `push_due` is set,
+    /// schedules its push in the outbox: one atomic write.
+    fn finish(&self, run: StoredRun, push_due: Option<DateTime<Utc>>) -> StoreFuture<()>;
+
+    /// Stores the final state of a sync run that nothing durable refers to yet (no key, never
+    /// queued, no push), so that a later read finds it. Unlike every other write it need not be
+    /// durable when it resolves: its caller already has the answer, and a crash may lose the
+    /// record (`docs/storage.md`). Engines may make it as durable as they like.
+    fn record(&self, run: StoredRun) -> StoreFuture<()>;
+
+    /// Takes up to `max` of `agent`'s oldest queued runs off its queue and marks them `running`
+    /// (with `started_at`), atomically per run. Two workers claiming at once never get the same
+    /// run.
+    fn claim(&self, agent: Uuid, max: usize) -> StoreFuture<Vec<StoredRun>>;
+
+    /// If `rid` is on `agent`'s queue: takes it off and stores it `cancelled` with `error`
+    /// (scheduling its push as [`StoredRun::schedule_push`] says), atomically, and returns it.
+    /// `None` when it was not queued (claimed, finished, or unknown).
+    fn cancel_queued(
+        &self,
+        agent: Uuid,
+        rid: Uuid,
+        error: RunError,
+    ) -> StoreFuture<Option<StoredRun>>;
+
+    /// If `rid` of `agent` is paused (`input_required`): marks it `running` again (its `pending`
+    /// cleared) and returns it. Two resumes racing get it once.
+    fn resume(&self, agent: Uuid, rid: Uuid) -> StoreFuture<Option<StoredRun>>;
+
+    /// How many runs wait on `agent`'s queue.
+    fn queued(&self, agent: Uuid) -> StoreFuture<usize>;
+
+    /// How many runs wait on every queue.
+    fn queue_len(&self) -> StoreFuture<usize>;
+
+    /// The agents with a non-empty queue, each once, in id order.
+    fn agents_with_queue(&self) -> StoreFuture<Vec<Uuid>>;
+
+    /// Runs in state `running`: after a restart, those a previous process left behind.
+    fn running(&self) -> StoreFuture<Vec<StoredRun>>;
+
+    /// Outbox entries due by `now`, earliest first, at most `limit`.
+    fn due_pushes(&self, now: DateTime<Utc>, limit: usize) -> StoreFuture<Vec<DuePush>>;
+
+    /// When the earliest outbox entry is due, if there is one.
+    fn next_push_due(&self) -> StoreFuture<Option<DateTime<Utc>>>;
+
+    /// Replaces outbox entry `entry` by one due at `next` (or by none) and stores `run` with its
+    /// new push state: one atomic write.
+    fn reschedule_push(
+        &self,
+        entry: DuePush,
+        run: StoredRun,
+        next: Option<DateTime<Utc>>,
+    ) -> StoreFuture<()>;
+
+    /// Deletes final runs that finished before `cutoff` (with their run events), unless a push is
+    /// still pending or an idempotency key younger than [`IDEMPOTENCY_WINDOW`] names them, and
+    /// idempotency keys older than the window. Returns how many runs went.
+    fn purge(&self, cutoff: DateTime<Utc>) -> StoreFuture<usize>;
+}
+
+/// The progress events of runs, numbered from 1 per run.
+pub trait RunEventStore: Send + Sync + 'static {
+    /// Appends one event of `kind` to run `rid` and returns it with its seq (the run's last seq
+    /// plus one). Appends to one run are numbered in the order their futures were created.
+    fn append_run_event(&self, rid: Uuid, kind: String, data: Value) -> StoreFuture<RunEvent>;
+
+    /// Events of `rid` with seq > `after`, oldest first, at most `limit`.
+    fn run_events(&self, rid: Uuid, after: u64, limit: usize) -> StoreFuture<Vec<RunEvent>>;
+}
+
+/// The three run stores as one, as the runtime holds them: one engine implements them all.
+pub trait RunStores: RunStore + RunEventStore + ThreadStore {}
+impl<T: RunStore + RunEventStore + ThreadStore> RunStores for T {}
+
+/// Conversation threads: the turns of each (agent, thread id).
+pub trait ThreadStore: Send + Sync + 'static {
+    /// Appends a turn to the thread (created by its first turn).
+    fn append_turn(&self, agent: Uuid, thread: String, turn: Turn) -> StoreFuture<()>;
+
+    /// The thread's last `last` turns, oldest first; empty for a thread that does not exist.
+    fn turns(&self, agent: Uuid, thread: String, last: usize) -> StoreFuture<Vec<Turn>>;
+
+    /// Deletes the thread and every turn of it from storage; false if it did not exist.
+    fn delete_thread(&self, agent: Uuid, thread: String) -> StoreFuture<bool>;
+}

@@ -1,0 +1,617 @@
+//! The run stores over sled: [`SledRuns`] implements [`RunStore`], [`RunEventStore`] and
+//! [`ThreadStore`] in trees of their own beside the event log (not in the agents' streams: runs are
+//! many, short-lived and purged).
+//!
+//! | tree | key | value |
+//! |---|---|---|
+//! | `runs` | request id (16) | `StoredRun` JSON |
+//! | `run_queue` | agent id (16) ++ request id (16) | empty: request ids are UUID v7, so one agent's queue is FIFO |
+//! | `idempotency` | agent id (16) ++ caller ++ 0x00 ++ key | request id (16) ++ accepted at, unix ms (8, BE) |
+//! | `push_outbox` | due at, unix ms (8, BE) ++ request id (16) | empty: due deliveries are a prefix scan |
+//! | `run_events` | request id (16) ++ seq (8, BE) | `{type, data, at}` JSON |
+//! | `thread_turns` | agent id (16) ++ thread id length (1) ++ thread id ++ seq (8, BE) | `Turn` JSON |
+//!
+//! Every write but [`RunStore::record`] is one logged transaction ([`SledStore::transact`]): it is
+//! applied to sled (visible) when the method returns, and its future resolves once the group
+//! commit has made it durable. Logged transactions run one at a time under the store's writer
+//! lock, so a transaction that scans a tree directly (a claim, a purge, numbering an event) sees
+//! every earlier transaction whole and none of a later one.
+
+use std::future::ready;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sled::transaction::ConflictableTransactionError;
+use sled::Tree;
+use uuid::Uuid;
+
+use super::{storage, SledStore};
+use crate::run::{PushStatus, RunError, RunEvent, RunStatus, StoredRun, Turn};
+use crate::store::runs::{
+    Accepted, DuePush, RunEventStore, RunStore, StoreFuture, ThreadStore, IDEMPOTENCY_WINDOW,
+};
+use crate::store::Error;
+
+type Result<T> = std::result::Result<T, Error>;
+
+/// Runs, queues, idempotency keys, the push outbox, run events and threads in one sled database.
+pub struct SledRuns {
+    store: Arc<SledStore>,
+    runs: Tree,
+    queue: Tree,
+    idempotency: Tree,
+    outbox: Tree,
+    run_events: Tree,
+    turns: Tree,
+}
+
+fn io(e: impl std::fmt::Display) -> Error {
+    Error::Io(e.to_string())
+}
+
+fn decode(bytes: &[u8]) -> Result<StoredRun> {
+    serde_json::from_slice(bytes).map_err(|e| Error::Io(format!("unreadable run: {e}")))
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec(value).map_err(|e| Error::Io(format!("unencodable record: {e}")))
+}
+
+fn pair(a: &Uuid, b: &[u8]) -> Vec<u8> {
+    let mut k = a.as_bytes().to_vec();
+    k.extend_from_slice(b);
+    k
+}
+
+fn idempotency_key(run: &StoredRun) -> Option<Vec<u8>> {
+    let key = run.idempotency_key.as_ref()?;
+    Some(scoped_key(run.run.agent_id, run.caller.as_deref(), key))
+}
+
+fn scoped_key(agent: Uuid, caller: Option<&str>, key: &str) -> Vec<u8> {
+    let mut k = agent.as_bytes().to_vec();
+    k.extend_from_slice(caller.unwrap_or("").as_bytes());
+    k.push(0);
+    k.extend_from_slice(key.as_bytes());
+    k
+}
+
+fn outbox_key(due: DateTime<Utc>, rid: Uuid) -> Vec<u8> {
+    let mut k = (due.timestamp_millis().max(0) as u64)
+        .to_be_bytes()
+        .to_vec();
+    k.extend_from_slice(rid.as_bytes());
+    k
+}
+
+fn decode_outbox_key(key: &[u8]) -> Result<DuePush> {
+    let ms: [u8; 8] = key
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| io("a push outbox key is too short"))?;
+    let rid = Uuid::from_slice(&key[8..]).map_err(io)?;
+    let due = DateTime::from_timestamp_millis(u64::from_be_bytes(ms) as i64)
+        .ok_or_else(|| io("a push outbox key holds no time"))?;
+    Ok(DuePush { due, rid })
+}
+
+/// The accept time (unix ms) of an `idempotency` value, and the request it names.
+fn decode_idempotency(value: &[u8]) -> Option<(Uuid, i64)> {
+    let rid = Uuid::from_slice(value.get(..16)?).ok()?;
+    let ms = i64::from_be_bytes(value.get(16..24)?.try_into().ok()?);
+    Some((rid, ms))
+}
+
+fn thread_prefix(agent: Uuid, thread: &str) -> Vec<u8> {
+    let mut k = agent.as_bytes().to_vec();
+    // Thread ids are at most 128 bytes (API.md); the length keeps "a" from prefixing "ab".
+    k.push(thread.len().min(255) as u8);
+    k.extend_from_slice(thread.as_bytes());
+    k
+}
+
+/// The seq that follows the last key under `prefix` (keys end with a big-endian seq).
+fn next_seq(tree: &Tree, prefix: &[u8]) -> Result<u64> {
+    let last = tree.scan_prefix(prefix).keys().next_back().transpose();
+    let Some(key) = last.map_err(storage)? else {
+        return Ok(1);
+    };
+    let seq: [u8; 8] = key[key.len() - 8..].try_into().map_err(io)?;
+    Ok(u64::from_be_bytes(seq) + 1)
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredRunEvent {
+    #[serde(rename = "type")]
+    kind: String,
+    data: Value,
+    at: DateTime<Utc>,
+}
+
+/// Why a logged transaction gave up.
+type Abort = ConflictableTransactionError<Error>;
+
+fn abort(e: Error) -> Abort {
+    ConflictableTransactionError::Abort(e)
+}
+
+impl SledRuns {
+    pub fn open(store: Arc<SledStore>) -> Result<Self> {
+        let db = &store.db;
+        Ok(SledRuns {
+            runs: db.open_tree("runs").map_err(storage)?,
+            queue: db.open_tree("run_queue").map_err(storage)?,
+            idempotency: db.open_tree("idempotency").map_err(storage)?,
+            outbox: db.open_tree("push_outbox").map_err(storage)?,
+            run_events: db.open_tree("run_events").map_err(storage)?,
+            turns: db.open_tree("thread_turns").map_err(storage)?,
+            store,
+        })
+    }
+
+    /// Runs `f` as one logged transaction over `trees`.
+    fn transact<R>(
+        &self,
+        trees: &[&Tree],
+        f: impl Fn(&[super::LoggedTree<'_>]) -> std::result::Result<R, Abort>,
+    ) -> Result<R> {
+        use sled::transaction::TransactionError;
+        match self.store.transact(trees, f) {
+            Ok(r) => Ok(r),
+            Err(TransactionError::Abort(e)) => Err(e),
+            Err(TransactionError::Storage(e)) => Err(storage(e)),
+        }
+    }
+
+    /// `result` once everything written so far is durable.
+    fn durable<T: Send + 'static>(&self, result: Result<T>) -> StoreFuture<T> {
+        match result {
+            Err(e) => Box::pin(ready(Err(e))),
+            Ok(value) => {
+                let flushed = self.store.flushed();
+                Box::pin(async move {
+                    flushed.await?;
+                    Ok(value)
+                })
+            }
+        }
+    }
+
+    fn accept_now(&self, run: &StoredRun, enqueue: bool) -> Result<Accepted> {
+        let agent = run.run.agent_id;
+        let rid = run.run.request_id;
+        let now_ms = run.run.created_at.timestamp_millis();
+        let idem = idempotency_key(run);
+        let value = encode(run)?;
+        let trees = [&self.runs, &self.queue, &self.idempotency];
+        self.transact(&trees, |t| {
+            let (runs, queue, keys) = (&t[0], &t[1], &t[2]);
+            if let Some(key) = &idem {
+                let found = keys.get(key)?.and_then(|v| decode_idempotency(&v));
+                if let Some((existing, at_ms)) = found {
+                    let fresh = now_ms - at_ms < IDEMPOTENCY_WINDOW.num_milliseconds();
+                    if let (true, Some(bytes)) = (fresh, runs.get(existing.as_bytes())?) {
+                        let found = decode(&bytes).map_err(abort)?;
+                        let same = match (&found.fingerprint, &run.fingerprint) {
+                            (Some(a), Some(b)) => a == b,
+                            // A run stored before bodies were fingerprinted: a repeat.
+                            _ => true,
+                        };
+                        return Ok(if same {
+                            Accepted::Existing(Box::new(found))
+                        } else {
+                            Accepted::KeyReused(Box::new(found))
+                        });
+                    }
+                }
+                let mut v = rid.as_bytes().to_vec();
+                v.extend_from_slice(&now_ms.to_be_bytes());
+                keys.insert(key.as_slice(), v)?;
+            }
+            runs.insert(rid.as_bytes(), value.as_slice())?;
+            if enqueue {
+                queue.insert(pair(&agent, rid.as_bytes()), [])?;
+            }
+            Ok(Accepted::New)
+        })
+    }
+
+    fn finish_now(&self, run: &StoredRun, push_due: Option<DateTime<Utc>>) -> Result<()> {
+        let rid = run.run.request_id;
+        let value = encode(run)?;
+        let qkey = pair(&run.run.agent_id, rid.as_bytes());
+        let okey = push_due.map(|due| outbox_key(due, rid));
+        self.transact(&[&self.runs, &self.queue, &self.outbox], |t| {
+            t[0].insert(rid.as_bytes(), value.as_slice())?;
+            t[1].remove(qkey.as_slice())?;
+            if let Some(k) = &okey {
+                t[2].insert(k.as_slice(), [])?;
+            }
+            Ok(())
+        })
+    }
+
+    fn claim_now(&self, agent: Uuid, max: usize) -> Result<Vec<StoredRun>> {
+        self.transact(&[&self.runs, &self.queue], |t| {
+            let mut claimed = Vec::new();
+            // Scanned outside the transaction's buffer: it holds the writer lock, so no other
+            // logged write can add or take queue entries meanwhile.
+            for key in self.queue.scan_prefix(agent.as_bytes()).keys() {
+                if claimed.len() >= max {
+                    break;
+                }
+                let key = key.map_err(|e| abort(storage(e)))?;
+                t[1].remove(&key)?;
+                let rid = Uuid::from_slice(&key[16..]).map_err(|e| abort(io(e)))?;
+                let Some(bytes) = t[0].get(rid.as_bytes())? else {
+                    continue; // a dangling queue entry: dropped
+                };
+                let Ok(mut run) = decode(&bytes) else {
+                    tracing::error!(request_id = %rid, "an unreadable queued run was dropped");
+                    continue;
+                };
+                if run.run.status != RunStatus::Queued {
+                    continue;
+                }
+                run.run.status = RunStatus::Running;
+                run.run.started_at = Some(Utc::now());
+                t[0].insert(rid.as_bytes(), encode(&run).map_err(abort)?)?;
+                claimed.push(run);
+            }
+            Ok(claimed)
+        })
+    }
+
+    fn cancel_queued_now(
+        &self,
+        agent: Uuid,
+        rid: Uuid,
+        error: &RunError,
+    ) -> Result<Option<StoredRun>> {
+        let qkey = pair(&agent, rid.as_bytes());
+        self.transact(&[&self.runs, &self.queue, &self.outbox], |t| {
+            if t[1].remove(qkey.as_slice())?.is_none() {
+                return Ok(None);
+            }
+            let Some(bytes) = t[0].get(rid.as_bytes())? else {
+                return Ok(None);
+            };
+            let mut run = decode(&bytes).map_err(abort)?;
+            run.finish(RunStatus::Cancelled, None, Some(error.clone()));
+            if let Some(due) = run.schedule_push() {
+                t[2].insert(outbox_key(due, rid), [])?;
+            }
+            t[0].insert(rid.as_bytes(), encode(&run).map_err(abort)?)?;
+            Ok(Some(run))
+        })
+    }
+
+    fn resume_now(&self, agent: Uuid, rid: Uuid) -> Result<Option<StoredRun>> {
+        self.transact(&[&self.runs], |t| {
+            let Some(bytes) = t[0].get(rid.as_bytes())? else {
+                return Ok(None);
+            };
+            let mut run = decode(&bytes).map_err(abort)?;
+            if run.run.agent_id != agent || run.run.status != RunStatus::InputRequired {
+                return Ok(None);
+            }
+            run.run.status = RunStatus::Running;
+            run.run.pending = None;
+            t[0].insert(rid.as_bytes(), encode(&run).map_err(abort)?)?;
+            Ok(Some(run))
+        })
+    }
+
+    fn running_now(&self) -> Result<Vec<StoredRun>> {
+        let mut out = Vec::new();
+        for item in self.runs.iter().values() {
+            let run = decode(&item.map_err(storage)?)?;
+            if run.run.status == RunStatus::Running {
+                out.push(run);
+            }
+        }
+        Ok(out)
+    }
+
+    fn purge_now(&self, cutoff: DateTime<Utc>) -> Result<usize> {
+        let now = Utc::now();
+        let key_cutoff = now - IDEMPOTENCY_WINDOW;
+        let mut purged = 0;
+        for item in self.runs.iter() {
+            let (key, bytes) = item.map_err(storage)?;
+            let Ok(run) = decode(&bytes) else { continue };
+            let done_before = run.run.finished_at.is_some_and(|f| f < cutoff);
+            let push_done = run
+                .run
+                .push
+                .as_ref()
+                .is_none_or(|p| p.status != PushStatus::Pending);
+            let key_holds_it = run.idempotency_key.is_some() && run.run.created_at > key_cutoff;
+            if !(run.run.status.is_final() && done_before && push_done && !key_holds_it) {
+                continue;
+            }
+            self.transact(&[&self.runs, &self.run_events], |t| {
+                t[0].remove(&key)?;
+                for event in self.run_events.scan_prefix(&key).keys() {
+                    t[1].remove(event.map_err(|e| abort(storage(e)))?)?;
+                }
+                Ok(())
+            })?;
+            purged += 1;
+        }
+        let key_cutoff_ms = key_cutoff.timestamp_millis();
+        for item in self.idempotency.iter() {
+            let (key, v) = item.map_err(storage)?;
+            if decode_idempotency(&v).is_some_and(|(_, ms)| ms < key_cutoff_ms) {
+                self.transact(&[&self.idempotency], |t| {
+                    t[0].remove(&key)?;
+                    Ok(())
+                })?;
+            }
+        }
+        Ok(purged)
+    }
+}
+
+fn now<T: Send + 'static>(result: Result<T>) -> StoreFuture<T> {
+    Box::pin(ready(result))
+}
+
+impl RunStore for SledRuns {
+    fn accept(&self, run: StoredRun, enqueue: bool) -> StoreFuture<Accepted> {
+        // Also for a repeat: the request it found may have been accepted a moment ago by a call
+        // whose flush is still on its way.
+        self.durable(self.accept_now(&run, enqueue))
+    }
+
+    fn get(&self, rid: Uuid) -> StoreFuture<Option<StoredRun>> {
+        now(match self.runs.get(rid.as_bytes()) {
+            Ok(Some(bytes)) => decode(&bytes).map(Some),
+            Ok(None) => Ok(None),
+            Err(e) => Err(storage(e)),
+        })
+    }
+
+    fn find_by_key(
+        &self,
+        agent: Uuid,
+        caller: Option<String>,
+        key: String,
+        at: DateTime<Utc>,
+    ) -> StoreFuture<Option<StoredRun>> {
+        let key = scoped_key(agent, caller.as_deref(), &key);
+        let found = match self.idempotency.get(key) {
+            Ok(found) => found.and_then(|v| decode_idempotency(&v)),
+            Err(e) => return now(Err(storage(e))),
+        };
+        match found {
+            Some((rid, ms))
+                if at.timestamp_millis() - ms < IDEMPOTENCY_WINDOW.num_milliseconds() =>
+            {
+                self.get(rid)
+            }
+            _ => now(Ok(None)),
+        }
+    }
+
+    fn put(&self, run: StoredRun) -> StoreFuture<()> {
+        let rid = run.run.request_id;
+        let written = encode(&run).and_then(|value| {
+            self.transact(&[&self.runs], |t| {
+                t[0].insert(rid.as_bytes(), value.as_slice())?;
+                Ok(())
+            })
+        });
+        self.durable(written)
+    }
+
+    fn finish(&self, run: StoredRun, push_due: Option<DateTime<Utc>>) -> StoreFuture<()> {
+        self.durable(self.finish_now(&run, push_due))
+    }
+
+    fn record(&self, run: StoredRun) -> StoreFuture<()> {
+        // A plain insert, outside the write-ahead log: sled makes it durable at the next
+        // checkpoint. A profile of sync calls at c=32 showed logged writes as the largest cost
+        // after the HTTP stack, for a record its caller does not wait for.
+        now(encode(&run).and_then(|value| {
+            self.runs
+                .insert(run.run.request_id.as_bytes(), value)
+                .map(drop)
+                .map_err(storage)
+        }))
+    }
+
+    fn claim(&self, agent: Uuid, max: usize) -> StoreFuture<Vec<StoredRun>> {
+        match self.claim_now(agent, max) {
+            Ok(claimed) if claimed.is_empty() => now(Ok(claimed)),
+            result => self.durable(result),
+        }
+    }
+
+    fn cancel_queued(
+        &self,
+        agent: Uuid,
+        rid: Uuid,
+        error: RunError,
+    ) -> StoreFuture<Option<StoredRun>> {
+        self.durable(self.cancel_queued_now(agent, rid, &error))
+    }
+
+    fn resume(&self, agent: Uuid, rid: Uuid) -> StoreFuture<Option<StoredRun>> {
+        self.durable(self.resume_now(agent, rid))
+    }
+
+    fn queued(&self, agent: Uuid) -> StoreFuture<usize> {
+        now(Ok(self.queue.scan_prefix(agent.as_bytes()).count()))
+    }
+
+    fn queue_len(&self) -> StoreFuture<usize> {
+        now(Ok(self.queue.len()))
+    }
+
+    fn agents_with_queue(&self) -> StoreFuture<Vec<Uuid>> {
+        let mut out: Vec<Uuid> = Vec::new();
+        for item in self.queue.iter().keys() {
+            let agent = item
+                .map_err(storage)
+                .and_then(|key| Uuid::from_slice(&key[..16]).map_err(io));
+            match agent {
+                Ok(agent) if out.last() != Some(&agent) => out.push(agent),
+                Ok(_) => {}
+                Err(e) => return now(Err(e)),
+            }
+        }
+        now(Ok(out))
+    }
+
+    fn running(&self) -> StoreFuture<Vec<StoredRun>> {
+        now(self.running_now())
+    }
+
+    fn due_pushes(&self, at: DateTime<Utc>, limit: usize) -> StoreFuture<Vec<DuePush>> {
+        let end = outbox_key(at, Uuid::max());
+        now(self
+            .outbox
+            .range(..=end)
+            .keys()
+            .take(limit)
+            .map(|key| decode_outbox_key(&key.map_err(storage)?))
+            .collect())
+    }
+
+    fn next_push_due(&self) -> StoreFuture<Option<DateTime<Utc>>> {
+        now(match self.outbox.first() {
+            Ok(Some((key, _))) => decode_outbox_key(&key).map(|e| Some(e.due)),
+            Ok(None) => Ok(None),
+            Err(e) => Err(storage(e)),
+        })
+    }
+
+    fn reschedule_push(
+        &self,
+        entry: DuePush,
+        run: StoredRun,
+        next: Option<DateTime<Utc>>,
+    ) -> StoreFuture<()> {
+        let rid = run.run.request_id;
+        let key = outbox_key(entry.due, entry.rid);
+        let next_key = next.map(|due| outbox_key(due, rid));
+        let written = encode(&run).and_then(|value| {
+            self.transact(&[&self.runs, &self.outbox], |t| {
+                t[0].insert(rid.as_bytes(), value.as_slice())?;
+                t[1].remove(key.as_slice())?;
+                if let Some(k) = &next_key {
+                    t[1].insert(k.as_slice(), [])?;
+                }
+                Ok(())
+            })
+        });
+        self.durable(written)
+    }
+
+    fn purge(&self, cutoff: DateTime<Utc>) -> StoreFuture<usize> {
+        self.durable(self.purge_now(cutoff))
+    }
+}
+
+impl RunEventStore for SledRuns {
+    fn append_run_event(&self, rid: Uuid, kind: String, data: Value) -> StoreFuture<RunEvent> {
+        let at = Utc::now();
+        let stored = StoredRunEvent { kind, data, at };
+        let written = encode(&stored).and_then(|value| {
+            self.transact(&[&self.run_events], |t| {
+                let seq = next_seq(&self.run_events, rid.as_bytes()).map_err(abort)?;
+                t[0].insert(pair(&rid, &seq.to_be_bytes()), value.as_slice())?;
+                Ok(seq)
+            })
+        });
+        self.durable(written.map(|seq| RunEvent {
+            seq,
+            kind: stored.kind,
+            data: stored.data,
+            at,
+        }))
+    }
+
+    fn run_events(&self, rid: Uuid, after: u64, limit: usize) -> StoreFuture<Vec<RunEvent>> {
+        let start = pair(&rid, &after.saturating_add(1).to_be_bytes());
+        let end = pair(&rid, &u64::MAX.to_be_bytes());
+        now(self
+            .run_events
+            .range(start..=end)
+            .take(limit)
+            .map(|item| {
+                let (key, value) = item.map_err(storage)?;
+                let seq = u64::from_be_bytes(key[16..24].try_into().map_err(io)?);
+                let e: StoredRunEvent = serde_json::from_slice(&value).map_err(io)?;
+                Ok(RunEvent {
+                    seq,
+                    kind: e.kind,
+                    data: e.data,
+                    at: e.at,
+                })
+            })
+            .collect())
+    }
+}
+
+impl ThreadStore for SledRuns {
+    fn append_turn(&self, agent: Uuid, thread: String, turn: Turn) -> StoreFuture<()> {
+        let prefix = thread_prefix(agent, &thread);
+        let written = encode(&turn).and_then(|value| {
+            self.transact(&[&self.turns], |t| {
+                let seq = next_seq(&self.turns, &prefix).map_err(abort)?;
+                let mut key = prefix.clone();
+                key.extend_from_slice(&seq.to_be_bytes());
+                t[0].insert(key, value.as_slice())?;
+                Ok(())
+            })
+        });
+        self.durable(written)
+    }
+
+    fn turns(&self, agent: Uuid, thread: String, last: usize) -> StoreFuture<Vec<Turn>> {
+        let prefix = thread_prefix(agent, &thread);
+        let newest: Result<Vec<Turn>> = self
+            .turns
+            .scan_prefix(&prefix)
+            .values()
+            .rev()
+            .take(last)
+            .map(|v| serde_json::from_slice(&v.map_err(storage)?).map_err(io))
+            .collect();
+        now(newest.map(|mut turns| {
+            turns.reverse();
+            turns
+        }))
+    }
+
+    fn delete_thread(&self, agent: Uuid, thread: String) -> StoreFuture<bool> {
+        let prefix = thread_prefix(agent, &thread);
+        let deleted = self.transact(&[&self.turns], |t| {
+            let mut any = false;
+            for key in self.turns.scan_prefix(&prefix).keys() {
+                t[0].remove(key.map_err(|e| abort(storage(e)))?)?;
+                any = true;
+            }
+            Ok(any)
+        });
+        self.durable(deleted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::conformance::runs as conformance;
+
+    #[tokio::test]
+    async fn passes_the_run_store_conformance_suites() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Arc::new(SledStore::open(dir.path()).expect("opens"));
+        let runs = SledRuns::open(store).expect("run trees open");
+        conformance::run_all(Arc::new(runs)).await;
+    }
+}
