@@ -8,7 +8,8 @@
 //! names, [`Event::KINDS`] and the fold's dispatch are derived from it, so adding a kind is its
 //! file (with its `mod` line if the file is new) plus one line there. The tests that must see
 //! every kind iterate the list rather than keep their own: a new kind without a sample does not
-//! compile under test.
+//! compile under test, and one without a compat fixture or a row in `docs/architecture.md`'s
+//! catalogue fails them.
 //!
 //! This module does not know the state: [`Apply`] is generic over what it folds into, each kind's
 //! file names the state it changes, and `state.rs` asks for `Event: Apply<AgentState>`. So the
@@ -161,5 +162,25 @@ mod tests {
             assert_eq!(state.seq, seq, "{name} was folded");
             prev = env.hash;
         }
+    }
+
+    /// The catalogue in `docs/architecture.md` has one row per kind, in registry order, so that
+    /// a kind cannot be added without saying there what emits it and what it changes.
+    #[test]
+    fn the_architecture_catalogue_lists_every_kind() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/architecture.md");
+        let doc = std::fs::read_to_string(path).expect("docs/architecture.md");
+        let (_, section) = doc.split_once("## Event catalogue").expect("a catalogue");
+        let section = section.split("\n## ").next().unwrap_or(section);
+        let rows: Vec<&str> = section
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `")?.split_once('`'))
+            .map(|(kind, _)| kind)
+            .collect();
+        assert_eq!(
+            rows,
+            Event::KINDS,
+            "one catalogue row per kind, in registry order"
+        );
     }
 }
