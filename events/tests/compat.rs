@@ -14,7 +14,7 @@ use events::connection::{Auth, CredentialMode};
 use events::envelope::GENESIS_HASH;
 use events::secret::{Cipher, Sealed};
 use events::state::Status;
-use events::{AgentState, Envelope, NewEvent};
+use events::{AgentState, Envelope, Event, NewEvent};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -28,6 +28,16 @@ const FIXTURE_KEY: [u8; 32] = *b"hangar-schema-v1-fixture-key-32b";
 const LIFECYCLE: Uuid = Uuid::from_u128(0x0194_6a1b_2c00_7000_8000_0000_0000_0001);
 const STOPPED: Uuid = Uuid::from_u128(0x0194_6a1b_2c00_7000_8000_0000_0000_0002);
 const MEMBERS: Uuid = Uuid::from_u128(0x0194_6a1b_2c00_7000_8000_0000_0000_0003);
+const KEYS: Uuid = Uuid::from_u128(0x0194_6a1b_2c00_7000_8000_0000_0000_0004);
+
+/// Every fixture file: (schema, file, the agent whose log it is). A file in `fixtures/` that is
+/// not listed here fails `every_fixture_verifies_and_holds_no_plaintext_secret`.
+const FIXTURES: &[(u32, &str, Uuid)] = &[
+    (1, "lifecycle.jsonl", LIFECYCLE),
+    (1, "stopped.jsonl", STOPPED),
+    (1, "members.jsonl", MEMBERS),
+    (1, "keys.jsonl", KEYS),
+];
 
 /// Every plaintext secret the fixtures were written with, by name. None may appear in a fixture.
 const SECRETS: &[(&str, &str)] = &[
@@ -297,21 +307,62 @@ fn v1_member_credentials_replay() {
     assert_eq!(pairs["tenant"], secret("vault-tenant"));
 }
 
+#[test]
+fn v1_keys_replay() {
+    let log = Log::open(1, "keys.jsonl", KEYS);
+    assert_eq!(
+        log.kinds(),
+        [
+            "Created",
+            "KeyIssued",
+            "KeyIssued",
+            "KeyRevoked",
+            "KeyIssued"
+        ]
+    );
+    let issued: Vec<(&str, &str, chrono::DateTime<Utc>)> = log
+        .envelopes
+        .iter()
+        .filter_map(|e| match &e.event {
+            Event::KeyIssued(k) => Some((k.id.as_str(), k.sha256.as_str(), e.at)),
+            _ => None,
+        })
+        .collect();
+    let Event::KeyRevoked(revoked) = &log.envelopes[3].event else {
+        panic!("seq 4 is a KeyRevoked");
+    };
+    assert_eq!(revoked.id, issued[0].0, "the first key was revoked");
+
+    let s = log.state();
+    assert_eq!(s.draft.name, "Front desk");
+    assert_eq!(s.seq, 5);
+    let live: Vec<&str> = s.keys.keys().map(String::as_str).collect();
+    let mut expected = vec![issued[1].0, issued[2].0];
+    expected.sort();
+    assert_eq!(live, expected, "the revoked key is gone");
+    for (id, sha256, at) in &issued[1..] {
+        let key = &s.keys[*id];
+        assert!(id.starts_with("key_"), "{id}");
+        assert_eq!(key.sha256, *sha256);
+        assert_eq!(key.sha256.len(), 64);
+        assert!(key.sha256.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(key.created_at, *at);
+    }
+    assert_eq!(
+        s.keys[issued[2].0].created_at,
+        Utc.with_ymd_and_hms(2025, 4, 7, 10, 5, 0).unwrap()
+    );
+}
+
 /// Every fixture file: verified, and written with no secret in plaintext. A file without
-/// expectations above fails here, so a fixture cannot be added without being checked.
+/// expectations above fails here, so a fixture cannot be added without being checked; and every
+/// kind in the registry must occur in some fixture, so a new kind needs one.
 #[test]
 fn every_fixture_verifies_and_holds_no_plaintext_secret() {
-    let known: BTreeSet<&str> = [
-        "schema-v1/lifecycle.jsonl",
-        "schema-v1/stopped.jsonl",
-        "schema-v1/members.jsonl",
-    ]
-    .into();
-    let agents = [
-        ("lifecycle.jsonl", LIFECYCLE),
-        ("stopped.jsonl", STOPPED),
-        ("members.jsonl", MEMBERS),
-    ];
+    let known: BTreeSet<String> = FIXTURES
+        .iter()
+        .map(|(schema, file, _)| format!("schema-v{schema}/{file}"))
+        .collect();
     let mut found = BTreeSet::new();
     let mut kinds = BTreeSet::new();
     for schema in 1..=events::event::SCHEMA {
@@ -326,10 +377,10 @@ fn every_fixture_verifies_and_holds_no_plaintext_secret() {
                 continue;
             }
             let name = format!("schema-v{schema}/{file}");
-            let agent = agents
+            let agent = FIXTURES
                 .iter()
-                .find(|(f, _)| *f == file)
-                .map(|(_, a)| *a)
+                .find(|(s, f, _)| *s == schema && *f == file)
+                .map(|(_, _, a)| *a)
                 .unwrap_or_else(|| panic!("{name} has no expectations in this test"));
             let log = Log::open(schema, file, agent);
             assert_no_plaintext(&log);
@@ -337,31 +388,24 @@ fn every_fixture_verifies_and_holds_no_plaintext_secret() {
             found.insert(name);
         }
     }
-    assert_eq!(
-        found.iter().map(String::as_str).collect::<BTreeSet<_>>(),
-        known
+    assert_eq!(found, known);
+    let missing: Vec<&str> = Event::KINDS
+        .iter()
+        .copied()
+        .filter(|k| !kinds.contains(k))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "no fixture holds {missing:?}: add one (see compat/generate.rs)"
     );
-    let all: BTreeSet<&str> = [
-        "Created",
-        "FlowEdited",
-        "EndpointConfigured",
-        "SigningSecretRotated",
-        "ConnectionAdded",
-        "ConnectionUpdated",
-        "ConnectionRemoved",
-        "MemberCredentialSet",
-        "Deployed",
-        "Redeployed",
-        "Undeployed",
-    ]
-    .into();
-    assert_eq!(kinds, all, "the fixtures cover every event kind");
 }
 
 fn assert_no_plaintext(log: &Log) {
     for (_, plain) in SECRETS {
         assert!(!log.text.contains(plain), "{} holds {plain}", log.name);
     }
+    // Invocation keys are shown once and stored only as their hash; every key starts so.
+    assert!(!log.text.contains("hgk_"), "{} holds a key", log.name);
     // Whatever else was sealed (the generated signing secrets), its plaintext is not there either.
     let mut sealed = Vec::new();
     for line in &log.lines {
@@ -396,11 +440,7 @@ fn this_build_still_writes_schema_v1_as_stored() {
     if events::event::SCHEMA != 1 {
         return;
     }
-    for (file, agent) in [
-        ("lifecycle.jsonl", LIFECYCLE),
-        ("stopped.jsonl", STOPPED),
-        ("members.jsonl", MEMBERS),
-    ] {
+    for &(_, file, agent) in FIXTURES.iter().filter(|(schema, _, _)| *schema == 1) {
         let log = Log::open(1, file, agent);
         for env in &log.envelopes {
             let new = NewEvent {

@@ -11,7 +11,7 @@ pub struct ConnectionAdded {
     pub connection: Connection<Sealed>,
 }
 
-impl Apply for ConnectionAdded {
+impl Apply<AgentState> for ConnectionAdded {
     fn apply(&self, state: &mut AgentState, _meta: Meta) {
         state.connections.insert(
             self.connection.id.clone(),
@@ -30,7 +30,7 @@ pub struct ConnectionUpdated {
     pub connection: Connection<Sealed>,
 }
 
-impl Apply for ConnectionUpdated {
+impl Apply<AgentState> for ConnectionUpdated {
     fn apply(&self, state: &mut AgentState, _meta: Meta) {
         let entry = state
             .connections
@@ -52,7 +52,7 @@ pub struct ConnectionRemoved {
     pub id: String,
 }
 
-impl Apply for ConnectionRemoved {
+impl Apply<AgentState> for ConnectionRemoved {
     fn apply(&self, state: &mut AgentState, _meta: Meta) {
         state.connections.remove(&self.id);
     }
@@ -66,10 +66,65 @@ pub struct MemberCredentialSet {
     pub auth: Auth<Sealed>,
 }
 
-impl Apply for MemberCredentialSet {
+impl Apply<AgentState> for MemberCredentialSet {
     fn apply(&self, state: &mut AgentState, _meta: Meta) {
         if let Some(c) = state.connections.get_mut(&self.connection) {
             c.members.insert(self.member.clone(), self.auth.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+impl super::Sample for ConnectionAdded {
+    fn sample() -> Self {
+        ConnectionAdded {
+            connection: Connection {
+                id: "weather".into(),
+                display_name: "Weather API".into(),
+                server: "https://api.weather.example.com".into(),
+                sso: false,
+                credentials: crate::connection::CredentialMode::Team,
+                auth: Auth::ApiKey {
+                    header: "X-Api-Key".into(),
+                    key: Some(super::sealed_sample("weather-key")),
+                },
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+impl super::Sample for ConnectionUpdated {
+    fn sample() -> Self {
+        ConnectionUpdated {
+            connection: Connection {
+                id: "crm".into(),
+                display_name: "CRM".into(),
+                server: "https://crm.example.com".into(),
+                sso: true,
+                credentials: crate::connection::CredentialMode::Member,
+                auth: Auth::Bearer { token: None },
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+impl super::Sample for ConnectionRemoved {
+    fn sample() -> Self {
+        ConnectionRemoved { id: "crm".into() }
+    }
+}
+
+#[cfg(test)]
+impl super::Sample for MemberCredentialSet {
+    fn sample() -> Self {
+        MemberCredentialSet {
+            connection: "crm".into(),
+            member: "alice@example.com".into(),
+            auth: Auth::Bearer {
+                token: Some(super::sealed_sample("alice-token")),
+            },
         }
     }
 }

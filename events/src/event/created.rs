@@ -10,9 +10,21 @@ pub struct Created {
     pub spec: AgentSpec,
 }
 
-impl Apply for Created {
+impl Apply<AgentState> for Created {
     fn apply(&self, state: &mut AgentState, meta: Meta) {
         state.draft = self.spec.clone();
         state.created_at = Some(meta.at);
+    }
+}
+
+#[cfg(test)]
+impl super::Sample for Created {
+    fn sample() -> Self {
+        Created {
+            spec: AgentSpec {
+                name: "Weather helper".into(),
+                ..Default::default()
+            },
+        }
     }
 }

@@ -27,7 +27,7 @@ pub struct Deployed {
     pub snapshot: Snapshot,
 }
 
-impl Apply for Deployed {
+impl Apply<AgentState> for Deployed {
     fn apply(&self, state: &mut AgentState, meta: Meta) {
         go_live(state, meta, self.version, self.rollback_of, &self.snapshot);
     }
@@ -43,7 +43,7 @@ pub struct Redeployed {
     pub snapshot: Snapshot,
 }
 
-impl Apply for Redeployed {
+impl Apply<AgentState> for Redeployed {
     fn apply(&self, state: &mut AgentState, meta: Meta) {
         go_live(state, meta, self.version, self.rollback_of, &self.snapshot);
     }
@@ -74,9 +74,50 @@ pub struct Undeployed {
     pub reason: String,
 }
 
-impl Apply for Undeployed {
+impl Apply<AgentState> for Undeployed {
     fn apply(&self, state: &mut AgentState, _meta: Meta) {
         state.status = Status::Draft;
         state.live_version = None;
+    }
+}
+
+#[cfg(test)]
+fn sample_snapshot() -> Snapshot {
+    use super::Sample;
+    Snapshot {
+        spec: super::FlowEdited::sample().spec,
+        endpoint: super::EndpointConfigured::sample().settings,
+        connections: vec![super::ConnectionAdded::sample().connection],
+    }
+}
+
+#[cfg(test)]
+impl super::Sample for Deployed {
+    fn sample() -> Self {
+        Deployed {
+            version: 1,
+            rollback_of: None,
+            snapshot: sample_snapshot(),
+        }
+    }
+}
+
+#[cfg(test)]
+impl super::Sample for Redeployed {
+    fn sample() -> Self {
+        Redeployed {
+            version: 3,
+            rollback_of: Some(1),
+            snapshot: sample_snapshot(),
+        }
+    }
+}
+
+#[cfg(test)]
+impl super::Sample for Undeployed {
+    fn sample() -> Self {
+        Undeployed {
+            reason: "requested".into(),
+        }
     }
 }

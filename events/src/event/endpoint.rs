@@ -11,7 +11,7 @@ pub struct EndpointConfigured {
     pub settings: EndpointSettings,
 }
 
-impl Apply for EndpointConfigured {
+impl Apply<AgentState> for EndpointConfigured {
     fn apply(&self, state: &mut AgentState, _meta: Meta) {
         state.endpoint = self.settings.clone();
     }
@@ -24,8 +24,35 @@ pub struct SigningSecretRotated {
     pub secret: Sealed,
 }
 
-impl Apply for SigningSecretRotated {
+impl Apply<AgentState> for SigningSecretRotated {
     fn apply(&self, state: &mut AgentState, _meta: Meta) {
         state.signing_secret = Some(self.secret.clone());
+    }
+}
+
+#[cfg(test)]
+impl super::Sample for EndpointConfigured {
+    fn sample() -> Self {
+        EndpointConfigured {
+            settings: EndpointSettings {
+                max_concurrency: 4,
+                asynchronous: crate::endpoint::AsyncSettings {
+                    push_enabled: true,
+                    url: Some("https://hooks.example.com/hangar".into()),
+                    token: Some(super::sealed_sample("push-token")),
+                    timeout_s: None,
+                },
+                ..Default::default()
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+impl super::Sample for SigningSecretRotated {
+    fn sample() -> Self {
+        SigningSecretRotated {
+            secret: super::sealed_sample("whsec_c2FtcGxlIHNpZ25pbmcgc2VjcmV0"),
+        }
     }
 }

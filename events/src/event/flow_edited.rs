@@ -10,8 +10,22 @@ pub struct FlowEdited {
     pub spec: AgentSpec,
 }
 
-impl Apply for FlowEdited {
+impl Apply<AgentState> for FlowEdited {
     fn apply(&self, state: &mut AgentState, _meta: Meta) {
         state.draft = self.spec.clone();
+    }
+}
+
+#[cfg(test)]
+impl super::Sample for FlowEdited {
+    fn sample() -> Self {
+        FlowEdited {
+            spec: AgentSpec {
+                name: "Weather helper".into(),
+                description: "Answers weather questions".into(),
+                instructions: "You answer briefly.".into(),
+                ..Default::default()
+            },
+        }
     }
 }

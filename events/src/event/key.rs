@@ -12,7 +12,7 @@ pub struct KeyIssued {
     pub sha256: String,
 }
 
-impl Apply for KeyIssued {
+impl Apply<AgentState> for KeyIssued {
     fn apply(&self, state: &mut AgentState, meta: Meta) {
         state.keys.insert(
             self.id.clone(),
@@ -30,8 +30,27 @@ pub struct KeyRevoked {
     pub id: String,
 }
 
-impl Apply for KeyRevoked {
+impl Apply<AgentState> for KeyRevoked {
     fn apply(&self, state: &mut AgentState, _meta: Meta) {
         state.keys.remove(&self.id);
+    }
+}
+
+#[cfg(test)]
+impl super::Sample for KeyIssued {
+    fn sample() -> Self {
+        KeyIssued {
+            id: "key_0123456789ab".into(),
+            sha256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".into(),
+        }
+    }
+}
+
+#[cfg(test)]
+impl super::Sample for KeyRevoked {
+    fn sample() -> Self {
+        KeyRevoked {
+            id: "key_0123456789ab".into(),
+        }
     }
 }

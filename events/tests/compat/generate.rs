@@ -1,10 +1,12 @@
 //! Writes the fixtures of the schema version this build writes, through the real command path
 //! (`decide`, then `Envelope::seal`), with fixed agent ids, times and sealing key.
 //!
-//! Run it once per schema version, when `events::event::SCHEMA` is bumped:
+//! Run it once per schema version, when `events::event::SCHEMA` is bumped, or when a fixture is
+//! added for a kind that joined the current schema:
 //! `cargo test -p events --test compat -- --ignored --exact generate::schema_fixtures`.
-//! It refuses to overwrite a file: a fixture is what an older build wrote, so it is never
-//! regenerated — a new schema gets a new directory beside the old ones.
+//! It writes only the files that are missing and never touches one that exists: a fixture is what
+//! an older build wrote, so it is never regenerated — a new schema gets a new directory beside
+//! the old ones.
 
 use std::io::Write;
 use std::path::Path;
@@ -21,7 +23,7 @@ use events::{AgentState, Envelope, NewEvent};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::{fixture_dir, secret, FIXTURE_KEY, LIFECYCLE, MEMBERS, STOPPED};
+use super::{fixture_dir, secret, FIXTURE_KEY, KEYS, LIFECYCLE, MEMBERS, STOPPED};
 
 struct NoAgents;
 
@@ -38,6 +40,9 @@ struct Writer {
     start: DateTime<Utc>,
     lines: Vec<u8>,
     cipher: Cipher,
+    /// What the commands showed the client once (signing secrets, invocation keys): the log
+    /// must hold none of it.
+    revealed: Vec<String>,
 }
 
 impl Writer {
@@ -48,6 +53,7 @@ impl Writer {
             start,
             lines: Vec::new(),
             cipher: Cipher::from_key(&FIXTURE_KEY),
+            revealed: Vec::new(),
         }
     }
 
@@ -58,6 +64,7 @@ impl Writer {
             directory: &NoAgents,
         };
         let decision = decide(&self.state, &command, &ctx).expect("command accepted");
+        self.revealed.extend(decision.revealed_secret);
         for event in decision.events {
             let seq = self.state.seq + 1;
             let at = self.start + Duration::minutes(seq as i64);
@@ -81,15 +88,28 @@ impl Writer {
         self
     }
 
+    /// Writes the log as `dir/name` unless that file exists (fixtures are never rewritten).
     fn write(&self, dir: &Path, name: &str) {
+        let text = String::from_utf8_lossy(&self.lines);
+        for shown in &self.revealed {
+            assert!(!text.contains(shown.as_str()), "{name} holds {shown}");
+        }
         std::fs::create_dir_all(dir).expect("fixture directory");
         let path = dir.join(name);
-        let mut file = std::fs::OpenOptions::new()
+        let mut file = match std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(&path)
-            .unwrap_or_else(|e| panic!("{}: {e} (fixtures are never rewritten)", path.display()));
+        {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                eprintln!("{} exists: kept as it is", path.display());
+                return;
+            }
+            Err(e) => panic!("{}: {e}", path.display()),
+        };
         file.write_all(&self.lines).expect("written");
+        eprintln!("{} written", path.display());
     }
 }
 
@@ -284,11 +304,27 @@ fn members() -> Writer {
     w
 }
 
+/// Invocation keys: two issued, the first revoked, a third issued. Only their hashes are stored.
+fn keys() -> Writer {
+    let start = Utc.with_ymd_and_hms(2025, 4, 7, 10, 0, 0).unwrap();
+    let mut w = Writer::new(KEYS, start);
+    w.run(Command::Create {
+        spec: spec(json!({"name": "Front desk", "description": "Answers visitors"})),
+    })
+    .run(Command::IssueKey);
+    let first = w.state.keys.keys().next().expect("one key").clone();
+    w.run(Command::IssueKey)
+        .run(Command::RevokeKey { id: first })
+        .run(Command::IssueKey);
+    w
+}
+
 #[test]
-#[ignore = "writes the fixtures of a new schema version; run once, by hand"]
+#[ignore = "writes the missing fixtures of the current schema version; run by hand"]
 fn schema_fixtures() {
     let dir = fixture_dir(events::event::SCHEMA);
     lifecycle().write(&dir, "lifecycle.jsonl");
     stopped().write(&dir, "stopped.jsonl");
     members().write(&dir, "members.jsonl");
+    keys().write(&dir, "keys.jsonl");
 }
