@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use actix::prelude::*;
 use events::command::Command;
@@ -19,9 +19,6 @@ use crate::directory::StoreDirectory;
 use crate::Error;
 use events::Rejection;
 
-/// Called with every agent state a command produced.
-pub type ChangeHook = Box<dyn Fn(&Arc<AgentState>) + Send + Sync>;
-
 #[derive(Clone)]
 pub struct Registry {
     inner: Arc<Inner>,
@@ -31,8 +28,11 @@ struct Inner {
     store: Arc<dyn EventStore>,
     cipher: Arc<Cipher>,
     agents: Mutex<HashMap<Uuid, Addr<AgentActor>>>,
-    /// Told of every agent state a command produced (the runtime keeps its cache with it).
-    on_change: OnceLock<ChangeHook>,
+    /// The newest state each agent's actor published: the one place every reader (handlers, the
+    /// runtime, the pusher) takes an agent's state from, without a round trip to its actor. Kept
+    /// current one way: every command's outcome replaces it (newest seq wins), and a miss asks
+    /// the actor once.
+    states: RwLock<HashMap<Uuid, Arc<AgentState>>>,
     /// Agent actors are spread over these threads, round robin.
     arbiters: Vec<ArbiterHandle>,
     next_arbiter: AtomicUsize,
@@ -49,7 +49,7 @@ impl Registry {
                 store,
                 cipher,
                 agents: Mutex::new(HashMap::new()),
-                on_change: OnceLock::new(),
+                states: RwLock::new(HashMap::new()),
                 arbiters,
                 next_arbiter: AtomicUsize::new(0),
             }),
@@ -64,16 +64,26 @@ impl Registry {
         &self.inner.cipher
     }
 
-    /// Registers who is told of every state a command produced, once it is durable.
-    pub fn set_on_change(&self, f: ChangeHook) {
-        let _ = self.inner.on_change.set(f);
-    }
-
     fn changed(&self, out: Result<Outcome, Error>) -> Result<Outcome, Error> {
-        if let (Ok(out), Some(f)) = (&out, self.inner.on_change.get()) {
-            f(&out.state);
+        if let Ok(out) = &out {
+            self.publish(out.state.clone());
         }
         out
+    }
+
+    fn publish(&self, state: Arc<AgentState>) {
+        if let Ok(mut states) = self.inner.states.write() {
+            let newer = states.get(&state.id).is_none_or(|s| s.seq <= state.seq);
+            if newer {
+                states.insert(state.id, state);
+            }
+        }
+    }
+
+    /// The agent's state as last published, if it was read or changed since this process
+    /// started. For actors that must not wait; `state` fills it.
+    pub fn cached(&self, id: Uuid) -> Option<Arc<AgentState>> {
+        self.inner.states.read().ok()?.get(&id).cloned()
     }
 
     pub fn directory(&self) -> StoreDirectory {
@@ -106,9 +116,15 @@ impl Registry {
         self.changed(out)
     }
 
+    /// The agent's current state: as last published, else from its actor.
     pub async fn state(&self, id: Uuid) -> Result<Arc<AgentState>, Error> {
+        if let Some(state) = self.cached(id) {
+            return Ok(state);
+        }
         let addr = self.activate(id, false)?;
-        addr.send(GetState).await.map_err(mailbox)?
+        let state = addr.send(GetState).await.map_err(mailbox)??;
+        self.publish(state.clone());
+        Ok(state)
     }
 
     /// Every agent's state, activating each.

@@ -9,7 +9,7 @@ use chrono::Utc;
 use super::schedule::parse_retry_after;
 use super::signature::{self, sign};
 use crate::egress;
-use crate::runtime::Run;
+use events::run::Run;
 
 /// How long a receiver has to answer.
 pub const TIMEOUT: Duration = Duration::from_secs(15);
@@ -125,7 +125,7 @@ mod tests {
     use uuid::Uuid;
 
     use super::*;
-    use crate::runtime::RunStatus;
+    use events::run::RunStatus;
 
     /// A webhook whose host the policy refuses is not an attempt that may succeed later: it
     /// comes back as `Unsent::Egress`, which the outbox records as a failed push at once.

@@ -17,8 +17,8 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::{sign, PushMetrics, Pusher, Schedule, Wake};
-use crate::runtime::{Mode, PushState, PushStatus, Run, RunStatus, StoredRun};
 use crate::Registry;
+use events::run::{Mode, PushState, PushStatus, Run, RunStatus, StoredRun};
 use events::store::{RunStores, SledRuns};
 
 /// One request as the receiver saw it.

@@ -24,7 +24,7 @@ use serde_json::{json, Value};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use super::executor::{Abort, Executor, Job};
+use super::executor::{Abort, Executor, Finished, Job};
 use super::{Mode, Run, RunError, RunStatus, Runtime, StoredRun};
 use crate::flow::{FlowError, Limit};
 use crate::Error;
@@ -66,8 +66,7 @@ struct InFlight {
 pub struct AgentRuntime {
     agent: Uuid,
     rt: Runtime,
-    /// The newest agent state seen; every request brings the one it was accepted against.
-    state: Arc<AgentState>,
+    /// Deployed versions' snapshots, shared by every run of a version (they never change).
     snapshots: HashMap<u32, Arc<Snapshot>>,
     running: HashMap<Uuid, InFlight>,
     /// Draft previews among `running`.
@@ -102,7 +101,6 @@ impl AgentRuntime {
         AgentRuntime {
             agent,
             rt,
-            state: Arc::new(AgentState::new(agent)),
             snapshots: HashMap::new(),
             running: HashMap::new(),
             previews: 0,
@@ -112,10 +110,13 @@ impl AgentRuntime {
         }
     }
 
-    fn refresh(&mut self, state: Arc<AgentState>) {
-        if state.seq >= self.state.seq {
-            self.state = state;
-        }
+    /// The agent as the registry last published it: the one copy of its state. Every request
+    /// is sent only once it is published (see `Runtime::send_run`).
+    fn state(&self) -> Arc<AgentState> {
+        self.rt
+            .registry()
+            .cached(self.agent)
+            .unwrap_or_else(|| Arc::new(AgentState::new(self.agent)))
     }
 
     /// The snapshot of `version`, shared by every run of that version.
@@ -123,13 +124,13 @@ impl AgentRuntime {
         if let Some(s) = self.snapshots.get(&version) {
             return Some(s.clone());
         }
-        let s = Arc::new(self.state.version(version)?.snapshot.clone());
+        let s = Arc::new(self.state().version(version)?.snapshot.clone());
         self.snapshots.insert(version, s.clone());
         Some(s)
     }
 
     fn live(&mut self) -> Option<(u32, Arc<Snapshot>)> {
-        let v = self.state.live_version?;
+        let v = self.state().live_version?;
         Some((v, self.snapshot(v)?))
     }
 
@@ -139,7 +140,7 @@ impl AgentRuntime {
     }
 
     fn members(&self) -> BTreeMap<String, BTreeMap<String, Auth<Sealed>>> {
-        self.state
+        self.state()
             .connections
             .iter()
             .filter(|(_, c)| !c.members.is_empty())
@@ -201,7 +202,7 @@ impl AgentRuntime {
             limit,
             collaborator: self.rt.collaborator_call(depth),
         };
-        let executor = Executor::new(self.agent, job, ctx.address()).start();
+        let executor = Executor::new(self.agent, job, ctx.address().recipient()).start();
         if persist {
             self.rt.metrics().run_entered(RunStatus::Running);
         } else {
@@ -467,7 +468,6 @@ fn fail<T: 'static>(e: impl Into<Error>) -> Reply<T> {
 #[derive(Message)]
 #[rtype(result = "Result<StoredRun, Error>")]
 pub struct Invoke {
-    pub state: Arc<AgentState>,
     pub request: Request,
     pub draft: bool,
 }
@@ -476,7 +476,6 @@ impl Handler<Invoke> for AgentRuntime {
     type Result = Reply<StoredRun>;
 
     fn handle(&mut self, msg: Invoke, ctx: &mut Self::Context) -> Self::Result {
-        self.refresh(msg.state);
         if self.closed {
             return fail(Rejection::NotDeployed);
         }
@@ -484,7 +483,7 @@ impl Handler<Invoke> for AgentRuntime {
             if self.previews >= MAX_PREVIEWS {
                 return fail(Error::Overloaded);
             }
-            let s = &self.state;
+            let s = self.state();
             let snapshot = Snapshot {
                 spec: s.draft.clone(),
                 endpoint: s.endpoint.clone(),
@@ -547,7 +546,6 @@ impl Handler<Invoke> for AgentRuntime {
 #[derive(Message)]
 #[rtype(result = "Result<StoredRun, Error>")]
 pub struct Submit {
-    pub state: Arc<AgentState>,
     pub request: Request,
 }
 
@@ -555,7 +553,6 @@ impl Handler<Submit> for AgentRuntime {
     type Result = Reply<StoredRun>;
 
     fn handle(&mut self, msg: Submit, ctx: &mut Self::Context) -> Self::Result {
-        self.refresh(msg.state);
         if self.closed {
             return fail(Rejection::NotDeployed);
         }
@@ -714,14 +711,6 @@ impl Handler<Shutdown> for AgentRuntime {
     }
 }
 
-/// An executor's flow ended.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Finished {
-    pub rid: Uuid,
-    pub result: Result<Value, FlowError>,
-}
-
 impl Handler<Finished> for AgentRuntime {
     type Result = ();
 
@@ -732,21 +721,7 @@ impl Handler<Finished> for AgentRuntime {
     }
 }
 
-/// A newer agent state (e.g. after a redeploy); also starts queued runs.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Refresh(pub Arc<AgentState>);
-
-impl Handler<Refresh> for AgentRuntime {
-    type Result = ();
-
-    fn handle(&mut self, msg: Refresh, ctx: &mut Self::Context) {
-        self.refresh(msg.0);
-        self.pump(ctx);
-    }
-}
-
-/// Start queued runs if there are free slots.
+/// Start queued runs if there are free slots (e.g. after a redeploy raised the limit).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Pump;

@@ -14,7 +14,6 @@ use serde_json::Value;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use super::agent_runtime::{AgentRuntime, Finished};
 use crate::flow::{self, FlowError, HttpEffects};
 
 /// Everything one run needs, fixed when it starts.
@@ -37,12 +36,13 @@ pub struct Executor {
     /// The agent the run belongs to, for its tracing span.
     agent: Uuid,
     job: Option<Job>,
-    parent: Addr<AgentRuntime>,
+    /// Told when the flow ends: the agent's runtime, which knows executors only by address.
+    parent: Recipient<Finished>,
     running: Option<SpawnHandle>,
 }
 
 impl Executor {
-    pub fn new(agent: Uuid, job: Job, parent: Addr<AgentRuntime>) -> Self {
+    pub fn new(agent: Uuid, job: Job, parent: Recipient<Finished>) -> Self {
         Executor {
             agent,
             job: Some(job),
@@ -81,6 +81,14 @@ impl Actor for Executor {
         ));
         self.running = Some(handle);
     }
+}
+
+/// An executor's flow ended: sent to its parent.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Finished {
+    pub rid: Uuid,
+    pub result: Result<Value, FlowError>,
 }
 
 /// Stop now: the flow future is dropped with whatever call it was waiting on.

@@ -18,7 +18,7 @@ pub use metrics::Metrics;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -29,7 +29,7 @@ use events::{AgentState, Rejection};
 use serde_json::Value;
 use uuid::Uuid;
 
-use self::agent_runtime::{Cancel, Invoke, Refresh, Shutdown, Submit};
+use self::agent_runtime::{Cancel, Invoke, Pump, Shutdown, Submit};
 use self::waiters::Waiters;
 use crate::agent::Outcome;
 use crate::flow::{AgentCall, EffectError};
@@ -72,13 +72,17 @@ struct Inner {
     config: RuntimeConfig,
     /// Tells the push worker a delivery is due; set once the worker runs.
     pusher: OnceLock<Box<dyn Fn() + Send + Sync>>,
-    /// The newest state of each agent that serves runs, kept current by the registry's change
-    /// hook, so a call costs no round trip to the agent's actor.
-    states: RwLock<HashMap<Uuid, Arc<AgentState>>>,
     /// Set on SIGTERM: no queued run starts any more.
     draining: AtomicBool,
     /// Runs executing now, over all agents.
     in_flight: AtomicI64,
+}
+
+/// Which endpoint a run came through.
+enum Kind {
+    Live,
+    Preview,
+    Async,
 }
 
 /// What recovery found after a restart.
@@ -104,7 +108,6 @@ impl Runtime {
         threads: usize,
         config: RuntimeConfig,
     ) -> Result<Self, Error> {
-        let hooked = registry.clone();
         let arbiters = (0..threads.max(1))
             .map(|_| Arbiter::new().handle())
             .collect();
@@ -119,13 +122,10 @@ impl Runtime {
                 metrics: Arc::new(Metrics::default()),
                 config,
                 pusher: OnceLock::new(),
-                states: RwLock::new(HashMap::new()),
                 draining: AtomicBool::new(false),
                 in_flight: AtomicI64::new(0),
             }),
         };
-        let cache = rt.clone();
-        hooked.set_on_change(Box::new(move |state| cache.remember(state.clone())));
         Ok(rt)
     }
 
@@ -212,29 +212,9 @@ impl Runtime {
         Ok(text)
     }
 
-    fn remember(&self, state: Arc<AgentState>) {
-        if let Ok(mut states) = self.inner.states.write() {
-            let newer = states.get(&state.id).is_none_or(|s| s.seq <= state.seq);
-            if newer {
-                states.insert(state.id, state);
-            }
-        }
-    }
-
-    /// The agent's current state: from the cache, else from its actor.
+    /// The agent's current state (the registry's published one).
     pub async fn state(&self, agent: Uuid) -> Result<Arc<AgentState>, Error> {
-        let cached = self
-            .inner
-            .states
-            .read()
-            .ok()
-            .and_then(|s| s.get(&agent).cloned());
-        if let Some(state) = cached {
-            return Ok(state);
-        }
-        let state = self.inner.registry.state(agent).await?;
-        self.remember(state.clone());
-        Ok(state)
+        self.inner.registry.state(agent).await
     }
 
     /// The runtime actor of `agent`, started if needed.
@@ -264,45 +244,42 @@ impl Runtime {
 
     /// Sync endpoint: run the live version and wait for the final Run.
     pub async fn invoke(&self, agent: Uuid, request: Request) -> Result<StoredRun, Error> {
-        // The runtime actor first, then the state: an undeploy that lands in between is then
-        // either seen in the state or cancels this run (see `undeploy`).
-        let addr = self.agent_runtime(agent)?;
-        let state = self.state(agent).await?;
-        if state.live_version.is_none() {
-            return Err(Rejection::NotDeployed.into());
-        }
-        addr.send(Invoke {
-            state,
-            request,
-            draft: false,
-        })
-        .await
-        .map_err(mailbox)?
+        self.send_run(agent, request, Kind::Live).await
     }
 
     /// Run the draft as the sync endpoint would; the run is not stored.
     pub async fn preview(&self, agent: Uuid, request: Request) -> Result<StoredRun, Error> {
-        let addr = self.agent_runtime(agent)?;
-        let state = self.state(agent).await?;
-        addr.send(Invoke {
-            state,
-            request,
-            draft: true,
-        })
-        .await
-        .map_err(mailbox)?
+        self.send_run(agent, request, Kind::Preview).await
     }
 
     /// Async endpoints: accept durably, run in the background.
     pub async fn submit(&self, agent: Uuid, request: Request) -> Result<StoredRun, Error> {
+        self.send_run(agent, request, Kind::Async).await
+    }
+
+    async fn send_run(
+        &self,
+        agent: Uuid,
+        request: Request,
+        kind: Kind,
+    ) -> Result<StoredRun, Error> {
+        // The runtime actor first, then the state: an undeploy that lands in between is then
+        // either seen in the state or cancels this run (see `undeploy`). Reading the state here
+        // makes sure the registry has it published for the actor, which does not wait.
         let addr = self.agent_runtime(agent)?;
-        let state = self.state(agent).await?;
-        if state.live_version.is_none() {
-            return Err(Rejection::NotDeployed.into());
-        }
-        addr.send(Submit { state, request })
-            .await
-            .map_err(mailbox)?
+        self.state(agent).await?;
+        let sent = match kind {
+            Kind::Live => addr.send(Invoke {
+                request,
+                draft: false,
+            }),
+            Kind::Preview => addr.send(Invoke {
+                request,
+                draft: true,
+            }),
+            Kind::Async => return addr.send(Submit { request }).await.map_err(mailbox)?,
+        };
+        sent.await.map_err(mailbox)?
     }
 
     /// A request of `agent`.
@@ -332,11 +309,8 @@ impl Runtime {
         self.run(agent, rid).await
     }
 
+    /// Cancels a request; the agent's runtime decides what that means for it.
     pub async fn cancel(&self, agent: Uuid, rid: Uuid) -> Result<StoredRun, Error> {
-        let run = self.run(agent, rid).await?;
-        if run.run.status.is_final() {
-            return Err(Error::AlreadyFinished(Box::new(run.run)));
-        }
         let addr = self.agent_runtime(agent)?;
         addr.send(Cancel { rid }).await.map_err(mailbox)?
     }
@@ -360,7 +334,7 @@ impl Runtime {
             .ok()
             .and_then(|m| m.get(&agent).cloned());
         if let Some(addr) = existing {
-            addr.do_send(Refresh(out.state.clone()));
+            addr.do_send(Pump);
         }
         Ok(out)
     }
@@ -413,7 +387,7 @@ impl Runtime {
             };
             let addr = self.agent_runtime(agent)?;
             match live {
-                Some(state) => addr.do_send(Refresh(state)),
+                Some(_) => addr.do_send(Pump),
                 None => {
                     if let Ok(mut agents) = self.inner.agents.lock() {
                         agents.remove(&agent);
