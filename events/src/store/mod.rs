@@ -13,7 +13,7 @@ pub mod conformance;
 
 pub use fold::{current_state, current_state_and_snapshot};
 pub use sled_store::SledStore;
-pub use verify::{verify_all, verify_stream, VerifyReport};
+pub use verify::{verify_all, verify_stream, verify_stream_online, VerifyReport};
 
 use tokio::sync::oneshot;
 use uuid::Uuid;
