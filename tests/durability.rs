@@ -194,25 +194,7 @@ fn verify_passes_on_a_good_log_and_names_the_altered_event() {
     );
 
     // Alter event 3 of the first agent in place, as someone with disk access might.
-    {
-        let path = s.data().join("store");
-        // Opened once through the store, so that its write-ahead log is replayed into sled and
-        // emptied; then sled itself is edited underneath it, as an attacker would.
-        let store = events::store::SledStore::open(&path).expect("opens");
-        store.checkpoint_blocking().expect("checkpoints");
-        drop(store);
-        let db = sled::open(&path).expect("sled opens");
-        let tree = db.open_tree("events").expect("tree");
-        let uuid: uuid::Uuid = id.parse().expect("uuid");
-        let mut key = uuid.as_bytes().to_vec();
-        key.extend_from_slice(&3u64.to_be_bytes());
-        let old = tree.get(&key).expect("reads").expect("event 3 exists");
-        let text = String::from_utf8(old.to_vec())
-            .expect("utf8")
-            .replace("version 1", "version X");
-        tree.insert(key, text.as_bytes()).expect("writes");
-        db.flush().expect("flushes");
-    }
+    common::tamper_event(s.data(), &id, 3, "version 1", "version X");
     let bad = s.cli(&["verify", "--data", &data]);
     assert_eq!(bad.status.code(), Some(1));
     let out = String::from_utf8_lossy(&bad.stdout);

@@ -39,6 +39,7 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/v1/agents/{id}/keys/{kid}", &["delete"]),
     ("/v1/agents/{id}/events", &["get"]),
     ("/v1/agents/{id}/history", &["get"]),
+    ("/v1/agents/{id}/verify", &["get"]),
     ("/v1/agents/{id}/invoke", &["post"]),
     ("/v1/agents/{id}/invoke/async", &["post"]),
     ("/v1/agents/{id}/requests/{rid}", &["get", "delete"]),

@@ -1,5 +1,7 @@
 //! Push delivery, checked by an independent receiver: `tests/support/webhook_receiver.py`
-//! verifies every delivery with the `standardwebhooks` package from PyPI.
+//! verifies every delivery with the `standardwebhooks` package from PyPI. It runs with the
+//! `python3` on PATH: `./x test` puts `target/test-venv` (tests/requirements.txt) first; to run
+//! these tests alone, activate it (`. target/test-venv/bin/activate`) after one `./x test`.
 
 mod common;
 
@@ -38,7 +40,7 @@ impl Receiver {
             .arg(&secret_file)
             .stdout(Stdio::piped())
             .spawn()
-            .expect("python3 runs (pip install standardwebhooks)");
+            .expect("python3 runs (./x test sets up target/test-venv; activate it)");
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
         BufReader::new(stdout)
@@ -48,7 +50,7 @@ impl Receiver {
             .trim()
             .strip_prefix("listening on ")
             .unwrap_or_else(|| {
-                panic!("receiver did not start: {line:?} (is standardwebhooks installed?)")
+                panic!("receiver did not start: {line:?} (standardwebhooks missing? run ./x test, or activate target/test-venv)")
             })
             .to_owned();
         Receiver {

@@ -19,6 +19,9 @@ pub enum Rejection {
     Stale { expected: u64, actual: u64 },
     #[error("the draft has {} error(s) and {} warning(s)", .0.errors.len(), .0.warnings.len())]
     ValidationFailed(Report),
+    /// The draft cannot run (`validation::check_runnable`): the errors that keep it from it.
+    #[error("the draft cannot run: it has {} error(s)", .0.errors.len())]
+    NotRunnable(Report),
 }
 
 impl Rejection {

@@ -134,6 +134,13 @@ impl From<Rejection> for ApiError {
                 format!("{message}; fix them (GET /validation lists them) and deploy again"),
             )
             .with_details(json!({"errors": report.errors, "warnings": report.warnings})),
+            // The same code and details as a refused deploy: a client handles both alike.
+            Rejection::NotRunnable(report) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation_failed",
+                format!("{message}; fix them (GET /validation lists them) and preview again"),
+            )
+            .with_details(json!({"errors": report.errors, "warnings": report.warnings})),
         }
     }
 }

@@ -6,6 +6,8 @@ use std::time::Duration;
 use actix_web::http::{header, Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use actors::runtime::{Request, Run, RunStatus, Runtime};
+use events::validation::check_runnable;
+use events::Rejection;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use utoipa::{IntoParams, ToSchema};
@@ -161,6 +163,8 @@ pub(super) async fn invoke(
 /// Run the **draft** synchronously, as the sync endpoint would; the run is not stored.
 ///
 /// A management route: it needs the admin token (an invocation key may call only what is live).
+/// A draft with a validation error that keeps it from running is refused with 422; warnings do
+/// not stop a preview.
 #[utoipa::path(
     post, path = "/v1/agents/{id}/preview", operation_id = "preview", tag = "agents",
     params(
@@ -176,6 +180,7 @@ pub(super) async fn invoke(
         (status = 404, response = NotFound),
         (status = 409, description = "not_deployed: the agent's runtime is closing after an undeploy; cancelled: an undeploy cancelled the run", body = ErrorBody),
         (status = 413, response = PayloadTooLarge),
+        (status = 422, description = "validation_failed: the draft cannot run (`details: {errors, warnings}`, Problems: the errors that block it, `warnings` empty); nothing ran", body = ErrorBody),
         (status = 429, response = Overloaded),
         (status = 502, response = RunFailed),
         (status = 503, response = Unavailable),
@@ -189,8 +194,18 @@ pub(super) async fn preview(
     req: HttpRequest,
     OptionalBody(body): OptionalBody<InvokeBody>,
 ) -> Result<HttpResponse, ApiError> {
+    let agent = agent_id(&id)?;
     let request = request(&req, "admin".into(), body)?;
-    let run = rt.preview(agent_id(&id)?, request).await?;
+    // A draft that cannot run is the caller's to fix, not a failed run: refused before one starts.
+    let state = rt.state(agent).await?;
+    check_runnable(
+        state.id,
+        &state.draft,
+        &state.draft_connections(),
+        &rt.registry().directory(),
+    )
+    .map_err(Rejection::NotRunnable)?;
+    let run = rt.preview(agent, request).await?;
     sync_answer(&run.run)
 }
 

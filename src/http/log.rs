@@ -1,8 +1,10 @@
-//! The audit routes: the event log (secrets redacted) and the agent as it stood at any seq.
+//! The audit routes: the event log (secrets redacted), the agent as it stood at any seq, and the
+//! check of its hash chain.
 
-use actix_web::http::Method;
+use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use actors::Registry;
+use events::store;
 use events::view::AgentView;
 use events::AgentState;
 use serde::{Deserialize, Serialize};
@@ -22,6 +24,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .service(resource(
         "/v1/agents/{id}/history",
         [(Method::GET, web::to(history))],
+    ))
+    .service(resource(
+        "/v1/agents/{id}/verify",
+        [(Method::GET, web::to(verify))],
     ));
 }
 
@@ -158,4 +164,72 @@ pub(super) async fn history(
     Ok(HttpResponse::Ok()
         .insert_header((actix_web::http::header::ETAG, format!("\"{}\"", state.seq)))
         .json(AgentView::of(&state)))
+}
+
+/// What the check of one agent's hash chain found.
+#[derive(Serialize, ToSchema)]
+pub(super) struct Verification {
+    /// Every event's hash matches its content and names the event before it, seqs 1.. without
+    /// gaps, up to the agent's last seq when the check began.
+    ok: bool,
+    /// The events found intact: the whole log when `ok`, else those before `first_bad`.
+    events: u64,
+    /// `"<agent id>#<seq>"` of the first bad event, or null when `ok`. Seq 0 is the stream's head
+    /// record (its last seq and hash) rather than an event.
+    #[schema(example = "0190a6a2-6d4e-7c3a-9d51-4b6f0e2a1c3d#3")]
+    first_bad: Option<String>,
+    /// What is wrong with it, or null when `ok`.
+    reason: Option<String>,
+}
+
+/// Check the agent's hash chain in the running server, as `hangar verify` does offline.
+#[utoipa::path(
+    get, path = "/v1/agents/{id}/verify", operation_id = "verify_log", tag = "audit",
+    params(("id" = Uuid, Path, description = "The agent's id")),
+    responses(
+        (status = 200, description = "The check ran: `ok` says whether the chain is intact", body = Verification),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 503, response = Unavailable),
+    ),
+)]
+pub(super) async fn verify(
+    _: Admin,
+    reg: web::Data<Registry>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = agent_id(&id)?;
+    let log = reg.store().clone();
+    // It reads and hashes the whole log: on the blocking pool, so the workers keep serving.
+    let checked = web::block(move || store::verify_stream_online(log.as_ref(), id))
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                format!("the check could not run: {e}"),
+            )
+        })?;
+    let answer = match checked {
+        // Every agent's log starts with its Created event: an empty one is no agent.
+        Ok(0) => return Err(ApiError::not_found(format!("agent {id}"))),
+        Ok(events) => Verification {
+            ok: true,
+            events,
+            first_bad: None,
+            reason: None,
+        },
+        Err(store::Error::Corrupt {
+            stream,
+            seq,
+            reason,
+        }) => Verification {
+            ok: false,
+            events: seq.saturating_sub(1),
+            first_bad: Some(format!("{stream}#{seq}")),
+            reason: Some(reason),
+        },
+        Err(e) => return Err(e.into()),
+    };
+    Ok(HttpResponse::Ok().json(answer))
 }

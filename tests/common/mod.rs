@@ -308,3 +308,25 @@ pub fn dir_contains(dir: &Path, needle: &str) -> Option<PathBuf> {
             .unwrap_or(false)
     })
 }
+
+/// Edits event `seq` of `agent` in a stopped server's store in place, replacing `from` by `to` in
+/// its stored bytes, as someone with disk access might. The store is opened once first, so that
+/// its write-ahead log is replayed into sled and emptied; then sled is edited underneath it.
+pub fn tamper_event(data: &Path, agent: &str, seq: u64, from: &str, to: &str) {
+    let path = data.join("store");
+    let store = events::store::SledStore::open(&path).expect("opens");
+    store.checkpoint_blocking().expect("checkpoints");
+    drop(store);
+    let db = sled::open(&path).expect("sled opens");
+    let tree = db.open_tree("events").expect("tree");
+    let uuid: uuid::Uuid = agent.parse().expect("uuid");
+    let mut key = uuid.as_bytes().to_vec();
+    key.extend_from_slice(&seq.to_be_bytes());
+    let old = tree.get(&key).expect("reads").expect("the event exists");
+    let text = String::from_utf8(old.to_vec())
+        .expect("utf8")
+        .replace(from, to);
+    assert_ne!(text.as_bytes(), &old[..], "the edit changed something");
+    tree.insert(key, text.as_bytes()).expect("writes");
+    db.flush().expect("flushes");
+}

@@ -25,7 +25,7 @@ pub use runs::{
     IDEMPOTENCY_WINDOW,
 };
 pub use sled_store::{SledRuns, SledStore};
-pub use verify::{verify_all, verify_stream, VerifyReport};
+pub use verify::{verify_all, verify_stream, verify_stream_online, VerifyReport};
 
 use tokio::sync::oneshot;
 use uuid::Uuid;

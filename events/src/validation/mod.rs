@@ -1,5 +1,6 @@
 //! Validation of a draft: every error and warning rule of the contract, each a [`Problem`] with
-//! the path of the offending field. Any error or warning blocks deploy.
+//! the path of the offending field. Any error or warning blocks deploy; [`check_runnable`] says
+//! which of them block a run of the draft (a preview).
 //!
 //! The rules come in families, one submodule each:
 //! - `profile`: the name, description and model (the contract's summary "profile").
@@ -98,6 +99,33 @@ pub fn validate(
     flow::check_flow(agent_id, spec, &jinja, &mut report);
     tools::check_unused_connections(spec, connections, &mut report);
     report
+}
+
+/// Errors that do not keep a draft from running: the profile's text, which people and search read
+/// and no run does.
+const NOT_BLOCKING_A_RUN: &[&str] = &["missing_name", "missing_description"];
+
+/// Whether the draft can run at all, as a preview runs it: `Err` with the problems that keep it
+/// from running, which are every error but the profile's text. A draft with one would only
+/// fail at run time, or do what its author cannot have meant. Warnings (an unused tool, an
+/// unreachable node) flag a draft that runs but is probably not what was meant: they block a
+/// deploy, not a preview, which is how the author sees what the draft does.
+pub fn check_runnable(
+    agent_id: Uuid,
+    spec: &AgentSpec,
+    connections: &[Connection<Sealed>],
+    directory: &dyn Directory,
+) -> Result<(), Report> {
+    let mut report = validate(agent_id, spec, connections, directory);
+    report
+        .errors
+        .retain(|p| !NOT_BLOCKING_A_RUN.contains(&p.code.as_str()));
+    report.warnings.clear();
+    if report.errors.is_empty() {
+        Ok(())
+    } else {
+        Err(report)
+    }
 }
 
 // ---- hints shared by every family ------------------------------------------------------------

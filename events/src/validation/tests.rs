@@ -542,3 +542,38 @@ fn odd_drafts_do_not_panic() {
     ));
     assert!(has(&report.errors, "duplicate_node", "flow.nodes[1].id"));
 }
+
+// ---- what blocks a run of the draft (a preview) ----------------------------------------------
+
+fn runnable(spec: Value) -> Result<(), Report> {
+    let spec: AgentSpec = serde_json::from_value(spec).expect("spec parses");
+    check_runnable(ME, &spec, &[weather()], &agents())
+}
+
+#[test]
+fn a_draft_without_flow_or_start_cannot_run() {
+    let mut spec = example();
+    spec.as_object_mut().expect("object").remove("flow");
+    let blockers = runnable(spec).expect_err("no flow");
+    assert_only_error(&blockers, "no_flow", "flow");
+
+    let mut spec = example();
+    spec["flow"]["start"] = json!("nowhere");
+    let blockers = runnable(spec).expect_err("unknown start");
+    assert_error(&blockers, "unknown_start", "flow.start");
+    assert!(blockers.warnings.is_empty(), "warnings never block a run");
+}
+
+#[test]
+fn warnings_and_the_profile_text_do_not_block_a_run() {
+    let mut spec = example();
+    spec["description"] = json!("");
+    spec["flow"]["nodes"]
+        .as_array_mut()
+        .expect("nodes")
+        .push(json!({"id": "spare", "type": "end", "output": {}}));
+    let report = check(spec.clone());
+    assert_error(&report, "missing_description", "description");
+    assert_warning(&report, "unreachable_node", "flow.nodes[3]");
+    assert_eq!(runnable(spec), Ok(()));
+}
