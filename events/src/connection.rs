@@ -266,6 +266,18 @@ pub fn admit_member_auth(
     Ok(auth.seal(cipher))
 }
 
+/// A member's name, wherever one is given (member credentials, member invocation keys): 1-128
+/// characters, none of them control characters, so it prints in logs and fits a header.
+pub fn check_member_name(member: &str) -> Result<(), Rejection> {
+    if member.is_empty() || member.len() > 128 || member.chars().any(char::is_control) {
+        return Err(Rejection::invalid(
+            "member",
+            "a member name is 1-128 printable characters",
+        ));
+    }
+    Ok(())
+}
+
 pub fn is_identifier(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64

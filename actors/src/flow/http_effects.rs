@@ -45,7 +45,8 @@ pub struct HttpEffects {
     /// The agent's members' own credentials, `connection id → member → auth`, as they stand
     /// now: members rotate them without a redeploy.
     pub member_credentials: BTreeMap<String, BTreeMap<String, Auth<Sealed>>>,
-    /// The caller's `X-Hangar-Member`, which picks the credentials of `member` connections.
+    /// The member the caller acts as (its key's member, or the admin's `X-Hangar-Member`), which
+    /// picks the credentials of `member` connections.
     pub member: Option<String>,
     /// Opens the sealed secrets, at call time only.
     pub cipher: Arc<Cipher>,
@@ -125,8 +126,8 @@ impl HttpEffects {
                     EffectError::new(
                         "missing_member_credentials",
                         format!(
-                            "connection '{id}' uses member credentials: name the caller with the \
-                             X-Hangar-Member header"
+                            "connection '{id}' uses member credentials: call with an invocation \
+                             key issued for a member (or, with the admin token, X-Hangar-Member)"
                         ),
                     )
                 })?;

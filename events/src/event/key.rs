@@ -10,6 +10,10 @@ pub struct KeyIssued {
     pub id: String,
     /// Hex SHA-256 of the whole key.
     pub sha256: String,
+    /// The member the key acts as, if any. Absent in logs written before member keys, and left
+    /// out when `None`, so a key without a member is stored exactly as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member: Option<String>,
 }
 
 impl Apply for KeyIssued {
@@ -19,6 +23,7 @@ impl Apply for KeyIssued {
             InvocationKey {
                 sha256: self.sha256.clone(),
                 created_at: meta.at,
+                member: self.member.clone(),
             },
         );
     }

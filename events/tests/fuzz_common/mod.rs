@@ -526,7 +526,9 @@ pub fn event() -> impl Strategy<Value = Event> {
             })
         ),
         garbage().prop_map(|reason| Event::Undeployed(Undeployed { reason })),
-        (garbage(), garbage()).prop_map(|(id, sha256)| Event::KeyIssued(KeyIssued { id, sha256 })),
+        (garbage(), garbage(), prop::option::of(garbage())).prop_map(|(id, sha256, member)| {
+            Event::KeyIssued(KeyIssued { id, sha256, member })
+        }),
         garbage().prop_map(|id| Event::KeyRevoked(KeyRevoked { id })),
     ]
 }
