@@ -292,10 +292,31 @@ fn check_server(server: &str) -> Result<(), Rejection> {
             "server must be an absolute http:// or https:// URL",
         ));
     }
+    if has_user_info(server) {
+        return Err(Rejection::invalid(
+            "server",
+            "server may not carry user info (user:pass@): put credentials in auth, where they \
+             are sealed and sent only as the connection's auth",
+        ));
+    }
     match egress::literal_refusal(server) {
         Some(why) => Err(Rejection::invalid("server", why)),
         None => Ok(()),
     }
+}
+
+/// Whether a URL has user info: an `@` anywhere in its authority as written, or a user name or
+/// password as a URL parser reads it. Both, because HTTP clients and URL parsers disagree on
+/// where an authority ends (`\`, for one), and such a URL would send a secret in plaintext, in
+/// every log line that prints the server, or to a host other than the one it seems to name.
+pub fn has_user_info(url: &str) -> bool {
+    let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = after_scheme
+        .split(['/', '?', '#'])
+        .next()
+        .unwrap_or_default();
+    authority.contains('@')
+        || url::Url::parse(url).is_ok_and(|u| !u.username().is_empty() || u.password().is_some())
 }
 
 #[cfg(test)]
@@ -354,6 +375,19 @@ mod tests {
             let err = bad.admit(&c).expect_err(server);
             assert!(err.to_string().contains("absolute http"), "{err}");
         }
+        for server in [
+            "https://user:pass@api.example.com",
+            "https://token@api.example.com/v1",
+            "https://@api.example.com",
+            "https://api.example.com\\@evil.example",
+        ] {
+            let mut bad = conn(CredentialMode::Team, auth.clone());
+            bad.server = server.into();
+            let err = bad.admit(&c).expect_err(server);
+            assert_eq!(err.field(), Some("server"), "{server}");
+            assert!(err.to_string().contains("user info"), "{server}: {err}");
+        }
+        assert!(!has_user_info("https://api.example.com/a@b?c=d@e"));
         // Loopback and private servers are the operator's call, made at connect time.
         for server in [
             "http://127.0.0.1:9000",

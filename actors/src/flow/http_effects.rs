@@ -27,6 +27,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::effects::{excerpt, EffectError, Effects, ToolCall, ToolResponse};
+use super::tool_url::tool_url;
 use crate::egress;
 
 /// Longer than any run may last (the async endpoint's limit is 600 s).
@@ -171,7 +172,7 @@ impl HttpEffects {
                     ),
                 )
             })?;
-        let url = join_url(&connection.server, &call.path);
+        let url = tool_url(tool, &connection.server, &call.path)?;
         tracing::debug!(%tool, connection = %connection.id, %method, "tool call");
         let unreachable = |what: String| {
             EffectError::new(
@@ -349,16 +350,6 @@ fn auth_headers(
             Ok((name_ok, value_ok))
         })
         .collect()
-}
-
-/// The connection's server (stored without a trailing slash) joined with a tool's path.
-fn join_url(server: &str, path: &str) -> String {
-    let server = server.trim_end_matches('/');
-    if path.is_empty() || path.starts_with('/') || path.starts_with('?') {
-        format!("{server}{path}")
-    } else {
-        format!("{server}/{path}")
-    }
 }
 
 /// JSON if it parses, else the text; `null` for an empty body.
