@@ -33,8 +33,11 @@ pub enum Auth<S> {
         key: Option<S>,
     },
     Basic {
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        username: Option<String>,
+        /// Sealed and redacted like the password: half of the credential, and often a name
+        /// worth guessing passwords for. Events written before it was sealed hold it in
+        /// plaintext; those still load and open ([`Cipher::open_or_plaintext`]).
+        #[serde(default = "none", skip_serializing_if = "Option::is_none")]
+        username: Option<S>,
         #[serde(default = "none", skip_serializing_if = "Option::is_none")]
         password: Option<S>,
     },
@@ -70,7 +73,7 @@ impl<S> Auth<S> {
                 key: key.as_ref().map(&mut f),
             },
             Auth::Basic { username, password } => Auth::Basic {
-                username: username.clone(),
+                username: username.as_ref().map(&mut f),
                 password: password.as_ref().map(&mut f),
             },
             Auth::Bearer { token } => Auth::Bearer {
@@ -108,6 +111,15 @@ impl Auth<Sealed> {
     }
 
     pub fn open(&self, cipher: &Cipher) -> Result<Auth<String>, crate::secret::Error> {
+        if let Auth::Basic { username, password } = self {
+            return Ok(Auth::Basic {
+                username: username
+                    .as_ref()
+                    .map(|u| cipher.open_or_plaintext(u))
+                    .transpose()?,
+                password: password.as_ref().map(|p| cipher.open(p)).transpose()?,
+            });
+        }
         let mut err = None;
         let out = self.map(|s| {
             cipher.open(s).unwrap_or_else(|e| {

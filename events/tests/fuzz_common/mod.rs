@@ -423,7 +423,7 @@ fn auth() -> impl Strategy<Value = Auth<Sealed>> {
     prop_oneof![
         (garbage(), prop::option::of(sealed()))
             .prop_map(|(header, key)| Auth::ApiKey { header, key }),
-        (prop::option::of(garbage()), prop::option::of(sealed()))
+        (prop::option::of(sealed()), prop::option::of(sealed()))
             .prop_map(|(username, password)| Auth::Basic { username, password }),
         prop::option::of(sealed()).prop_map(|token| Auth::Bearer { token }),
         prop::collection::btree_map(garbage(), sealed(), 0..3)
