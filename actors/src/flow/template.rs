@@ -69,6 +69,10 @@ fn new_env() -> Environment<'static> {
     // Templates are cached under their source as name, and MiniJinja would pick HTML or JSON
     // escaping from a name ending in `.html` or `.json`. Flow templates render plain text.
     env.set_auto_escape_callback(|_| AutoEscape::None);
+    // `debug()` prints the engine's state, and the thread's compiled-template cache is shared by
+    // every agent that runs on the thread: one agent's template could read the others' sources
+    // (their prompts, instructions, literal values). Nothing in a flow needs it.
+    env.remove_global("debug");
     env
 }
 
@@ -440,6 +444,22 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("range(100000000)"), "{err}");
+    }
+
+    /// `debug()` would dump the thread's template cache: the sources of other agents' templates.
+    #[test]
+    fn debug_is_not_available_to_templates() {
+        let ctx = ctx();
+        let other_agents = "{{ input.name }} -- another agent's prompt, not for your eyes";
+        render_str(other_agents, &ctx).unwrap();
+        render_path("/x/{{ input.name }}?secret-path-template", &ctx).unwrap();
+        for source in ["{{ debug() }}", "x {{ debug() }}", "{{ debug(input) }}"] {
+            let err = render(&json!(source), &ctx).expect_err(source);
+            assert!(err.reason.contains("debug"), "{source}: {err}");
+            let err = render_path(source, &ctx).expect_err(source);
+            assert!(!err.to_string().contains("not for your eyes"), "{err}");
+        }
+        assert!(eval_condition("debug()", &ctx).is_err());
     }
 
     #[test]
