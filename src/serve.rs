@@ -181,17 +181,20 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The fewest characters an admin token may have. The token opens every management route, and a
+/// short one can be guessed online; an empty one (an empty `admin-token` file) would even match an
+/// empty `Authorization: Bearer`.
+const MIN_ADMIN_TOKEN_CHARS: usize = 16;
+
 /// `HANGAR_ADMIN_TOKEN`, else the token kept in `DIR/admin-token`, else a new one, printed once.
+/// A token shorter than [`MIN_ADMIN_TOKEN_CHARS`], from either source, stops the start.
 fn admin_token(dir: &Path) -> Result<String> {
     if let Ok(t) = std::env::var("HANGAR_ADMIN_TOKEN") {
-        if t.trim().len() < 16 {
-            return Err("HANGAR_ADMIN_TOKEN must be at least 16 characters".into());
-        }
-        return Ok(t.trim().to_owned());
+        return long_enough(t.trim(), "HANGAR_ADMIN_TOKEN");
     }
     let path = dir.join("admin-token");
     match std::fs::read_to_string(&path) {
-        Ok(t) => Ok(t.trim().to_owned()),
+        Ok(t) => long_enough(t.trim(), &path.display().to_string()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let mut raw = [0u8; 32];
             rand::rngs::OsRng.fill_bytes(&mut raw);
@@ -208,4 +211,17 @@ fn admin_token(dir: &Path) -> Result<String> {
         }
         Err(e) => Err(format!("cannot read {}: {e}", path.display()).into()),
     }
+}
+
+fn long_enough(token: &str, source: &str) -> Result<String> {
+    let chars = token.chars().count();
+    if chars < MIN_ADMIN_TOKEN_CHARS {
+        return Err(format!(
+            "the admin token from {source} has {chars} characters; it needs at least \
+             {MIN_ADMIN_TOKEN_CHARS} (e.g. `openssl rand -hex 32`), or remove the file and unset \
+             HANGAR_ADMIN_TOKEN to have one generated"
+        )
+        .into());
+    }
+    Ok(token.to_owned())
 }

@@ -6,7 +6,7 @@ mod common;
 use common::{dir_contains, valid_spec, Server};
 use serde_json::json;
 
-const SECRETS: [&str; 8] = [
+const SECRETS: [&str; 9] = [
     "apikey-SECRET-7f3a9",
     "basic-PASSWORD-2b81",
     "bearer-TOKEN-c0ffee",
@@ -15,6 +15,8 @@ const SECRETS: [&str; 8] = [
     "member-KEY-alice-5150",
     "member-TOKEN-bob-8086",
     "push-TOKEN-webhook-77aa",
+    // A Basic-auth username: sealed and redacted like the password.
+    "basic-USERNAME-5e11",
 ];
 
 #[test]
@@ -24,7 +26,7 @@ fn no_plaintext_secret_anywhere() {
     let conns = format!("/v1/agents/{id}/connections");
     let bodies = [
         json!({"id": "a", "server": "https://a.example", "auth": {"type": "api_key", "header": "X-Api-Key", "key": SECRETS[0]}}),
-        json!({"id": "b", "server": "https://b.example", "auth": {"type": "basic", "username": "svc", "password": SECRETS[1]}}),
+        json!({"id": "b", "server": "https://b.example", "auth": {"type": "basic", "username": SECRETS[8], "password": SECRETS[1]}}),
         json!({"id": "c", "server": "https://c.example", "auth": {"type": "bearer", "token": "initial-token-to-be-rotated"}}),
         json!({"id": "d", "server": "https://d.example", "auth": {"type": "key_value", "pairs": {"X-One": SECRETS[3], "X-Two": SECRETS[4]}}}),
         json!({"id": "m", "server": "https://m.example", "credentials": "member", "auth": {"type": "api_key", "header": "X-Member-Key"}}),
@@ -39,7 +41,7 @@ fn no_plaintext_secret_anywhere() {
     assert_eq!(responses[0]["auth"]["key"], "***");
     assert_eq!(
         responses[1]["auth"],
-        json!({"type": "basic", "username": "svc", "password": "***"})
+        json!({"type": "basic", "username": "***", "password": "***"})
     );
     assert_eq!(
         responses[3]["auth"]["pairs"],

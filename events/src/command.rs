@@ -6,7 +6,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use rand::RngCore;
 
-use crate::connection::{admit_member_auth, Auth, Connection};
+use crate::connection::{admit_member_auth, check_member_name, Auth, Connection};
 use crate::endpoint::EndpointInput;
 use crate::event::*;
 use crate::secret::Cipher;
@@ -47,8 +47,11 @@ pub enum Command {
         version: Option<u32>,
     },
     Undeploy,
-    /// Issue an invocation key; the key is revealed once in the decision.
-    IssueKey,
+    /// Issue an invocation key; the key is revealed once in the decision. A key with a `member`
+    /// acts as that member: it uses that member's credentials and sees only that member's runs.
+    IssueKey {
+        member: Option<String>,
+    },
     RevokeKey {
         id: String,
     },
@@ -174,12 +177,7 @@ pub fn decide(
                 .connections
                 .get(connection)
                 .ok_or_else(|| Rejection::not_found(format!("connection '{connection}'")))?;
-            if member.is_empty() || member.len() > 128 || member.chars().any(char::is_control) {
-                return Err(Rejection::invalid(
-                    "member",
-                    "a member name is 1-128 printable characters",
-                ));
-            }
+            check_member_name(member)?;
             let auth = admit_member_auth(&stored.connection, auth, ctx.cipher)?;
             Ok(Decision::one(Event::MemberCredentialSet(
                 MemberCredentialSet {
@@ -190,10 +188,17 @@ pub fn decide(
             )))
         }
         Command::Deploy { version } => deploy(state, *version, ctx),
-        Command::IssueKey => {
+        Command::IssueKey { member } => {
+            if let Some(member) = member {
+                check_member_name(member)?;
+            }
             let (id, key, sha256) = crate::key::generate(state.id);
             Ok(Decision {
-                events: vec![Event::KeyIssued(KeyIssued { id, sha256 })],
+                events: vec![Event::KeyIssued(KeyIssued {
+                    id,
+                    sha256,
+                    member: member.clone(),
+                })],
                 revealed_secret: Some(key),
             })
         }
@@ -874,6 +879,43 @@ mod tests {
     }
 
     #[test]
+    fn member_keys_carry_a_checked_member_name() {
+        let mut stream = Stream::created();
+        for bad in ["", "a\nb", &"m".repeat(129)] {
+            let err = stream.refused(Command::IssueKey {
+                member: Some(bad.to_owned()),
+            });
+            assert_eq!(invalid_field(&err), Some("member"), "{bad:?}: {err:?}");
+        }
+        let alice = stream.ok(Command::IssueKey {
+            member: Some("alice".into()),
+        });
+        let team = stream.ok(Command::IssueKey { member: None });
+        let kid = |d: &Decision| match &d.events[..] {
+            [Event::KeyIssued(k)] => k.id.clone(),
+            other => panic!("expected KeyIssued, got {other:?}"),
+        };
+        assert_eq!(
+            stream.state.keys[&kid(&alice)].member.as_deref(),
+            Some("alice")
+        );
+        assert_eq!(stream.state.keys[&kid(&team)].member, None);
+        // A key without a member is stored as before member keys existed...
+        let (_, bytes) = stream.log.last().expect("logged");
+        let stored: Value = serde_json::from_slice(bytes).expect("json");
+        assert!(stored["data"].get("member").is_none(), "{stored}");
+        // ...and such an old event still loads, as a key without a member.
+        let old: Event = serde_json::from_value(
+            json!({"type": "KeyIssued", "data": {"id": "key_0", "sha256": "00"}}),
+        )
+        .expect("an old KeyIssued decodes");
+        assert!(matches!(
+            old,
+            Event::KeyIssued(KeyIssued { member: None, .. })
+        ));
+    }
+
+    #[test]
     fn removing_a_connection_drops_its_members() {
         let mut stream = Stream::created();
         stream.ok(Command::AddConnection { connection: crm() });
@@ -981,7 +1023,7 @@ mod tests {
                 deploy(version)
             }
             11 => Command::Undeploy,
-            12 => Command::IssueKey,
+            12 => Command::IssueKey { member: None },
             _ => Command::RevokeKey {
                 id: match state.keys.keys().next() {
                     Some(id) if rng.below(4) > 0 => id.clone(),

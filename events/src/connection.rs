@@ -33,8 +33,11 @@ pub enum Auth<S> {
         key: Option<S>,
     },
     Basic {
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        username: Option<String>,
+        /// Sealed and redacted like the password: half of the credential, and often a name
+        /// worth guessing passwords for. Events written before it was sealed hold it in
+        /// plaintext; those still load and open ([`Cipher::open_or_plaintext`]).
+        #[serde(default = "none", skip_serializing_if = "Option::is_none")]
+        username: Option<S>,
         #[serde(default = "none", skip_serializing_if = "Option::is_none")]
         password: Option<S>,
     },
@@ -70,7 +73,7 @@ impl<S> Auth<S> {
                 key: key.as_ref().map(&mut f),
             },
             Auth::Basic { username, password } => Auth::Basic {
-                username: username.clone(),
+                username: username.as_ref().map(&mut f),
                 password: password.as_ref().map(&mut f),
             },
             Auth::Bearer { token } => Auth::Bearer {
@@ -108,6 +111,15 @@ impl Auth<Sealed> {
     }
 
     pub fn open(&self, cipher: &Cipher) -> Result<Auth<String>, crate::secret::Error> {
+        if let Auth::Basic { username, password } = self {
+            return Ok(Auth::Basic {
+                username: username
+                    .as_ref()
+                    .map(|u| cipher.open_or_plaintext(u))
+                    .transpose()?,
+                password: password.as_ref().map(|p| cipher.open(p)).transpose()?,
+            });
+        }
         let mut err = None;
         let out = self.map(|s| {
             cipher.open(s).unwrap_or_else(|e| {
@@ -266,6 +278,18 @@ pub fn admit_member_auth(
     Ok(auth.seal(cipher))
 }
 
+/// A member's name, wherever one is given (member credentials, member invocation keys): 1-128
+/// characters, none of them control characters, so it prints in logs and fits a header.
+pub fn check_member_name(member: &str) -> Result<(), Rejection> {
+    if member.is_empty() || member.len() > 128 || member.chars().any(char::is_control) {
+        return Err(Rejection::invalid(
+            "member",
+            "a member name is 1-128 printable characters",
+        ));
+    }
+    Ok(())
+}
+
 pub fn is_identifier(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
@@ -280,10 +304,31 @@ fn check_server(server: &str) -> Result<(), Rejection> {
             "server must be an absolute http:// or https:// URL",
         ));
     }
+    if has_user_info(server) {
+        return Err(Rejection::invalid(
+            "server",
+            "server may not carry user info (user:pass@): put credentials in auth, where they \
+             are sealed and sent only as the connection's auth",
+        ));
+    }
     match egress::literal_refusal(server) {
         Some(why) => Err(Rejection::invalid("server", why)),
         None => Ok(()),
     }
+}
+
+/// Whether a URL has user info: an `@` anywhere in its authority as written, or a user name or
+/// password as a URL parser reads it. Both, because HTTP clients and URL parsers disagree on
+/// where an authority ends (`\`, for one), and such a URL would send a secret in plaintext, in
+/// every log line that prints the server, or to a host other than the one it seems to name.
+pub fn has_user_info(url: &str) -> bool {
+    let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = after_scheme
+        .split(['/', '?', '#'])
+        .next()
+        .unwrap_or_default();
+    authority.contains('@')
+        || url::Url::parse(url).is_ok_and(|u| !u.username().is_empty() || u.password().is_some())
 }
 
 #[cfg(test)]
@@ -342,6 +387,19 @@ mod tests {
             let err = bad.admit(&c).expect_err(server);
             assert!(err.to_string().contains("absolute http"), "{err}");
         }
+        for server in [
+            "https://user:pass@api.example.com",
+            "https://token@api.example.com/v1",
+            "https://@api.example.com",
+            "https://api.example.com\\@evil.example",
+        ] {
+            let mut bad = conn(CredentialMode::Team, auth.clone());
+            bad.server = server.into();
+            let err = bad.admit(&c).expect_err(server);
+            assert_eq!(err.field(), Some("server"), "{server}");
+            assert!(err.to_string().contains("user info"), "{server}: {err}");
+        }
+        assert!(!has_user_info("https://api.example.com/a@b?c=d@e"));
         // Loopback and private servers are the operator's call, made at connect time.
         for server in [
             "http://127.0.0.1:9000",

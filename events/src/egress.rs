@@ -27,10 +27,13 @@ pub const METADATA_HOSTS: &[&str] = &[
 ];
 
 /// Addresses of cloud metadata services: AWS, GCP, Azure, Oracle (169.254.169.254), AWS over
-/// IPv6 (fd00:ec2::254), Alibaba (100.100.100.200).
+/// IPv6 (fd00:ec2::254), Alibaba (100.100.100.200), and Azure's WireServer (168.63.129.16), the
+/// host platform's endpoint that hands a VM its provisioning data and extension settings: a
+/// public-looking address that only means something from inside Azure.
 const METADATA_V4: &[Ipv4Addr] = &[
     Ipv4Addr::new(169, 254, 169, 254),
     Ipv4Addr::new(100, 100, 100, 200),
+    Ipv4Addr::new(168, 63, 129, 16),
 ];
 const METADATA_V6: &[Ipv6Addr] = &[Ipv6Addr::new(0xfd00, 0x0ec2, 0, 0, 0, 0, 0, 0x0254)];
 
@@ -49,6 +52,14 @@ pub enum Class {
     Broadcast,
     /// 240.0.0.0/4, reserved for future use: no server lives there.
     Reserved,
+    /// `::a.b.c.d` (other than `::` and `::1`): the IPv4-compatible form RFC 4291 deprecated.
+    /// No server is addressed this way, and some stacks still route it to the IPv4 address, so
+    /// it is refused rather than guessed at.
+    Ipv4Compatible,
+    /// 64:ff9b:1::/48, the NAT64 local-use prefix (RFC 8215): where the IPv4 address sits
+    /// inside depends on the local translator's prefix length, so which host it reaches cannot
+    /// be told from the address.
+    Nat64Local,
     /// 127.0.0.0/8, `::1`.
     Loopback,
     /// 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, 100.64.0.0/10 (carrier-grade NAT),
@@ -69,6 +80,8 @@ impl Class {
                 | Class::Multicast
                 | Class::Broadcast
                 | Class::Reserved
+                | Class::Ipv4Compatible
+                | Class::Nat64Local
         )
     }
 
@@ -81,6 +94,10 @@ impl Class {
             Class::Multicast => "a multicast address",
             Class::Broadcast => "the broadcast address",
             Class::Reserved => "a reserved address (240.0.0.0/4)",
+            Class::Ipv4Compatible => "an IPv4-compatible IPv6 address (::a.b.c.d, deprecated)",
+            Class::Nat64Local => {
+                "in the NAT64 local-use prefix 64:ff9b:1::/48, whose IPv4 host cannot be told"
+            }
             Class::Loopback => "a loopback address",
             Class::Private => "a private address",
             Class::Public => "a public address",
@@ -88,10 +105,16 @@ impl Class {
     }
 }
 
-/// The address a packet really goes to: an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) and one
-/// in the NAT64 well-known prefix (`64:ff9b::a.b.c.d`) are their IPv4 address, so
-/// `::ffff:169.254.169.254` is the metadata endpoint it spells.
+/// The address a packet really goes to: an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`), one
+/// in the NAT64 well-known prefix (`64:ff9b::a.b.c.d`) and a 6to4 address (`2002:AABB:CCDD::/48`,
+/// which a 6to4 relay delivers to the IPv4 host `AA.BB.CC.DD`) are their IPv4 address, so
+/// `::ffff:169.254.169.254` and `2002:a9fe:a9fe::1` are the metadata endpoint they spell.
 pub fn canonical(ip: IpAddr) -> IpAddr {
+    let v4 = |hi: u16, lo: u16| {
+        let [a, b] = hi.to_be_bytes();
+        let [c, d] = lo.to_be_bytes();
+        IpAddr::V4(Ipv4Addr::new(a, b, c, d))
+    };
     match ip {
         IpAddr::V6(v6) => {
             if let Some(v4) = v6.to_ipv4_mapped() {
@@ -99,9 +122,10 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
             }
             let s = v6.segments();
             if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
-                let [a, b] = s[6].to_be_bytes();
-                let [c, d] = s[7].to_be_bytes();
-                return IpAddr::V4(Ipv4Addr::new(a, b, c, d));
+                return v4(s[6], s[7]);
+            }
+            if s[0] == 0x2002 {
+                return v4(s[1], s[2]);
             }
             IpAddr::V6(v6)
         }
@@ -145,13 +169,18 @@ fn classify_v4(ip: Ipv4Addr) -> Class {
 }
 
 fn classify_v6(ip: Ipv6Addr) -> Class {
-    let first = ip.segments()[0];
+    let segments = ip.segments();
+    let first = segments[0];
     if METADATA_V6.contains(&ip) {
         Class::Metadata
     } else if ip.is_unspecified() {
         Class::Unspecified
     } else if ip.is_loopback() {
         Class::Loopback
+    } else if segments[..6] == [0; 6] {
+        Class::Ipv4Compatible
+    } else if segments[..3] == [0x64, 0xff9b, 0x0001] {
+        Class::Nat64Local
     } else if first & 0xffc0 == 0xfe80 {
         Class::LinkLocal
     } else if first & 0xff00 == 0xff00 {
@@ -210,6 +239,8 @@ mod tests {
         for (addr, want) in [
             ("169.254.169.254", Class::Metadata),
             ("100.100.100.200", Class::Metadata),
+            ("168.63.129.16", Class::Metadata),
+            ("168.63.129.17", Class::Public),
             ("fd00:ec2::254", Class::Metadata),
             ("169.254.0.1", Class::LinkLocal),
             ("169.254.255.255", Class::LinkLocal),
@@ -258,6 +289,51 @@ mod tests {
     }
 
     #[test]
+    fn tunnelled_and_translated_forms_are_judged_or_refused() {
+        // IPv4-compatible (deprecated): refused whatever IPv4 address it carries.
+        for addr in [
+            "::8.8.8.8",
+            "::127.0.0.1",
+            "::169.254.169.254",
+            "::a9fe:a9fe",
+            "::0.0.0.2",
+        ] {
+            assert_eq!(class(addr), Class::Ipv4Compatible, "{addr}");
+            assert!(class(addr).always_refused(), "{addr}");
+        }
+        // 6to4: the IPv4 host in bits 16-48 is the one judged.
+        assert_eq!(class("2002:a9fe:a9fe::1"), Class::Metadata);
+        assert_eq!(class("2002:a9fe:0101::"), Class::LinkLocal);
+        assert_eq!(class("2002:7f00:1::1"), Class::Loopback);
+        assert_eq!(class("2002:0a00:0001:ffff::1"), Class::Private);
+        assert_eq!(class("2002:0808:0808::1"), Class::Public);
+        assert_eq!(
+            canonical("2002:c0a8:0101::5".parse().expect("addr")),
+            "192.168.1.1".parse::<IpAddr>().expect("addr")
+        );
+        // NAT64 local-use: refused; the well-known prefix next to it is still judged as IPv4.
+        for addr in [
+            "64:ff9b:1::a9fe:a9fe",
+            "64:ff9b:1::808:808",
+            "64:ff9b:1:ffff::1",
+        ] {
+            assert_eq!(class(addr), Class::Nat64Local, "{addr}");
+            assert!(class(addr).always_refused(), "{addr}");
+        }
+        assert_eq!(class("64:ff9b::808:808"), Class::Public);
+        assert_eq!(class("64:ff9b:2::1"), Class::Public);
+        // Azure's WireServer, in any spelling.
+        for addr in [
+            "168.63.129.16",
+            "::ffff:168.63.129.16",
+            "2002:a83f:8110::",
+            "64:ff9b::a83f:8110",
+        ] {
+            assert_eq!(class(addr), Class::Metadata, "{addr}");
+        }
+    }
+
+    #[test]
     fn only_the_fixed_classes_are_always_refused() {
         let refused: Vec<Class> = [
             Class::Metadata,
@@ -266,6 +342,8 @@ mod tests {
             Class::Multicast,
             Class::Broadcast,
             Class::Reserved,
+            Class::Ipv4Compatible,
+            Class::Nat64Local,
             Class::Loopback,
             Class::Private,
             Class::Public,
@@ -273,7 +351,7 @@ mod tests {
         .into_iter()
         .filter(|c| c.always_refused())
         .collect();
-        assert_eq!(refused.len(), 6);
+        assert_eq!(refused.len(), 8);
         assert!(!Class::Loopback.always_refused());
         assert!(!Class::Private.always_refused());
     }
@@ -301,6 +379,11 @@ mod tests {
             "http://METADATA.Google.Internal./",
             "http://metadata/",
             "http://instance-data/latest/",
+            "http://168.63.129.16/machine?comp=goalstate",
+            "http://[::a9fe:a9fe]/",
+            "http://[::8.8.8.8]/",
+            "http://[2002:a9fe:a9fe::]/",
+            "http://[64:ff9b:1::808:808]/",
         ] {
             let why = literal_refusal(url).unwrap_or_else(|| panic!("{url} admitted"));
             assert!(why.contains("never sends requests there"), "{why}");

@@ -110,6 +110,18 @@ impl Cipher {
         Sealed(format!("{PREFIX}{}", B64.encode(out)))
     }
 
+    /// Opens a field that older builds stored in plaintext (a Basic-auth username): a value that
+    /// is not sealed text is that old plaintext. Only for such fields — for one that was always
+    /// sealed, accepting plaintext would let an edited log swap a secret for a value of its
+    /// choosing.
+    pub fn open_or_plaintext(&self, stored: &Sealed) -> Result<String, Error> {
+        if Sealed::is_sealed_text(&stored.0) {
+            self.open(stored)
+        } else {
+            Ok(stored.0.clone())
+        }
+    }
+
     pub fn open(&self, sealed: &Sealed) -> Result<String, Error> {
         let b64 = sealed.0.strip_prefix(PREFIX).ok_or(Error::Open)?;
         let raw = B64.decode(b64).map_err(|_| Error::Open)?;
@@ -141,12 +153,21 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     f.sync_all()
 }
 
-/// Replaces every sealed value in a JSON document with `***`.
+/// Replaces every sealed value in a JSON document with `***`, and the Basic-auth usernames that
+/// events from before they were sealed hold in plaintext (any `username` beside
+/// `"type": "basic"`), so an old log shows no more than a new one.
 pub fn redact_json(value: &mut serde_json::Value) {
     match value {
         serde_json::Value::String(s) if Sealed::is_sealed_text(s) => *s = REDACTED.to_owned(),
         serde_json::Value::Array(items) => items.iter_mut().for_each(redact_json),
-        serde_json::Value::Object(map) => map.values_mut().for_each(redact_json),
+        serde_json::Value::Object(map) => {
+            if map.get("type").and_then(|t| t.as_str()) == Some("basic") {
+                if let Some(username @ serde_json::Value::String(_)) = map.get_mut("username") {
+                    *username = serde_json::Value::String(REDACTED.to_owned());
+                }
+            }
+            map.values_mut().for_each(redact_json)
+        }
         _ => {}
     }
 }
@@ -195,5 +216,27 @@ mod tests {
         let mut v = serde_json::json!({"a": [{"k": c.seal("s")}], "b": "plain"});
         redact_json(&mut v);
         assert_eq!(v, serde_json::json!({"a": [{"k": "***"}], "b": "plain"}));
+    }
+
+    #[test]
+    fn old_plaintext_usernames_open_as_themselves_and_are_redacted() {
+        let c = Cipher::from_key(&[3; 32]);
+        let old = Sealed("svc".into());
+        assert_eq!(c.open_or_plaintext(&old).expect("plaintext"), "svc");
+        assert!(
+            c.open(&old).is_err(),
+            "never for fields that were always sealed"
+        );
+        let new = c.seal("svc");
+        assert_eq!(c.open_or_plaintext(&new).expect("opens"), "svc");
+        let mut v = serde_json::json!({"auth": {"type": "basic", "username": "svc",
+                                                "password": c.seal("pw")},
+                                       "other": {"type": "bearer", "username": "kept"}});
+        redact_json(&mut v);
+        assert_eq!(
+            v,
+            serde_json::json!({"auth": {"type": "basic", "username": "***", "password": "***"},
+                               "other": {"type": "bearer", "username": "kept"}})
+        );
     }
 }

@@ -47,6 +47,10 @@ pub struct Version {
 pub struct InvocationKey {
     pub sha256: String,
     pub created_at: DateTime<Utc>,
+    /// The member this key acts as: it authenticates the caller as that member, where v1 took
+    /// the member's name from a header anyone could send.
+    #[serde(default)]
+    pub member: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]

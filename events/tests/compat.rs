@@ -299,6 +299,19 @@ fn v1_member_credentials_replay() {
         bearer(secret("alice-crm-token"))
     );
 
+    // A Basic-auth username from before usernames were sealed is plaintext in the log; it
+    // still loads and opens as itself.
+    let events::Event::ConnectionAdded(legacy) = &log.envelopes[7].event else {
+        panic!("seq 8 adds the legacy connection");
+    };
+    assert_eq!(
+        open_auth(&legacy.connection.auth),
+        Auth::Basic {
+            username: Some("svc".into()),
+            password: Some(secret("legacy-password").into())
+        }
+    );
+
     let vault = &s.connections["vault"].connection;
     assert_eq!(vault.credentials, CredentialMode::Team);
     let Auth::KeyValue { pairs } = open_auth(&vault.auth) else {

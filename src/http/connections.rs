@@ -214,13 +214,13 @@ pub(super) async fn remove(
     Ok(HttpResponse::NoContent().finish())
 }
 
-/// Store a member's own credentials for a `member` connection (the caller names itself with `X-Hangar-Member`).
+/// Store a member's own credentials for a `member` connection (used by runs of that member's invocation keys).
 #[utoipa::path(
     put, path = "/v1/agents/{id}/connections/{cid}/members/{member}", operation_id = "set_member_credentials", tag = "connections",
     params(
         ("id" = Uuid, Path, description = "The agent's id"),
         ("cid" = String, Path, description = "The connection's id"),
-        ("member" = String, Path, description = "The member's name, as callers send it in `X-Hangar-Member` (1-128 printable characters)"),
+        ("member" = String, Path, description = "The member's name, as a member invocation key names it (1-128 printable characters)"),
         IfMatchHeader,
     ),
     request_body(content = Auth<String>, description = "An auth object of the connection's type; for `api_key` only `key` counts (the header is the connection's)"),

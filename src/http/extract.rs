@@ -9,6 +9,7 @@ use actix_web::error::PayloadError;
 use actix_web::http::StatusCode;
 use actix_web::{web, FromRequest, HttpRequest};
 use serde::de::DeserializeOwned;
+use serde_json::json;
 use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
@@ -53,22 +54,59 @@ impl FromRequest for Admin {
     }
 }
 
-/// Proof that the request may invoke the agent of its path: the admin token, or one of that
-/// agent's invocation keys. A valid key of another agent is 403; anything else 401.
+/// Who is calling an invocation route, proven: the admin token, or one of the agent's own
+/// invocation keys (a valid key of another agent is 403; anything else 401).
+///
+/// `member` is whose credentials the run uses and whose runs the caller may see. With a key, it
+/// is the key's own member (`POST /keys {"member": …}`): a header cannot make a key act as
+/// someone else, so `X-Hangar-Member` with a key is 403 unless it names that same member. Only
+/// the admin token may act for any member through the header (an operator's tool).
 pub struct Invoker {
-    /// Who calls: `"admin"`, or the invocation key's id. Idempotency keys are scoped to it.
-    pub caller: String,
+    /// The key's id, or `None` for the admin token.
+    pub key: Option<String>,
+    pub member: Option<String>,
 }
+
+impl Invoker {
+    /// Whose `Idempotency-Key`s these are: the same key sent by two callers names two requests,
+    /// so one caller can never be handed another's run (the contract's "Changes to v1").
+    pub fn scope(&self) -> &str {
+        self.key.as_deref().unwrap_or("admin")
+    }
+
+    /// Whether the caller may see (poll, cancel) a run asked for by `run_member`. The admin sees
+    /// every run. A key sees only the runs of its own member; a key without a member, only the
+    /// runs that have none: so a member's run (its input, its output from that member's
+    /// credentials) is never shown to anyone acting as someone else.
+    pub fn may_see(&self, run_member: Option<&str>) -> bool {
+        self.key.is_none() || self.member.as_deref() == run_member
+    }
+}
+
+/// A printable header value of at most 255 bytes, if present; else 400 naming the header.
+pub fn token_header(req: &HttpRequest, name: &str) -> Result<Option<String>, ApiError> {
+    let Some(v) = req.headers().get(name) else {
+        return Ok(None);
+    };
+    match v.to_str() {
+        Ok(s) if !s.trim().is_empty() && s.len() <= 255 => Ok(Some(s.trim().to_owned())),
+        _ => Err(ApiError::bad_field(
+            name,
+            format!("{name} must be 1-255 printable characters"),
+        )),
+    }
+}
+
+pub const MEMBER_HEADER: &str = "X-Hangar-Member";
 
 impl FromRequest for Invoker {
     type Error = ApiError;
     type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let named = token_header(req, MEMBER_HEADER);
         if is_admin(req) {
-            return Box::pin(ready(Ok(Invoker {
-                caller: "admin".into(),
-            })));
+            return Box::pin(ready(named.map(|member| Invoker { key: None, member })));
         }
         let presented = bearer(req).map(str::to_owned);
         let path_agent = req
@@ -90,15 +128,15 @@ impl FromRequest for Invoker {
                 .await
                 .map_err(|_| ApiError::unauthorized())?;
             let hash = events::key::hash(&key);
-            // Every stored hash is compared, so the time taken says nothing of which matched.
-            let matched = state.keys.iter().fold(None, |found, (id, k)| {
+            // Every stored hash is compared in constant time, so the time taken says nothing of
+            // how much of a guess matched.
+            let mut found = None;
+            for (id, k) in &state.keys {
                 if bool::from(k.sha256.as_bytes().ct_eq(hash.as_bytes())) {
-                    Some(id.clone())
-                } else {
-                    found
+                    found = Some((id.clone(), k.member.clone()));
                 }
-            });
-            let Some(caller) = matched else {
+            }
+            let Some((kid, key_member)) = found else {
                 return Err(ApiError::unauthorized());
             };
             if path_agent != Some(owner) {
@@ -108,7 +146,22 @@ impl FromRequest for Invoker {
                     "this invocation key belongs to another agent",
                 ));
             }
-            Ok(Invoker { caller })
+            match named? {
+                Some(named) if Some(&named) != key_member.as_ref() => Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    format!(
+                        "{MEMBER_HEADER} cannot make an invocation key act as another member: \
+                         call with a key issued for that member (POST /v1/agents/{owner}/keys \
+                         with {{\"member\": NAME}}), or leave the header out"
+                    ),
+                )
+                .with_details(json!({"header": MEMBER_HEADER, "key_member": key_member}))),
+                _ => Ok(Invoker {
+                    key: Some(kid),
+                    member: key_member,
+                }),
+            }
         })
     }
 }
@@ -242,7 +295,9 @@ pub struct RunHeaders {
         max_length = 255
     )]
     idempotency_key: Option<String>,
-    /// The caller's member name, whose own credentials `member` connections use.
+    /// With the admin token only: the member to act for, whose own credentials `member`
+    /// connections use. With an invocation key it is 403 unless it names the key's own member
+    /// (a key issued with `{"member": NAME}` acts as that member without it).
     #[param(
         rename = "X-Hangar-Member",
         pattern = r"^[\t -~]*[!-~][\t -~]*$",

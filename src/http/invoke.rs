@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use actix_web::http::{header, Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
-use actors::runtime::{Request, Run, RunStatus, Runtime};
+use actors::runtime::{Request, Run, RunStatus, Runtime, StoredRun};
 use events::validation::check_runnable;
 use events::Rejection;
 use serde::{Deserialize, Serialize};
@@ -14,7 +14,9 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::error::{ApiError, ErrorBody};
-use super::extract::{agent_id, Admin, Invoker, OptionalBody, RunHeaders};
+use super::extract::{
+    agent_id, token_header, Admin, Invoker, OptionalBody, RunHeaders, MEMBER_HEADER,
+};
 use super::openapi::{
     BadRequest, Forbidden, NotFound, Overloaded, PayloadTooLarge, RunFailed, RunTimedOut,
     Unauthorized, Unavailable,
@@ -66,28 +68,33 @@ fn empty_object() -> Value {
     json!({})
 }
 
-/// A printable header value of at most 255 bytes, if present.
-fn token_header(req: &HttpRequest, name: &str) -> Result<Option<String>, ApiError> {
-    let Some(v) = req.headers().get(name) else {
-        return Ok(None);
-    };
-    match v.to_str() {
-        Ok(s) if !s.trim().is_empty() && s.len() <= 255 => Ok(Some(s.trim().to_owned())),
-        _ => Err(ApiError::bad_field(
-            name,
-            format!("{name} must be 1-255 printable characters"),
-        )),
-    }
-}
-
-fn request(req: &HttpRequest, caller: String, body: InvokeBody) -> Result<Request, ApiError> {
+/// A run request from `invoker`. Its `Idempotency-Key` is scoped to the caller (the key's id, or
+/// `admin`) by the run store, so two callers sending the same key get two requests, never each
+/// other's run.
+fn request(req: &HttpRequest, invoker: &Invoker, body: InvokeBody) -> Result<Request, ApiError> {
     Ok(Request {
         input: body.input,
-        member: token_header(req, "X-Hangar-Member")?,
+        member: invoker.member.clone(),
         idempotency_key: token_header(req, "Idempotency-Key")?,
-        caller: Some(caller),
+        caller: Some(invoker.scope().to_owned()),
         depth: 0,
     })
+}
+
+/// The request `rid` of `agent` if this caller may see it. Another member's request is the same
+/// 404 as one that does not exist: that it exists is nobody else's business.
+async fn visible_run(
+    rt: &Runtime,
+    invoker: &Invoker,
+    agent: Uuid,
+    rid: Uuid,
+) -> Result<StoredRun, ApiError> {
+    let run = rt.run(agent, rid).await?;
+    if invoker.may_see(run.member.as_deref()) {
+        Ok(run)
+    } else {
+        Err(ApiError::not_found(format!("request {rid}")))
+    }
 }
 
 /// A finished sync run as the contract answers it.
@@ -155,8 +162,9 @@ pub(super) async fn invoke(
     req: HttpRequest,
     OptionalBody(body): OptionalBody<InvokeBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let request = request(&req, invoker.caller, body)?;
-    let run = rt.invoke(agent_id(&id)?, request).await?;
+    let run = rt
+        .invoke(agent_id(&id)?, request(&req, &invoker, body)?)
+        .await?;
     sync_answer(&run.run)
 }
 
@@ -170,7 +178,7 @@ pub(super) async fn invoke(
     params(
         ("id" = Uuid, Path, description = "The agent's id"),
         ("X-Hangar-Member" = Option<String>, Header, max_length = 255, pattern = r"^[\t -~]*[!-~][\t -~]*$",
-            description = "The caller's member name, whose own credentials `member` connections use"),
+            description = "The member to act for, whose own credentials `member` connections use"),
     ),
     request_body(content = Option<InvokeBody>, description = "`{\"input\": ...}`; may be empty"),
     responses(
@@ -195,7 +203,12 @@ pub(super) async fn preview(
     OptionalBody(body): OptionalBody<InvokeBody>,
 ) -> Result<HttpResponse, ApiError> {
     let agent = agent_id(&id)?;
-    let request = request(&req, "admin".into(), body)?;
+    // The admin acts for whichever member the header names (e.g. to try their credentials).
+    let admin = Invoker {
+        key: None,
+        member: token_header(&req, MEMBER_HEADER)?,
+    };
+    let request = request(&req, &admin, body)?;
     // A draft that cannot run is the caller's to fix, not a failed run: refused before one starts.
     let state = rt.state(agent).await?;
     check_runnable(
@@ -241,9 +254,7 @@ pub(super) async fn submit(
     OptionalBody(body): OptionalBody<InvokeBody>,
 ) -> Result<HttpResponse, ApiError> {
     let agent = agent_id(&id)?;
-    let run = rt
-        .submit(agent, request(&req, invoker.caller, body)?)
-        .await?;
+    let run = rt.submit(agent, request(&req, &invoker, body)?).await?;
     let poll_url = format!("/v1/agents/{agent}/requests/{}", run.run.request_id);
     Ok(HttpResponse::Accepted()
         .insert_header((header::LOCATION, poll_url.clone()))
@@ -288,12 +299,12 @@ struct PollQuery {
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
-        (status = 404, description = "not_found: no such agent or request (requests are kept for the retention period)", body = ErrorBody),
+        (status = 404, description = "not_found: no such agent or request (requests are kept for the retention period), or a request this caller may not see (another member's)", body = ErrorBody),
         (status = 503, response = Unavailable),
     ),
 )]
 pub(super) async fn poll(
-    _: Invoker,
+    invoker: Invoker,
     rt: web::Data<Runtime>,
     path: web::Path<(String, String)>,
     req: HttpRequest,
@@ -312,7 +323,13 @@ pub(super) async fn poll(
             format!("wait must be 0-{MAX_WAIT_S} seconds"),
         ));
     }
-    let run = rt.wait(agent, rid, Duration::from_secs(wait)).await?;
+    // Checked before waiting: a long-poll must not tell a caller when someone else's run ends.
+    let found = visible_run(&rt, &invoker, agent, rid).await?;
+    let run = if wait == 0 || found.run.status.is_final() {
+        found
+    } else {
+        rt.wait(agent, rid, Duration::from_secs(wait)).await?
+    };
     let mut res = HttpResponse::Ok();
     if !run.run.status.is_final() {
         res.insert_header((header::RETRY_AFTER, "1"));
@@ -331,13 +348,13 @@ pub(super) async fn poll(
         (status = 200, description = "The run, `cancelled`", body = Run),
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
-        (status = 404, description = "not_found: no such agent or request", body = ErrorBody),
+        (status = 404, description = "not_found: no such agent or request, or a request this caller may not see (another member's)", body = ErrorBody),
         (status = 409, description = "already_finished: the run had already ended (details.run is the Run); not_deployed: the agent's runtime is closing", body = ErrorBody),
         (status = 503, response = Unavailable),
     ),
 )]
 pub(super) async fn cancel(
-    _: Invoker,
+    invoker: Invoker,
     rt: web::Data<Runtime>,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
@@ -346,6 +363,7 @@ pub(super) async fn cancel(
     let rid = rid
         .parse()
         .map_err(|_| ApiError::not_found(format!("request {rid}")))?;
+    visible_run(&rt, &invoker, agent, rid).await?;
     let run = rt.cancel(agent, rid).await?;
     Ok(HttpResponse::Ok().json(run.run))
 }

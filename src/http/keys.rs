@@ -6,13 +6,13 @@ use actors::Registry;
 use chrono::{DateTime, Utc};
 use events::command::Command;
 use events::Event;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody};
-use super::extract::{agent_id, if_match, Admin, IfMatchHeader};
+use super::extract::{agent_id, if_match, Admin, IfMatchHeader, OptionalBody};
 use super::openapi::{
-    BadRequest, Conflict, NotFound, PreconditionFailed, Unauthorized, Unavailable,
+    BadRequest, Conflict, NotFound, PayloadTooLarge, PreconditionFailed, Unauthorized, Unavailable,
 };
 use super::resource;
 
@@ -27,6 +27,17 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     ));
 }
 
+/// What a key is issued for. An empty body issues a key without a member.
+#[derive(Deserialize, Default, ToSchema)]
+// A misspelt `member` must not silently issue a key that acts as nobody in particular.
+#[serde(deny_unknown_fields)]
+pub(super) struct IssueKeyBody {
+    /// The member the key acts as (1-128 printable characters): its runs use that member's
+    /// credentials on `member` connections, and it sees and cancels only that member's runs.
+    #[serde(default)]
+    member: Option<String>,
+}
+
 /// Issue an invocation key: shown in this answer only, stored as its SHA-256.
 #[utoipa::path(
     post, path = "/v1/agents/{id}/keys", operation_id = "issue_key", tag = "keys",
@@ -34,6 +45,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         ("id" = Uuid, Path, description = "The agent's id"),
         IfMatchHeader,
     ),
+    request_body(content = Option<IssueKeyBody>, description = "`{\"member\": NAME}` for a member's key; may be empty"),
     responses(
         (status = 201, description = "The new key, shown once", body = IssuedKey, headers(
             ("Location" = String, description = "/v1/agents/{id}/keys/{kid}"),
@@ -44,6 +56,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
         (status = 412, response = PreconditionFailed),
+        (status = 413, response = PayloadTooLarge),
+        (status = 422, description = "invalid_request: a bad member name (details.field: \"member\")", body = ErrorBody),
         (status = 503, response = Unavailable),
     ),
 )]
@@ -52,20 +66,26 @@ pub(super) async fn issue(
     reg: web::Data<Registry>,
     id: web::Path<String>,
     req: HttpRequest,
+    OptionalBody(body): OptionalBody<IssueKeyBody>,
 ) -> Result<HttpResponse, ApiError> {
     let agent = agent_id(&id)?;
-    let out = reg
-        .execute(agent, Command::IssueKey, if_match(&req)?)
-        .await?;
-    let kid = out.events.iter().find_map(|e| match &e.event {
-        Event::KeyIssued(k) => Some(k.id.clone()),
+    let command = Command::IssueKey {
+        member: body.member,
+    };
+    let out = reg.execute(agent, command, if_match(&req)?).await?;
+    let issued = out.events.iter().find_map(|e| match &e.event {
+        Event::KeyIssued(k) => Some((k.id.clone(), k.member.clone())),
         _ => None,
     });
-    match (kid, out.revealed_secret) {
-        (Some(kid), Some(key)) => Ok(HttpResponse::Created()
+    match (issued, out.revealed_secret) {
+        (Some((kid, member)), Some(key)) => Ok(HttpResponse::Created()
             .insert_header((header::LOCATION, format!("/v1/agents/{agent}/keys/{kid}")))
             .insert_header((header::CACHE_CONTROL, "no-store"))
-            .json(IssuedKey { id: kid, key })),
+            .json(IssuedKey {
+                id: kid,
+                key,
+                member,
+            })),
         _ => Err(actors::Error::Unavailable("the key was not issued".into()).into()),
     }
 }
@@ -77,6 +97,8 @@ pub(super) struct IssuedKey {
     id: String,
     /// `hgk_…`: send it as `Authorization: Bearer <key>` to the agent's invocation routes.
     key: String,
+    /// The member the key acts as, or `null`.
+    member: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -89,9 +111,11 @@ pub(super) struct KeyList {
 pub(super) struct KeyEntry {
     id: String,
     created_at: DateTime<Utc>,
+    /// The member the key acts as, or `null`.
+    member: Option<String>,
 }
 
-/// The agent's live invocation keys (ids only).
+/// The agent's live invocation keys (ids and members, never the keys).
 #[utoipa::path(
     get, path = "/v1/agents/{id}/keys", operation_id = "list_keys", tag = "keys",
     params(("id" = Uuid, Path, description = "The agent's id")),
@@ -114,6 +138,7 @@ pub(super) async fn list(
         .map(|(id, k)| KeyEntry {
             id: id.clone(),
             created_at: k.created_at,
+            member: k.member.clone(),
         })
         .collect();
     Ok(HttpResponse::Ok().json(KeyList { keys }))

@@ -2,7 +2,7 @@
 //!
 //! A [`Policy`] says which addresses may be reached: never the classes
 //! [`events::egress::Class::always_refused`] names (cloud metadata, link-local, unspecified,
-//! multicast, broadcast, reserved), loopback and private ranges unless the operator turned them
+//! multicast, broadcast, reserved, IPv4-compatible IPv6, NAT64 local-use), loopback and private ranges unless the operator turned them
 //! off, never a CIDR the operator denied. Admission already refused URLs that spell a forbidden
 //! address literally; this module enforces the policy when a connection is made, on the
 //! addresses a host name **resolved to**, so a name that resolves to 169.254.169.254 (or is
@@ -59,7 +59,7 @@ impl Default for Policy {
 
 impl Policy {
     /// Whether a connection to `ip` is allowed; IPv4 inside IPv6 (`::ffff:a.b.c.d`,
-    /// `64:ff9b::a.b.c.d`) is judged as the IPv4 address it reaches.
+    /// `64:ff9b::a.b.c.d`, 6to4 `2002:AABB:CCDD::`) is judged as the IPv4 address it reaches.
     pub fn check(&self, ip: IpAddr) -> Result<(), Reason> {
         let ip = canonical(ip);
         match classify(ip) {

@@ -27,6 +27,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::effects::{excerpt, EffectError, Effects, ToolCall, ToolResponse};
+use super::tool_url::tool_url;
 use crate::egress;
 
 /// Longer than any run may last (the async endpoint's limit is 600 s).
@@ -45,7 +46,8 @@ pub struct HttpEffects {
     /// The agent's members' own credentials, `connection id → member → auth`, as they stand
     /// now: members rotate them without a redeploy.
     pub member_credentials: BTreeMap<String, BTreeMap<String, Auth<Sealed>>>,
-    /// The caller's `X-Hangar-Member`, which picks the credentials of `member` connections.
+    /// The member the caller acts as (its key's member, or the admin's `X-Hangar-Member`), which
+    /// picks the credentials of `member` connections.
     pub member: Option<String>,
     /// Opens the sealed secrets, at call time only.
     pub cipher: Arc<Cipher>,
@@ -125,8 +127,8 @@ impl HttpEffects {
                     EffectError::new(
                         "missing_member_credentials",
                         format!(
-                            "connection '{id}' uses member credentials: name the caller with the \
-                             X-Hangar-Member header"
+                            "connection '{id}' uses member credentials: call with an invocation \
+                             key issued for a member (or, with the admin token, X-Hangar-Member)"
                         ),
                     )
                 })?;
@@ -170,7 +172,7 @@ impl HttpEffects {
                     ),
                 )
             })?;
-        let url = join_url(&connection.server, &call.path);
+        let url = tool_url(tool, &connection.server, &call.path)?;
         tracing::debug!(%tool, connection = %connection.id, %method, "tool call");
         let unreachable = |what: String| {
             EffectError::new(
@@ -348,16 +350,6 @@ fn auth_headers(
             Ok((name_ok, value_ok))
         })
         .collect()
-}
-
-/// The connection's server (stored without a trailing slash) joined with a tool's path.
-fn join_url(server: &str, path: &str) -> String {
-    let server = server.trim_end_matches('/');
-    if path.is_empty() || path.starts_with('/') || path.starts_with('?') {
-        format!("{server}{path}")
-    } else {
-        format!("{server}/{path}")
-    }
 }
 
 /// JSON if it parses, else the text; `null` for an empty body.

@@ -15,7 +15,7 @@ use uuid::Uuid;
 use super::deadline::{bounded, earliest, Deadline, Limit};
 use super::effects::{excerpt, EffectError, Effects, ToolCall};
 use super::knowledge::KnowledgeIndex;
-use super::template::{eval_condition, render, render_str, TemplateError};
+use super::template::{eval_condition, render, render_path, render_str, TemplateError};
 
 /// Why a run did not produce an output.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -186,7 +186,7 @@ async fn run_node(
             })?;
             let mut tool_ctx = ctx.clone();
             tool_ctx["args"] = render(args, ctx).map_err(template)?;
-            let path = render_str(&spec_tool.path, &tool_ctx).map_err(template)?;
+            let path = render_path(&spec_tool.path, &tool_ctx).map_err(template)?;
             let body = spec_tool
                 .body
                 .as_ref()

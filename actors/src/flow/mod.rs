@@ -12,6 +12,7 @@
 //!   collaborators.
 //! - [`http_effects`]: [`HttpEffects`], the real effects over awc, with the connections'
 //!   credentials opened at call time.
+//! - [`tool_url`]: the URL of a tool call, refused unless it stays on its connection's server.
 //! - `loopback` (tests only): a tiny recording HTTP server on 127.0.0.1.
 
 pub mod deadline;
@@ -22,10 +23,11 @@ pub mod knowledge;
 #[cfg(test)]
 pub(crate) mod loopback;
 pub mod template;
+pub mod tool_url;
 
 pub use deadline::Limit;
 pub use effects::{EffectError, Effects, ToolCall, ToolResponse};
 pub use http_effects::{AgentCall, HttpEffects};
 pub use interpreter::{run, FlowError};
 pub use knowledge::{KnowledgeIndex, Passage};
-pub use template::{eval_condition, render, render_str, TemplateError};
+pub use template::{eval_condition, render, render_path, render_str, TemplateError};

@@ -8,9 +8,10 @@
 //! down: it has no loader (no `include` or `import` can read a file) and runs on fuel, so a loop
 //! that would never end stops with an error instead.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::OnceLock;
+use std::thread::LocalKey;
 
 use minijinja::{AutoEscape, Environment, Expression};
 use serde_json::Value;
@@ -68,7 +69,43 @@ fn new_env() -> Environment<'static> {
     // Templates are cached under their source as name, and MiniJinja would pick HTML or JSON
     // escaping from a name ending in `.html` or `.json`. Flow templates render plain text.
     env.set_auto_escape_callback(|_| AutoEscape::None);
+    // `debug()` prints the engine's state, and the thread's compiled-template cache is shared by
+    // every agent that runs on the thread: one agent's template could read the others' sources
+    // (their prompts, instructions, literal values). Nothing in a flow needs it.
+    env.remove_global("debug");
     env
+}
+
+/// A tool path template's environment: every value a `{{ }}` writes is percent-encoded, so
+/// caller input lands in the URL as data, one path segment or one query value, and can never add
+/// a `/`, `?`, `&`, `#` or `..` of its own (the contract's "Changes to v1").
+fn new_path_env() -> Environment<'static> {
+    let mut env = new_env();
+    env.set_formatter(|out, _state, value| {
+        // As the default formatter writes it (undefined is empty), then encoded.
+        let text = if value.is_undefined() {
+            String::new()
+        } else {
+            value.to_string()
+        };
+        out.write_str(&percent_encode(&text))
+            .map_err(|e| minijinja::Error::new(minijinja::ErrorKind::WriteFailure, e.to_string()))
+    });
+    env
+}
+
+/// Every byte but RFC 3986's unreserved characters as `%XX`: safe as a path segment and as a
+/// query value alike.
+pub fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
 }
 
 /// How many distinct templates (and, separately, expressions) a thread keeps compiled. Past it,
@@ -76,30 +113,53 @@ fn new_env() -> Environment<'static> {
 /// far fewer.
 const CACHE_LIMIT: usize = 1024;
 
+/// Compiled templates of one flavour, by source.
+struct Cache {
+    env: Environment<'static>,
+    count: usize,
+    new: fn() -> Environment<'static>,
+}
+
+impl Cache {
+    fn new(new: fn() -> Environment<'static>) -> RefCell<Cache> {
+        RefCell::new(Cache {
+            env: new(),
+            count: 0,
+            new,
+        })
+    }
+}
+
 // Compiled templates and expressions by source, per thread (each arbiter runs its own flows), so
 // a flow's templates are parsed once, not on every run: parsing was most of a render in a profile
 // of sync calls. Per thread, because a compiled template borrows its environment.
 thread_local! {
-    static TEMPLATES: RefCell<Environment<'static>> = RefCell::new(new_env());
-    static TEMPLATE_COUNT: Cell<usize> = const { Cell::new(0) };
+    static TEMPLATES: RefCell<Cache> = Cache::new(new_env);
+    static PATH_TEMPLATES: RefCell<Cache> = Cache::new(new_path_env);
     static EXPRESSIONS: RefCell<HashMap<String, Expression<'static, 'static>>> =
         RefCell::new(HashMap::new());
 }
 
-/// Renders template `source`, compiling it on first use in this thread.
-fn render_cached<S: serde::Serialize>(source: &str, ctx: S) -> Result<String, minijinja::Error> {
-    TEMPLATES.with(|templates| {
-        let mut templates = templates.borrow_mut();
-        if let Ok(compiled) = templates.get_template(source) {
+/// Renders template `source` from `cache`, compiling it on first use in this thread.
+fn render_cached<S: serde::Serialize>(
+    cache: &'static LocalKey<RefCell<Cache>>,
+    source: &str,
+    ctx: S,
+) -> Result<String, minijinja::Error> {
+    cache.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if let Ok(compiled) = cache.env.get_template(source) {
             return compiled.render(ctx);
         }
-        if TEMPLATE_COUNT.get() >= CACHE_LIMIT {
-            *templates = new_env();
-            TEMPLATE_COUNT.set(0);
+        if cache.count >= CACHE_LIMIT {
+            cache.env = (cache.new)();
+            cache.count = 0;
         }
-        templates.add_template_owned(source.to_owned(), source.to_owned())?;
-        TEMPLATE_COUNT.set(TEMPLATE_COUNT.get() + 1);
-        templates.get_template(source)?.render(ctx)
+        cache
+            .env
+            .add_template_owned(source.to_owned(), source.to_owned())?;
+        cache.count += 1;
+        cache.env.get_template(source)?.render(ctx)
     })
 }
 
@@ -147,7 +207,14 @@ fn guarded<T>(
 
 /// Renders one template to text.
 pub fn render_str(source: &str, ctx: &Value) -> Result<String, TemplateError> {
-    guarded(source, || render_cached(source, ctx))
+    guarded(source, || render_cached(&TEMPLATES, source, ctx))
+}
+
+/// Renders a tool's `path` template: its literal text as written, every interpolated value
+/// percent-encoded ([`percent_encode`]). Whether the result is a path Hangar will send is the
+/// caller's check (`..` segments, `#`, staying on the connection's server).
+pub fn render_path(source: &str, ctx: &Value) -> Result<String, TemplateError> {
+    guarded(source, || render_cached(&PATH_TEMPLATES, source, ctx))
 }
 
 /// Evaluates a condition expression (no braces, e.g. `input.count > 1`) for its truthiness.
@@ -183,7 +250,7 @@ fn render_string(source: &str, ctx: &minijinja::Value) -> Result<Value, Template
     if !source.contains("{{") && !source.contains("{%") && !source.contains("{#") {
         return Ok(Value::String(source.to_owned()));
     }
-    guarded(source, || render_cached(source, ctx)).map(Value::String)
+    guarded(source, || render_cached(&TEMPLATES, source, ctx)).map(Value::String)
 }
 
 /// The expression of a string that is exactly one `{{ expr }}` (spaces around it allowed), or
@@ -250,7 +317,37 @@ mod tests {
             let source = format!("{{{{ input.name }}}} {i}");
             assert_eq!(render_str(&source, &ctx).unwrap(), format!("Ada {i}"));
         }
-        assert!(TEMPLATE_COUNT.get() <= CACHE_LIMIT);
+        assert!(TEMPLATES.with(|c| c.borrow().count) <= CACHE_LIMIT);
+    }
+
+    /// Caller input in a tool path is data: percent-encoded wherever it lands, so it cannot add
+    /// a segment, a query parameter or a fragment. The template's own text is kept as written.
+    #[test]
+    fn tool_paths_encode_every_interpolated_value() {
+        let ctx = json!({"input": {"city": "../../../admin/users/delete?confirm=yes#",
+                                   "q": "a b&account=team-b/é", "n": 3}});
+        let path =
+            "/v1/cities/{{ input.city }}/forecast?units=metric&q={{ input.q }}&n={{ input.n }}";
+        assert_eq!(
+            render_path(path, &ctx).unwrap(),
+            "/v1/cities/..%2F..%2F..%2Fadmin%2Fusers%2Fdelete%3Fconfirm%3Dyes%23/forecast\
+             ?units=metric&q=a%20b%26account%3Dteam-b%2F%C3%A9&n=3"
+        );
+        // `safe` does not opt out; undefined is empty; a whole-path expression is one segment.
+        assert_eq!(
+            render_path("/{{ input.q | safe }}{{ input.missing }}", &ctx).unwrap(),
+            "/a%20b%26account%3Dteam-b%2F%C3%A9"
+        );
+        assert_eq!(
+            render_path("{{ input.city }}", &ctx).unwrap(),
+            "..%2F..%2F..%2Fadmin%2Fusers%2Fdelete%3Fconfirm%3Dyes%23"
+        );
+        // The same source elsewhere is plain text: the two caches do not mix.
+        assert_eq!(
+            render_str("/{{ input.q }}", &ctx).unwrap(),
+            "/a b&account=team-b/é"
+        );
+        assert_eq!(percent_encode("AZaz09-._~"), "AZaz09-._~");
     }
 
     #[test]
@@ -347,6 +444,22 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("range(100000000)"), "{err}");
+    }
+
+    /// `debug()` would dump the thread's template cache: the sources of other agents' templates.
+    #[test]
+    fn debug_is_not_available_to_templates() {
+        let ctx = ctx();
+        let other_agents = "{{ input.name }} -- another agent's prompt, not for your eyes";
+        render_str(other_agents, &ctx).unwrap();
+        render_path("/x/{{ input.name }}?secret-path-template", &ctx).unwrap();
+        for source in ["{{ debug() }}", "x {{ debug() }}", "{{ debug(input) }}"] {
+            let err = render(&json!(source), &ctx).expect_err(source);
+            assert!(err.reason.contains("debug"), "{source}: {err}");
+            let err = render_path(source, &ctx).expect_err(source);
+            assert!(!err.to_string().contains("not for your eyes"), "{err}");
+        }
+        assert!(eval_condition("debug()", &ctx).is_err());
     }
 
     #[test]

@@ -10,6 +10,10 @@ pub struct KeyIssued {
     pub id: String,
     /// Hex SHA-256 of the whole key.
     pub sha256: String,
+    /// The member the key acts as, if any. Absent in logs written before member keys, and left
+    /// out when `None`, so a key without a member is stored exactly as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member: Option<String>,
 }
 
 impl Apply<AgentState> for KeyIssued {
@@ -19,6 +23,7 @@ impl Apply<AgentState> for KeyIssued {
             InvocationKey {
                 sha256: self.sha256.clone(),
                 created_at: meta.at,
+                member: self.member.clone(),
             },
         );
     }
@@ -42,6 +47,7 @@ impl super::Sample for KeyIssued {
         KeyIssued {
             id: "key_0123456789ab".into(),
             sha256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".into(),
+            member: Some("alice".into()),
         }
     }
 }

@@ -311,11 +311,11 @@ fn keys() -> Writer {
     w.run(Command::Create {
         spec: spec(json!({"name": "Front desk", "description": "Answers visitors"})),
     })
-    .run(Command::IssueKey);
+    .run(Command::IssueKey { member: None });
     let first = w.state.keys.keys().next().expect("one key").clone();
-    w.run(Command::IssueKey)
+    w.run(Command::IssueKey { member: None })
         .run(Command::RevokeKey { id: first })
-        .run(Command::IssueKey);
+        .run(Command::IssueKey { member: None });
     w
 }
 

@@ -423,7 +423,7 @@ fn auth() -> impl Strategy<Value = Auth<Sealed>> {
     prop_oneof![
         (garbage(), prop::option::of(sealed()))
             .prop_map(|(header, key)| Auth::ApiKey { header, key }),
-        (prop::option::of(garbage()), prop::option::of(sealed()))
+        (prop::option::of(sealed()), prop::option::of(sealed()))
             .prop_map(|(username, password)| Auth::Basic { username, password }),
         prop::option::of(sealed()).prop_map(|token| Auth::Bearer { token }),
         prop::collection::btree_map(garbage(), sealed(), 0..3)
@@ -526,7 +526,9 @@ pub fn event() -> impl Strategy<Value = Event> {
             })
         ),
         garbage().prop_map(|reason| Event::Undeployed(Undeployed { reason })),
-        (garbage(), garbage()).prop_map(|(id, sha256)| Event::KeyIssued(KeyIssued { id, sha256 })),
+        (garbage(), garbage(), prop::option::of(garbage())).prop_map(|(id, sha256, member)| {
+            Event::KeyIssued(KeyIssued { id, sha256, member })
+        }),
         garbage().prop_map(|id| Event::KeyRevoked(KeyRevoked { id })),
     ]
 }
