@@ -107,6 +107,10 @@ pub struct Run {
     /// What a paused run (`input_required`) waits for; absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending: Option<Value>,
+    /// For a collaborator's run: the run whose `agent` node called it, which cancels it when it
+    /// ends first. Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<ParentRun>,
 }
 
 /// A run as stored: the client's view plus what the runtime needs to (re)start it.
@@ -133,6 +137,13 @@ pub struct StoredRun {
     /// Whether the version that accepted it pushes results.
     #[serde(default)]
     pub push_enabled: bool,
+}
+
+/// The run that started another (a collaborator's run).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ParentRun {
+    pub agent_id: Uuid,
+    pub request_id: Uuid,
 }
 
 /// One numbered step of a run's progress (`run.started`, `node.finished`, …), kept with the run
@@ -273,6 +284,7 @@ mod tests {
                     next_attempt_at: Some(Utc::now()),
                 }),
                 pending: None,
+                parent: None,
             },
             mode: Mode::Async,
             input: serde_json::json!({"q": "x"}),

@@ -77,7 +77,7 @@ fn request(req: &HttpRequest, invoker: &Invoker, body: InvokeBody) -> Result<Req
         member: invoker.member.clone(),
         idempotency_key: token_header(req, "Idempotency-Key")?,
         caller: Some(invoker.scope().to_owned()),
-        depth: 0,
+        ..Request::default()
     })
 }
 

@@ -162,6 +162,7 @@ mod tests {
             finished_at: Some(now),
             push: None,
             pending: None,
+            parent: None,
         };
         let unsent = attempt(&client, &target, &run).await.expect_err("refused");
         let Unsent::Egress(denied) = unsent else {

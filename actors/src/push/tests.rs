@@ -160,6 +160,7 @@ async fn finished_run(w: &World, agent: Uuid) -> Uuid {
                 next_attempt_at: None,
             }),
             pending: None,
+            parent: None,
         },
         mode: Mode::Async,
         input: json!({}),

@@ -48,6 +48,18 @@ pub struct Request {
     pub caller: Option<String>,
     /// How many agents deep this call is (collaborator calls add one).
     pub depth: u8,
+    /// For a collaborator's run: the run that called it. The caller holds the sender; when it
+    /// is dropped (the calling run ended, was cancelled, timed out or undeployed, so its flow
+    /// future was dropped) this run is cancelled at once.
+    pub parent: Option<Parent>,
+}
+
+/// The run that called a collaborator, and the wire that cancels the collaborator's run with it.
+#[derive(Debug, Clone)]
+pub struct Parent {
+    pub agent: Uuid,
+    pub request_id: Uuid,
+    pub gone: tokio::sync::watch::Receiver<()>,
 }
 
 /// Where a run's final state is sent: the sync caller, or a canceller.
@@ -166,6 +178,10 @@ impl AgentRuntime {
                 finished_at: None,
                 push: None,
                 pending: None,
+                parent: request.parent.as_ref().map(|p| events::run::ParentRun {
+                    agent_id: p.agent,
+                    request_id: p.request_id,
+                }),
             },
             mode,
             input: request.input.clone(),
@@ -200,7 +216,7 @@ impl AgentRuntime {
             members: self.members(),
             cipher: self.rt.cipher().clone(),
             limit,
-            collaborator: self.rt.collaborator_call(depth),
+            collaborator: self.rt.collaborator_call(self.agent, rid, depth),
         };
         let executor = Executor::new(self.agent, job, ctx.address().recipient()).start();
         if persist {
@@ -378,6 +394,20 @@ impl AgentRuntime {
         }
     }
 
+    /// Cancels run `rid` (once it runs) when its parent's call is dropped. Harmless when the run
+    /// has ended by then: the parent drops its call right after the answer.
+    fn cancel_with(&mut self, parent: Parent, rid: Uuid, ctx: &mut Context<Self>) {
+        let mut gone = parent.gone;
+        let watch = async move { while gone.changed().await.is_ok() {} };
+        ctx.spawn(watch.into_actor(self).map(move |(), act, ctx| {
+            if let Some(entry) = act.running.get(&rid) {
+                entry.executor.do_send(Abort);
+                act.end(rid, cancelled("parent"), None, true);
+                act.pump(ctx);
+            }
+        }));
+    }
+
     /// A request over the limit: answered with the request its `Idempotency-Key` already names
     /// (a repeat is never refused for load), else 429.
     fn overloaded(&self, request: &Request) -> Reply<StoredRun> {
@@ -504,6 +534,9 @@ impl Handler<Invoke> for AgentRuntime {
         let limit = Duration::from_secs(snapshot.endpoint.sync_timeout_s);
         let depth = msg.request.depth;
         let (tx, rx) = oneshot::channel();
+        if let Some(parent) = msg.request.parent.clone() {
+            self.cancel_with(parent, run.run.request_id, ctx);
+        }
         if !persist || run.idempotency_key.is_none() {
             // Nothing to find again: stored when it ends (see `finalize`).
             self.start(run, snapshot, Some(limit), Some(tx), persist, depth, ctx);

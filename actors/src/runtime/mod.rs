@@ -10,7 +10,7 @@ mod executor;
 mod metrics;
 mod waiters;
 
-pub use agent_runtime::{AgentRuntime, Request, MAX_PREVIEWS};
+pub use agent_runtime::{AgentRuntime, Parent, Request, MAX_PREVIEWS};
 pub use events::run::{Mode, PushState, PushStatus, Run, RunError, RunStatus, StoredRun};
 pub use events::store::IDEMPOTENCY_WINDOW;
 pub use metrics::Metrics;
@@ -406,10 +406,12 @@ impl Runtime {
         Ok(report)
     }
 
-    /// How an `agent` node calls a collaborator: a sync run of its live version.
-    pub(crate) fn collaborator_call(&self, depth: u8) -> AgentCall {
+    /// How an `agent` node of run `rid` (of `agent`) calls a collaborator: a sync run of its
+    /// live version, a child of `rid`: when the call is dropped unanswered (the parent was
+    /// cancelled, timed out or undeployed), the child is cancelled with it.
+    pub(crate) fn collaborator_call(&self, agent: Uuid, rid: Uuid, depth: u8) -> AgentCall {
         let rt = self.clone();
-        Rc::new(move |agent: Uuid, input: Value| {
+        Rc::new(move |collaborator: Uuid, input: Value| {
             let rt = rt.clone();
             Box::pin(async move {
                 if depth + 1 > MAX_AGENT_DEPTH {
@@ -420,21 +422,31 @@ impl Runtime {
                         ),
                     });
                 }
+                // Held for the whole call: dropping it (with this future) cancels the child.
+                let (_alive, gone) = tokio::sync::watch::channel(());
                 let request = Request {
                     input,
                     depth: depth + 1,
+                    parent: Some(Parent {
+                        agent,
+                        request_id: rid,
+                        gone,
+                    }),
                     ..Request::default()
                 };
-                let run = rt.invoke(agent, request).await.map_err(|e| EffectError {
-                    code: "collaborator_failed".into(),
-                    message: format!("collaborator {agent}: {e}"),
-                })?;
+                let run = rt
+                    .invoke(collaborator, request)
+                    .await
+                    .map_err(|e| EffectError {
+                        code: "collaborator_failed".into(),
+                        message: format!("collaborator {collaborator}: {e}"),
+                    })?;
                 match (run.run.status, run.run.output) {
                     (RunStatus::Succeeded, Some(output)) => Ok(output),
                     (status, _) => Err(EffectError {
                         code: "collaborator_failed".into(),
                         message: format!(
-                            "collaborator {agent} ended {}: {}",
+                            "collaborator {collaborator} ended {}: {}",
                             status.as_str(),
                             run.run.error.map(|e| e.message).unwrap_or_default()
                         ),

@@ -75,6 +75,7 @@ fn new_run(agent: Uuid, mode: Mode, input: Value) -> StoredRun {
             finished_at: None,
             push: None,
             pending: None,
+            parent: None,
         },
         mode,
         fingerprint: Some(fingerprint(&input)),
