@@ -6,12 +6,12 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use rand::RngCore;
 
-use crate::connection::{admit_member_auth, Auth, Connection};
+use crate::connection::{admit_member_auth, Auth, Connection, CredentialMode};
 use crate::endpoint::EndpointInput;
 use crate::event::*;
 use crate::secret::Cipher;
 use crate::spec::{limits, AgentSpec};
-use crate::state::{AgentState, Status};
+use crate::state::{AgentState, ConnectionState, Status};
 use crate::validation::{validate, Directory};
 use crate::Rejection;
 
@@ -141,15 +141,17 @@ pub fn decide(
             })))
         }
         Command::UpdateConnection { id, connection } => {
-            if !state.connections.contains_key(id) {
-                return Err(Rejection::not_found(format!("connection '{id}'")));
-            }
+            let stored = state
+                .connections
+                .get(id)
+                .ok_or_else(|| Rejection::not_found(format!("connection '{id}'")))?;
             if !connection.id.is_empty() && &connection.id != id {
                 return Err(Rejection::invalid(
                     "id",
                     "a connection's id cannot change; remove it and add a new one",
                 ));
             }
+            check_server_move(stored, connection)?;
             let mut connection = connection.clone();
             connection.id = id.clone();
             let connection = connection.admit(ctx.cipher)?;
@@ -214,6 +216,41 @@ pub fn decide(
             })))
         }
     }
+}
+
+/// Stored credentials were given for the connection's current `server`; they never follow a new
+/// one. So a new server needs the team secrets in the same request (not `***`), and is refused
+/// while members hold credentials of their own: those cannot be sent again by this request, and
+/// removing the connection (which drops them) and adding it anew is the way to move it.
+fn check_server_move(
+    stored: &ConnectionState,
+    update: &Connection<String>,
+) -> Result<(), Rejection> {
+    // Compared as `admit` stores a server: without trailing slashes.
+    let moved = update.server.trim_end_matches('/') != stored.connection.server;
+    if !moved {
+        return Ok(());
+    }
+    let id = &stored.connection.id;
+    if !stored.members.is_empty() {
+        return Err(Rejection::MembersHoldCredentials {
+            connection: id.clone(),
+            members: stored.members.keys().cloned().collect(),
+        });
+    }
+    if update.credentials == CredentialMode::Team {
+        if let Some(field) = update.auth.unsent_secret() {
+            return Err(Rejection::secret_required(
+                field,
+                format!(
+                    "connection '{id}' moves to a new server: send its secrets again with it \
+                     (the stored ones go only to {})",
+                    stored.connection.server
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn deploy(

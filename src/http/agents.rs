@@ -239,7 +239,8 @@ pub(super) async fn get_endpoint(
 /// Set the endpoint settings: part of the draft, live at the next deploy.
 ///
 /// Absent fields take their defaults; an absent or `"***"` `async.token` keeps the stored one,
-/// `""` clears it. Enabling push the first time makes the signing secret, shown in full once.
+/// `""` clears it; a new `async.url` needs the token again. Enabling push the first time makes
+/// the signing secret, shown in full once.
 #[utoipa::path(
     put, path = "/v1/agents/{id}/endpoint", operation_id = "configure_endpoint", tag = "agents",
     params(
@@ -255,7 +256,7 @@ pub(super) async fn get_endpoint(
         (status = 409, response = Conflict),
         (status = 412, response = PreconditionFailed),
         (status = 413, response = PayloadTooLarge),
-        (status = 422, description = "invalid_request: a value out of range or inconsistent, e.g. `sync_timeout_s` 59 or push without a url (details.field names it)", body = ErrorBody),
+        (status = 422, description = "invalid_request: a value out of range or inconsistent, e.g. `sync_timeout_s` 59 or push without a url (details.field names it); secret_required: a new `async.url` without `async.token` (the stored token never follows a new url)", body = ErrorBody),
         (status = 503, response = Unavailable),
     ),
 )]

@@ -142,6 +142,9 @@ pub(super) async fn get(
 }
 
 /// Replace a connection (its id cannot change); members' credentials survive unless the auth type changes.
+///
+/// A new `server` needs the team secrets in the same request, and is refused while members hold
+/// credentials for the connection: stored secrets never follow a new server.
 #[utoipa::path(
     put, path = "/v1/agents/{id}/connections/{cid}", operation_id = "update_connection", tag = "connections",
     params(
@@ -155,10 +158,10 @@ pub(super) async fn get(
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
         (status = 404, description = "not_found: no such agent or connection", body = ErrorBody),
-        (status = 409, response = Conflict),
+        (status = 409, description = "member_credentials_stored: a new `server` while members hold credentials for the connection (details.members names them; remove and add the connection to move it); conflict: a concurrent change, retry", body = ErrorBody),
         (status = 412, response = PreconditionFailed),
         (status = 413, response = PayloadTooLarge),
-        (status = 422, description = "invalid_request: a changed id, a bad server, missing team secrets (details.field names it)", body = ErrorBody),
+        (status = 422, description = "invalid_request: a changed id, a bad server, missing team secrets (details.field names it); secret_required: a new `server` without its team secrets (absent or `***`; details.field names the secret)", body = ErrorBody),
         (status = 503, response = Unavailable),
     ),
 )]

@@ -157,6 +157,28 @@ impl HttpEffects {
         Ok((connection, auth_headers(id, &opened, fallback_header)?))
     }
 
+    /// A connection's credentials go only to its own server's origin. Validation refuses a draft
+    /// whose `base_url` is elsewhere, but a preview runs the draft unvalidated (and a version
+    /// deployed before the rule existed was never checked), so the call is refused here too,
+    /// before any secret is opened.
+    fn check_model_origin(&self, id: &str, base_url: &str) -> Result<(), EffectError> {
+        let Some(connection) = self.snapshot.connections.iter().find(|c| c.id == id) else {
+            // `authenticate` names the missing connection.
+            return Ok(());
+        };
+        if events::egress::same_origin(base_url, &connection.server) {
+            return Ok(());
+        }
+        Err(EffectError::new(
+            "connection_origin_mismatch",
+            format!(
+                "model base_url {base_url} is not on the server of connection '{id}' ({}): its \
+                 credentials go only there; point base_url at that server",
+                connection.server
+            ),
+        ))
+    }
+
     async fn call_tool(&self, call: ToolCall<'_>) -> Result<ToolResponse, EffectError> {
         let tool = &call.tool.name;
         let (connection, headers) = self.authenticate(&call.tool.connection)?;
@@ -210,7 +232,10 @@ impl HttpEffects {
                 failed("set model.base_url to the server's OpenAI-compatible API".into())
             })?;
         let headers = match &model.connection {
-            Some(id) => self.authenticate(id)?.1,
+            Some(id) => {
+                self.check_model_origin(id, base)?;
+                self.authenticate(id)?.1
+            }
             None => Vec::new(),
         };
         let request = json!({
@@ -729,6 +754,41 @@ mod tests {
         assert_eq!(
             fx.model(&no_url, "s", "p").await.unwrap_err().code,
             "model_failed"
+        );
+    }
+
+    /// A draft (previewed unvalidated) that points the model at another host while naming a
+    /// connection: the call is refused before any request, so the credentials stay home.
+    #[actix_rt::test]
+    async fn a_model_off_its_connections_origin_gets_no_credentials() {
+        let (elsewhere, rx) = serve(vec![(200, "{}")]);
+        let c = cipher();
+        let fx = effects(
+            vec![connection(
+                "llm",
+                "https://llm.example.com",
+                CredentialMode::Team,
+                json!({"type": "bearer", "token": "sk-stay-home"}),
+                &c,
+            )],
+            c,
+        );
+        let model = Model {
+            provider: "openai".into(),
+            name: "gpt-x".into(),
+            timeout_s: None,
+            base_url: Some(format!("{elsewhere}/v1")),
+            connection: Some("llm".into()),
+        };
+        let err = fx.model(&model, "s", "p").await.unwrap_err();
+        assert_eq!(err.code, "connection_origin_mismatch");
+        assert!(
+            err.message.contains("'llm'") && !err.message.contains("sk-stay-home"),
+            "{err}"
+        );
+        assert!(
+            rx.recv_timeout(Duration::from_millis(200)).is_err(),
+            "no request was sent"
         );
     }
 
