@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{agent_id, if_match, Admin, IfMatchHeader};
 use super::openapi::{
-    BadRequest, Conflict, NotFound, PreconditionFailed, Unauthorized, Unavailable,
+    BadRequest, Conflict, Forbidden, NotFound, PreconditionFailed, Unauthorized, Unavailable,
 };
 use super::resource;
 
@@ -41,6 +41,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         )),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
         (status = 412, response = PreconditionFailed),
@@ -98,6 +99,7 @@ pub(super) struct KeyEntry {
     responses(
         (status = 200, description = "The keys, by id", body = KeyList),
         (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 503, response = Unavailable),
     ),
@@ -131,6 +133,7 @@ pub(super) async fn list(
         (status = 204, description = "Revoked"),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
         (status = 404, description = "not_found: no such agent or key", body = ErrorBody),
         (status = 409, response = Conflict),
         (status = 412, response = PreconditionFailed),
