@@ -226,9 +226,10 @@ fn check_server_move(
     stored: &ConnectionState,
     update: &Connection<String>,
 ) -> Result<(), Rejection> {
-    // Compared as `admit` stores a server: without trailing slashes.
+    // Compared as `admit` stores a server: without trailing slashes. A server that is no URL
+    // at all is left to `admit`, which names it.
     let moved = update.server.trim_end_matches('/') != stored.connection.server;
-    if !moved {
+    if !moved || !crate::egress::is_http_url(&update.server) {
         return Ok(());
     }
     let id = &stored.connection.id;
@@ -929,6 +930,65 @@ mod tests {
             stream.state.connections["crm"].members.is_empty(),
             "a connection added again starts without the old members"
         );
+    }
+
+    #[test]
+    fn a_connection_moves_only_with_its_secrets_and_without_members() {
+        let mut stream = Stream::created();
+        stream.ok(Command::AddConnection {
+            connection: weather("k"),
+        });
+        let update = |server: &str, key: Option<&str>| {
+            let mut c = weather("unused");
+            c.server = server.into();
+            c.auth = Auth::ApiKey {
+                header: "X-Api-Key".into(),
+                key: key.map(str::to_owned),
+            };
+            Command::UpdateConnection {
+                id: "weather".into(),
+                connection: c,
+            }
+        };
+        for key in [None, Some("***")] {
+            let err = stream.refused(update("https://elsewhere.example.com", key));
+            assert!(
+                matches!(&err, Rejection::SecretRequired { field, .. } if field == "auth.key"),
+                "{err:?}"
+            );
+        }
+        // The same server (trailing slash aside) is no move; a missing secret is only invalid.
+        let err = stream.refused(update("https://api.example.com/", None));
+        assert_eq!(invalid_field(&err), Some("auth.key"), "{err:?}");
+        stream.ok(update("https://elsewhere.example.com", Some("k2")));
+
+        stream.ok(Command::AddConnection { connection: crm() });
+        stream.ok(Command::SetMemberCredential {
+            connection: "crm".into(),
+            member: "alice".into(),
+            auth: bearer("alice-token"),
+        });
+        let mut moved = crm();
+        moved.server = "https://elsewhere.example.com".into();
+        let err = stream.refused(Command::UpdateConnection {
+            id: "crm".into(),
+            connection: moved,
+        });
+        assert_eq!(
+            err,
+            Rejection::MembersHoldCredentials {
+                connection: "crm".into(),
+                members: vec!["alice".into()],
+            }
+        );
+        // A server that is no URL is named as such, members or not.
+        let mut bad = crm();
+        bad.server = "not a url".into();
+        let err = stream.refused(Command::UpdateConnection {
+            id: "crm".into(),
+            connection: bad,
+        });
+        assert_eq!(invalid_field(&err), Some("server"), "{err:?}");
     }
 
     /// A small deterministic PRNG (xorshift64*), so the sequence below needs no new dependency
