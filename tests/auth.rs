@@ -78,11 +78,11 @@ fn every_auth_rule_of_the_invocation_routes() {
     assert_eq!(s.call("GET", &poll, None, &[], None).status, 401);
     assert_eq!(s.call("DELETE", &poll, Some(&key_b), &[], None).status, 403);
 
-    // A key never opens management routes.
+    // A key never opens management routes: 403, since it is a credential, just not for them.
     assert_eq!(
         s.call("GET", &format!("/v1/agents/{a}"), Some(&key_a), &[], None)
             .status,
-        401
+        403
     );
     assert_eq!(
         s.call(
@@ -93,7 +93,7 @@ fn every_auth_rule_of_the_invocation_routes() {
             Some("{}")
         )
         .status,
-        401
+        403
     );
 
     // Revoked: 401 at once.

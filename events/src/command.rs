@@ -6,12 +6,12 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use rand::RngCore;
 
-use crate::connection::{admit_member_auth, check_member_name, Auth, Connection};
+use crate::connection::{admit_member_auth, check_member_name, Auth, Connection, CredentialMode};
 use crate::endpoint::EndpointInput;
 use crate::event::*;
 use crate::secret::Cipher;
 use crate::spec::{limits, AgentSpec};
-use crate::state::{AgentState, Status};
+use crate::state::{AgentState, ConnectionState, Status};
 use crate::validation::{validate, Directory};
 use crate::Rejection;
 
@@ -144,15 +144,17 @@ pub fn decide(
             })))
         }
         Command::UpdateConnection { id, connection } => {
-            if !state.connections.contains_key(id) {
-                return Err(Rejection::not_found(format!("connection '{id}'")));
-            }
+            let stored = state
+                .connections
+                .get(id)
+                .ok_or_else(|| Rejection::not_found(format!("connection '{id}'")))?;
             if !connection.id.is_empty() && &connection.id != id {
                 return Err(Rejection::invalid(
                     "id",
                     "a connection's id cannot change; remove it and add a new one",
                 ));
             }
+            check_server_move(stored, connection)?;
             let mut connection = connection.clone();
             connection.id = id.clone();
             let connection = connection.admit(ctx.cipher)?;
@@ -219,6 +221,42 @@ pub fn decide(
             })))
         }
     }
+}
+
+/// Stored credentials were given for the connection's current `server`; they never follow a new
+/// one. So a new server needs the team secrets in the same request (not `***`), and is refused
+/// while members hold credentials of their own: those cannot be sent again by this request, and
+/// removing the connection (which drops them) and adding it anew is the way to move it.
+fn check_server_move(
+    stored: &ConnectionState,
+    update: &Connection<String>,
+) -> Result<(), Rejection> {
+    // Compared as `admit` stores a server: without trailing slashes. A server that is no URL
+    // at all is left to `admit`, which names it.
+    let moved = update.server.trim_end_matches('/') != stored.connection.server;
+    if !moved || !crate::egress::is_http_url(&update.server) {
+        return Ok(());
+    }
+    let id = &stored.connection.id;
+    if !stored.members.is_empty() {
+        return Err(Rejection::MembersHoldCredentials {
+            connection: id.clone(),
+            members: stored.members.keys().cloned().collect(),
+        });
+    }
+    if update.credentials == CredentialMode::Team {
+        if let Some(field) = update.auth.unsent_secret() {
+            return Err(Rejection::secret_required(
+                field,
+                format!(
+                    "connection '{id}' moves to a new server: send its secrets again with it \
+                     (the stored ones go only to {})",
+                    stored.connection.server
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn deploy(
@@ -934,6 +972,65 @@ mod tests {
             stream.state.connections["crm"].members.is_empty(),
             "a connection added again starts without the old members"
         );
+    }
+
+    #[test]
+    fn a_connection_moves_only_with_its_secrets_and_without_members() {
+        let mut stream = Stream::created();
+        stream.ok(Command::AddConnection {
+            connection: weather("k"),
+        });
+        let update = |server: &str, key: Option<&str>| {
+            let mut c = weather("unused");
+            c.server = server.into();
+            c.auth = Auth::ApiKey {
+                header: "X-Api-Key".into(),
+                key: key.map(str::to_owned),
+            };
+            Command::UpdateConnection {
+                id: "weather".into(),
+                connection: c,
+            }
+        };
+        for key in [None, Some("***")] {
+            let err = stream.refused(update("https://elsewhere.example.com", key));
+            assert!(
+                matches!(&err, Rejection::SecretRequired { field, .. } if field == "auth.key"),
+                "{err:?}"
+            );
+        }
+        // The same server (trailing slash aside) is no move; a missing secret is only invalid.
+        let err = stream.refused(update("https://api.example.com/", None));
+        assert_eq!(invalid_field(&err), Some("auth.key"), "{err:?}");
+        stream.ok(update("https://elsewhere.example.com", Some("k2")));
+
+        stream.ok(Command::AddConnection { connection: crm() });
+        stream.ok(Command::SetMemberCredential {
+            connection: "crm".into(),
+            member: "alice".into(),
+            auth: bearer("alice-token"),
+        });
+        let mut moved = crm();
+        moved.server = "https://elsewhere.example.com".into();
+        let err = stream.refused(Command::UpdateConnection {
+            id: "crm".into(),
+            connection: moved,
+        });
+        assert_eq!(
+            err,
+            Rejection::MembersHoldCredentials {
+                connection: "crm".into(),
+                members: vec!["alice".into()],
+            }
+        );
+        // A server that is no URL is named as such, members or not.
+        let mut bad = crm();
+        bad.server = "not a url".into();
+        let err = stream.refused(Command::UpdateConnection {
+            id: "crm".into(),
+            connection: bad,
+        });
+        assert_eq!(invalid_field(&err), Some("server"), "{err:?}");
     }
 
     /// A small deterministic PRNG (xorshift64*), so the sequence below needs no new dependency

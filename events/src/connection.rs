@@ -290,6 +290,25 @@ pub fn check_member_name(member: &str) -> Result<(), Rejection> {
     Ok(())
 }
 
+impl Auth<String> {
+    /// The first secret of a team credential set that was not really sent: absent, or the `***`
+    /// a client read back from a response. Named as `auth.<field>` (`auth.pairs.<name>`).
+    pub fn unsent_secret(&self) -> Option<String> {
+        let unsent = |s: &Option<String>| s.as_deref().is_none_or(|s| s == REDACTED);
+        match self {
+            Auth::ApiKey { key, .. } if unsent(key) => Some("auth.key".into()),
+            Auth::Basic { password, .. } if unsent(password) => Some("auth.password".into()),
+            Auth::Bearer { token } if unsent(token) => Some("auth.token".into()),
+            Auth::KeyValue { pairs } if pairs.is_empty() => Some("auth.pairs".into()),
+            Auth::KeyValue { pairs } => pairs
+                .iter()
+                .find(|(_, v)| v.as_str() == REDACTED)
+                .map(|(k, _)| format!("auth.pairs.{k}")),
+            _ => None,
+        }
+    }
+}
+
 pub fn is_identifier(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64

@@ -226,6 +226,20 @@ pub fn is_http_url(url: &str) -> bool {
         })
 }
 
+/// Whether two URLs share an origin: scheme, host and port (the scheme's default port when none
+/// is written), compared as a URL parser normalises them (`HTTPS://API.example.com:443/v1` and
+/// `https://api.example.com` are one origin). Credentials stored for one URL may go to the other
+/// only then. A URL that does not parse, or has no host, shares no origin with anything.
+pub fn same_origin(a: &str, b: &str) -> bool {
+    match (Url::parse(a.trim()), Url::parse(b.trim())) {
+        (Ok(a), Ok(b)) => {
+            let (a, b) = (a.origin(), b.origin());
+            a.is_tuple() && a == b
+        }
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -414,5 +428,31 @@ mod tests {
         assert!(!is_http_url("http://"));
         assert!(!is_http_url("https://exa mple.com"));
         assert!(!is_http_url("/relative"));
+    }
+
+    #[test]
+    fn origins_are_scheme_host_and_port() {
+        for (a, b) in [
+            ("https://api.example.com", "https://api.example.com/v1/"),
+            ("HTTPS://API.Example.com:443/v1", "https://api.example.com"),
+            ("http://127.0.0.1:9000/v1", "http://127.0.0.1:9000"),
+            ("http://[::1]:80/x", "http://[::1]"),
+        ] {
+            assert!(same_origin(a, b), "{a} and {b}");
+        }
+        for (a, b) in [
+            ("https://api.example.com", "http://api.example.com"),
+            ("https://api.example.com", "https://api.example.com:8443"),
+            ("https://api.example.com", "https://evil.example.com"),
+            (
+                "https://api.example.com",
+                "https://api.example.com.evil.net",
+            ),
+            ("http://127.0.0.1:9000", "http://127.0.0.1:9001"),
+            ("https://api.example.com", "not a url"),
+            ("data:text/plain,x", "data:text/plain,x"),
+        ] {
+            assert!(!same_origin(a, b), "{a} and {b}");
+        }
     }
 }

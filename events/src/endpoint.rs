@@ -66,7 +66,7 @@ impl Default for AsyncSettings {
 
 /// The settings as a client sends them. Absent fields take their defaults; an absent or `"***"`
 /// token keeps the stored one, so a client can change other settings without re-sending a secret
-/// it was never shown.
+/// it was never shown — unless the `url` changes: then the token must be sent again.
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 pub struct EndpointInput {
     #[serde(default)]
@@ -156,7 +156,19 @@ impl EndpointInput {
             }
         }
         let token = match a.token.as_deref() {
-            None | Some(REDACTED) => current.asynchronous.token.clone(),
+            None | Some(REDACTED) => {
+                // The stored token was given for the stored url: it never follows a new one, or
+                // whoever may change the settings could collect it at a host of their own.
+                let kept = current.asynchronous.token.clone();
+                if kept.is_some() && a.url.is_some() && a.url != current.asynchronous.url {
+                    return Err(Rejection::secret_required(
+                        "async.token",
+                        "the webhook url changed: send the token again with it (the stored \
+                         token goes only to the url it was given for)",
+                    ));
+                }
+                kept
+            }
             Some("") => None,
             Some(t) => Some(cipher.seal(t)),
         };
@@ -256,5 +268,41 @@ mod tests {
             .admit(&first, &c)
             .expect("ok");
         assert_eq!(second.asynchronous.token, first.asynchronous.token);
+    }
+
+    /// The stored token never follows a new webhook url: changing the url needs the token again.
+    #[test]
+    fn a_new_url_needs_the_token_again() {
+        let c = Cipher::from_key(&[0; 32]);
+        let first = input(serde_json::json!({"async": {"push_enabled": true, "url": "https://hooks.example.com/h", "token": "tok"}}))
+            .admit(&EndpointSettings::default(), &c)
+            .expect("ok");
+        for body in [
+            serde_json::json!({"async": {"push_enabled": true, "url": "https://attacker.example.net/h"}}),
+            serde_json::json!({"async": {"push_enabled": true, "url": "https://attacker.example.net/h", "token": "***"}}),
+            serde_json::json!({"async": {"push_enabled": false, "url": "https://hooks.example.com/other"}}),
+        ] {
+            let err = input(body.clone()).admit(&first, &c).expect_err("refused");
+            assert!(
+                matches!(&err, Rejection::SecretRequired { field, .. } if field == "async.token"),
+                "{body}: {err:?}"
+            );
+        }
+        let moved = input(serde_json::json!({"async": {"push_enabled": true, "url": "https://hooks.example.com/new", "token": "tok-2"}}))
+            .admit(&first, &c)
+            .expect("the token sent again");
+        assert_eq!(
+            moved.asynchronous.token.map(|t| c.open(&t).expect("opens")),
+            Some("tok-2".to_owned())
+        );
+        // Without a url there is nowhere to send it; setting one later needs the token again.
+        let parked = input(serde_json::json!({"max_concurrency": 3}))
+            .admit(&first, &c)
+            .expect("ok");
+        assert!(parked.asynchronous.url.is_none());
+        let err = input(serde_json::json!({"async": {"push_enabled": true, "url": "https://hooks.example.com/h"}}))
+            .admit(&parked, &c)
+            .expect_err("refused");
+        assert_eq!(err.field(), Some("async.token"));
     }
 }

@@ -8,6 +8,17 @@ pub enum Rejection {
     /// A field of the request is out of range or inconsistent.
     #[error("{field}: {message}")]
     Invalid { field: String, message: String },
+    /// A change would send a stored secret to a new destination (a connection's `server`, the
+    /// push `url`): the secret named by `field` must be sent again with it.
+    #[error("{field}: {message}")]
+    SecretRequired { field: String, message: String },
+    /// A connection's `server` cannot change while members hold credentials given for the old
+    /// one: those were never sent with this request, so they cannot be sent again.
+    #[error("connection '{connection}' holds the credentials of {} member(s), given for its current server", .members.len())]
+    MembersHoldCredentials {
+        connection: String,
+        members: Vec<String>,
+    },
     #[error("{what} not found")]
     NotFound { what: String },
     #[error("{what} already exists")]
@@ -32,6 +43,13 @@ impl Rejection {
         }
     }
 
+    pub fn secret_required(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Rejection::SecretRequired {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
     pub fn not_found(what: impl Into<String>) -> Self {
         Rejection::NotFound { what: what.into() }
     }
@@ -39,7 +57,9 @@ impl Rejection {
     /// The request field a client should fix, when there is one.
     pub fn field(&self) -> Option<&str> {
         match self {
-            Rejection::Invalid { field, .. } => Some(field),
+            Rejection::Invalid { field, .. } | Rejection::SecretRequired { field, .. } => {
+                Some(field)
+            }
             _ => None,
         }
     }

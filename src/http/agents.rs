@@ -14,8 +14,8 @@ use utoipa::{IntoParams, ToSchema};
 use super::error::{ApiError, ErrorBody};
 use super::extract::{agent_id, if_match, Admin, Body, IfMatchHeader};
 use super::openapi::{
-    BadRequest, Conflict, NotFound, PayloadTooLarge, PreconditionFailed, Unauthorized, Unavailable,
-    Unprocessable,
+    BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge, PreconditionFailed, Unauthorized,
+    Unavailable, Unprocessable,
 };
 use super::resource;
 
@@ -73,6 +73,7 @@ pub fn agent_response(
         )),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
         (status = 413, response = PayloadTooLarge),
         (status = 422, description = "invalid_request: `name` is empty (details.field names it)", body = ErrorBody),
         (status = 503, response = Unavailable),
@@ -113,6 +114,7 @@ pub(super) struct AgentList {
         (status = 200, description = "The agents", body = AgentList),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
         (status = 503, response = Unavailable),
     ),
 )]
@@ -164,6 +166,7 @@ pub(super) async fn list(
             ("ETag" = String, description = "\"<seq>\": send it back as If-Match"),
         )),
         (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 503, response = Unavailable),
     ),
@@ -191,6 +194,7 @@ pub(super) async fn get(
         )),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
         (status = 412, response = PreconditionFailed),
@@ -219,6 +223,7 @@ pub(super) async fn edit_draft(
     responses(
         (status = 200, description = "The endpoint settings; the push token shown as `***`", body = EndpointView),
         (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 503, response = Unavailable),
     ),
@@ -239,7 +244,8 @@ pub(super) async fn get_endpoint(
 /// Set the endpoint settings: part of the draft, live at the next deploy.
 ///
 /// Absent fields take their defaults; an absent or `"***"` `async.token` keeps the stored one,
-/// `""` clears it. Enabling push the first time makes the signing secret, shown in full once.
+/// `""` clears it; a new `async.url` needs the token again. Enabling push the first time makes
+/// the signing secret, shown in full once.
 #[utoipa::path(
     put, path = "/v1/agents/{id}/endpoint", operation_id = "configure_endpoint", tag = "agents",
     params(
@@ -251,11 +257,12 @@ pub(super) async fn get_endpoint(
         (status = 200, description = "The settings as stored", body = EndpointView),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
         (status = 412, response = PreconditionFailed),
         (status = 413, response = PayloadTooLarge),
-        (status = 422, description = "invalid_request: a value out of range or inconsistent, e.g. `sync_timeout_s` 59 or push without a url (details.field names it)", body = ErrorBody),
+        (status = 422, description = "invalid_request: a value out of range or inconsistent, e.g. `sync_timeout_s` 59 or push without a url (details.field names it); secret_required: a new `async.url` without `async.token` (the stored token never follows a new url)", body = ErrorBody),
         (status = 503, response = Unavailable),
     ),
 )]
@@ -292,6 +299,7 @@ pub(super) async fn configure_endpoint(
         (status = 200, description = "The settings with the new `signing_secret` in full", body = EndpointView),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
         (status = 412, response = PreconditionFailed),
@@ -326,6 +334,7 @@ pub(super) async fn rotate_secret(
     responses(
         (status = 200, description = "`ok` is true when there is no error and no warning", body = ValidationView),
         (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 503, response = Unavailable),
     ),
@@ -346,6 +355,7 @@ pub(super) async fn validation(
     responses(
         (status = 200, description = "The summary", body = Summary),
         (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 503, response = Unavailable),
     ),

@@ -13,7 +13,8 @@ use utoipa::ToSchema;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{agent_id, if_match, Admin, Body, IfMatchHeader};
 use super::openapi::{
-    BadRequest, Conflict, NotFound, PayloadTooLarge, PreconditionFailed, Unauthorized, Unavailable,
+    BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge, PreconditionFailed, Unauthorized,
+    Unavailable,
 };
 use super::resource;
 
@@ -58,6 +59,7 @@ fn shown(state: &events::AgentState, cid: &str) -> Result<ConnectionView, ApiErr
         )),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, description = "duplicate: the connection id is in use (or `conflict`: a concurrent change; retry)", body = ErrorBody),
         (status = 412, response = PreconditionFailed),
@@ -102,6 +104,7 @@ pub(super) struct ConnectionList {
     responses(
         (status = 200, description = "The connections, in id order", body = ConnectionList),
         (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 503, response = Unavailable),
     ),
@@ -127,6 +130,7 @@ pub(super) async fn list(
     responses(
         (status = 200, description = "The connection", body = ConnectionView),
         (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
         (status = 404, description = "not_found: no such agent or connection", body = ErrorBody),
         (status = 503, response = Unavailable),
     ),
@@ -142,6 +146,9 @@ pub(super) async fn get(
 }
 
 /// Replace a connection (its id cannot change); members' credentials survive unless the auth type changes.
+///
+/// A new `server` needs the team secrets in the same request, and is refused while members hold
+/// credentials for the connection: stored secrets never follow a new server.
 #[utoipa::path(
     put, path = "/v1/agents/{id}/connections/{cid}", operation_id = "update_connection", tag = "connections",
     params(
@@ -154,11 +161,12 @@ pub(super) async fn get(
         (status = 200, description = "The connection as stored, secrets redacted", body = ConnectionView),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
         (status = 404, description = "not_found: no such agent or connection", body = ErrorBody),
-        (status = 409, response = Conflict),
+        (status = 409, description = "member_credentials_stored: a new `server` while members hold credentials for the connection (details.members names them; remove and add the connection to move it); conflict: a concurrent change, retry", body = ErrorBody),
         (status = 412, response = PreconditionFailed),
         (status = 413, response = PayloadTooLarge),
-        (status = 422, description = "invalid_request: a changed id, a bad server, missing team secrets (details.field names it)", body = ErrorBody),
+        (status = 422, description = "invalid_request: a changed id, a bad server, missing team secrets (details.field names it); secret_required: a new `server` without its team secrets (absent or `***`; details.field names the secret)", body = ErrorBody),
         (status = 503, response = Unavailable),
     ),
 )]
@@ -192,6 +200,7 @@ pub(super) async fn update(
         (status = 204, description = "Removed"),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
         (status = 404, description = "not_found: no such agent or connection", body = ErrorBody),
         (status = 409, response = Conflict),
         (status = 412, response = PreconditionFailed),
@@ -228,6 +237,7 @@ pub(super) async fn remove(
         (status = 200, description = "Stored, secrets redacted", body = MemberCredential),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
         (status = 404, description = "not_found: no such agent or connection", body = ErrorBody),
         (status = 409, response = Conflict),
         (status = 412, response = PreconditionFailed),

@@ -14,7 +14,8 @@ use super::agents::agent_response;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{agent_id, if_match, Admin, IfMatchHeader, OptionalBody};
 use super::openapi::{
-    BadRequest, Conflict, NotFound, PayloadTooLarge, PreconditionFailed, Unauthorized, Unavailable,
+    BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge, PreconditionFailed, Unauthorized,
+    Unavailable,
 };
 use super::resource;
 
@@ -65,6 +66,7 @@ pub(super) struct DeployBody {
         (status = 200, description = "The new live version", body = Deployment),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
         (status = 412, response = PreconditionFailed),
@@ -99,6 +101,7 @@ pub(super) async fn deploy(
         )),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, description = "not_deployed: the agent is not live (or `conflict`: a concurrent change; retry)", body = ErrorBody),
         (status = 412, response = PreconditionFailed),
@@ -122,6 +125,7 @@ pub(super) async fn undeploy(
     responses(
         (status = 200, description = "The live version", body = Deployment),
         (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
         (status = 404, description = "not_found: no such agent; not_deployed: the agent has no live version", body = ErrorBody),
         (status = 503, response = Unavailable),
     ),
@@ -149,6 +153,7 @@ pub(super) struct VersionList {
     responses(
         (status = 200, description = "The versions", body = VersionList),
         (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 503, response = Unavailable),
     ),

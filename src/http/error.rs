@@ -111,6 +111,27 @@ impl From<Rejection> for ApiError {
                 format!("{field}: {message}"),
             )
             .with_details(json!({ "field": field })),
+            Rejection::SecretRequired { field, message } => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "secret_required",
+                format!("{field}: {message}"),
+            )
+            .with_details(json!({ "field": field })),
+            Rejection::MembersHoldCredentials {
+                connection,
+                members,
+            } => ApiError::new(
+                StatusCode::CONFLICT,
+                "member_credentials_stored",
+                format!(
+                    "{message}; they never follow a new server: remove the connection (which \
+                     drops them) and add it again with the new server, then members set theirs \
+                     again (DELETE and POST .../connections)"
+                ),
+            )
+            .with_details(
+                json!({ "field": "server", "connection": connection, "members": members }),
+            ),
             Rejection::NotFound { .. } => {
                 ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
             }

@@ -43,15 +43,48 @@ fn is_admin(req: &HttpRequest) -> bool {
 
 impl FromRequest for Admin {
     type Error = ApiError;
-    type Future = std::future::Ready<Result<Self, ApiError>>;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(if is_admin(req) {
-            Ok(Admin)
-        } else {
+        if is_admin(req) {
+            return Box::pin(ready(Ok(Admin)));
+        }
+        let presented = bearer(req).map(str::to_owned);
+        let runtime = req
+            .app_data::<web::Data<actors::runtime::Runtime>>()
+            .cloned();
+        Box::pin(async move {
+            let (Some(key), Some(runtime)) = (presented, runtime) else {
+                return Err(ApiError::unauthorized());
+            };
+            // A valid invocation key is a credential, only not for this route: 403 says so,
+            // where 401 would send its holder looking for a typo.
+            if is_invocation_key(&runtime, &key).await {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    "an invocation key can only invoke its agent (/invoke, /requests); it cannot \
+                     manage agents: send the admin token",
+                ));
+            }
             Err(ApiError::unauthorized())
         })
     }
+}
+
+/// Whether `key` is a live invocation key of the agent it names. Every stored hash is compared,
+/// so the time taken says nothing of which matched.
+async fn is_invocation_key(runtime: &actors::runtime::Runtime, key: &str) -> bool {
+    let Some(owner) = events::key::agent_of(key) else {
+        return false;
+    };
+    let Ok(state) = runtime.state(owner).await else {
+        return false;
+    };
+    let hash = events::key::hash(key);
+    state.keys.values().fold(false, |found, k| {
+        found | bool::from(k.sha256.as_bytes().ct_eq(hash.as_bytes()))
+    })
 }
 
 /// Who is calling an invocation route, proven: the admin token, or one of the agent's own

@@ -185,6 +185,7 @@ pub(super) async fn invoke(
         (status = 200, description = "The run succeeded (version 0: the draft)", body = Run),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, description = "not_deployed: the agent's runtime is closing after an undeploy; cancelled: an undeploy cancelled the run", body = ErrorBody),
         (status = 413, response = PayloadTooLarge),

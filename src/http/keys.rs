@@ -12,7 +12,8 @@ use utoipa::ToSchema;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{agent_id, if_match, Admin, IfMatchHeader, OptionalBody};
 use super::openapi::{
-    BadRequest, Conflict, NotFound, PayloadTooLarge, PreconditionFailed, Unauthorized, Unavailable,
+    BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge, PreconditionFailed, Unauthorized,
+    Unavailable,
 };
 use super::resource;
 
@@ -53,6 +54,7 @@ pub(super) struct IssueKeyBody {
         )),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
         (status = 412, response = PreconditionFailed),
@@ -122,6 +124,7 @@ pub(super) struct KeyEntry {
     responses(
         (status = 200, description = "The keys, by id", body = KeyList),
         (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 503, response = Unavailable),
     ),
@@ -156,6 +159,7 @@ pub(super) async fn list(
         (status = 204, description = "Revoked"),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
         (status = 404, description = "not_found: no such agent or key", body = ErrorBody),
         (status = 409, response = Conflict),
         (status = 412, response = PreconditionFailed),

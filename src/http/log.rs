@@ -13,7 +13,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::error::ApiError;
 use super::extract::{agent_id, Admin};
-use super::openapi::{BadRequest, NotFound, Unauthorized, Unavailable};
+use super::openapi::{BadRequest, Forbidden, NotFound, Unauthorized, Unavailable};
 use super::resource;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -82,6 +82,7 @@ pub(super) struct StoredEvent {
         (status = 200, description = "A page of the log", body = EventList),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 503, response = Unavailable),
     ),
@@ -134,6 +135,7 @@ struct HistoryQuery {
         )),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 503, response = Unavailable),
     ),
@@ -189,6 +191,7 @@ pub(super) struct Verification {
     responses(
         (status = 200, description = "The check ran: `ok` says whether the chain is intact", body = Verification),
         (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 503, response = Unavailable),
     ),

@@ -22,7 +22,8 @@ use super::{agents, connections, deployment, invoke, keys, log};
         title = "Hangar",
         description = "A self-hosted runtime for deploying AI agents. Management routes need the \
             admin token; invocation routes (`/invoke`, `/requests`) take the admin token or one of \
-            the agent's invocation keys, both as `Authorization: Bearer <token>`. Every error \
+            the agent's invocation keys, both as `Authorization: Bearer <token>` (a valid invocation \
+            key on a management route is 403 `forbidden`). Every error \
             answers `{\"error\": {\"code\", \"message\", \"details\"}}`.",
     ),
     paths(
@@ -162,7 +163,9 @@ mod responses {
 
     /// 403
     #[derive(ToResponse)]
-    #[response(description = "forbidden: an invocation key of another agent")]
+    #[response(
+        description = "forbidden: a valid invocation key where it cannot act: on another agent's invocation routes, or on any management route (which needs the admin token)"
+    )]
     pub struct Forbidden(ErrorBody<'static>);
 
     /// 404

@@ -5,8 +5,10 @@
 //! header values marked sensitive and are never logged. Redirects are not followed, so a tool
 //! cannot bounce a request and its credentials to another host. Every connection passes the
 //! egress policy ([`crate::egress`]) on the addresses its host resolves to; a refusal fails the
-//! call with `egress_denied`. The client's own timeout is generous on purpose: the interpreter
-//! enforces the contract's limits by dropping the call.
+//! call with `egress_denied`. The client has no answer timeout of its own: a call is bounded by
+//! the run's deadlines (agent, node, model), which the interpreter enforces by dropping it, so
+//! a run with no time limit at all (async `timeout_s: null`, no node or model limit) waits for
+//! its tool or model as long as it takes, or until it is cancelled. Only connecting is capped.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -30,8 +32,6 @@ use super::effects::{excerpt, EffectError, Effects, ToolCall, ToolResponse};
 use super::tool_url::tool_url;
 use crate::egress;
 
-/// Longer than any run may last (the async endpoint's limit is 600 s).
-const CLIENT_TIMEOUT: Duration = Duration::from_secs(900);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// The largest answer read from a tool or a model.
 const MAX_BODY: usize = 16 * 1024 * 1024;
@@ -72,7 +72,9 @@ fn build_client() -> awc::Client {
 fn build_client_with(connector: awc::Connector<egress::Connector>) -> awc::Client {
     awc::Client::builder()
         .disable_redirects()
-        .timeout(CLIENT_TIMEOUT)
+        // Not awc's default 5 s, nor any fixed cap: the run's own deadlines bound each call
+        // (see the module's comment); a fixed cap would fail a run that has no limit.
+        .disable_timeout()
         .connector(connector.timeout(CONNECT_TIMEOUT))
         .add_default_header(("user-agent", "hangar"))
         .finish()
@@ -159,6 +161,28 @@ impl HttpEffects {
         Ok((connection, auth_headers(id, &opened, fallback_header)?))
     }
 
+    /// A connection's credentials go only to its own server's origin. Validation refuses a draft
+    /// whose `base_url` is elsewhere, but a preview runs the draft unvalidated (and a version
+    /// deployed before the rule existed was never checked), so the call is refused here too,
+    /// before any secret is opened.
+    fn check_model_origin(&self, id: &str, base_url: &str) -> Result<(), EffectError> {
+        let Some(connection) = self.snapshot.connections.iter().find(|c| c.id == id) else {
+            // `authenticate` names the missing connection.
+            return Ok(());
+        };
+        if events::egress::same_origin(base_url, &connection.server) {
+            return Ok(());
+        }
+        Err(EffectError::new(
+            "connection_origin_mismatch",
+            format!(
+                "model base_url {base_url} is not on the server of connection '{id}' ({}): its \
+                 credentials go only there; point base_url at that server",
+                connection.server
+            ),
+        ))
+    }
+
     async fn call_tool(&self, call: ToolCall<'_>) -> Result<ToolResponse, EffectError> {
         let tool = &call.tool.name;
         let (connection, headers) = self.authenticate(&call.tool.connection)?;
@@ -212,7 +236,10 @@ impl HttpEffects {
                 failed("set model.base_url to the server's OpenAI-compatible API".into())
             })?;
         let headers = match &model.connection {
-            Some(id) => self.authenticate(id)?.1,
+            Some(id) => {
+                self.check_model_origin(id, base)?;
+                self.authenticate(id)?.1
+            }
             None => Vec::new(),
         };
         let request = json!({
@@ -721,6 +748,82 @@ mod tests {
         assert_eq!(
             fx.model(&no_url, "s", "p").await.unwrap_err().code,
             "model_failed"
+        );
+    }
+
+    /// A draft (previewed unvalidated) that points the model at another host while naming a
+    /// connection: the call is refused before any request, so the credentials stay home.
+    #[actix_rt::test]
+    async fn a_model_off_its_connections_origin_gets_no_credentials() {
+        let (elsewhere, rx) = serve(vec![(200, "{}")]);
+        let c = cipher();
+        let fx = effects(
+            vec![connection(
+                "llm",
+                "https://llm.example.com",
+                CredentialMode::Team,
+                json!({"type": "bearer", "token": "sk-stay-home"}),
+                &c,
+            )],
+            c,
+        );
+        let model = Model {
+            provider: "openai".into(),
+            name: "gpt-x".into(),
+            timeout_s: None,
+            base_url: Some(format!("{elsewhere}/v1")),
+            connection: Some("llm".into()),
+        };
+        let err = fx.model(&model, "s", "p").await.unwrap_err();
+        assert_eq!(err.code, "connection_origin_mismatch");
+        assert!(
+            err.message.contains("'llm'") && !err.message.contains("sk-stay-home"),
+            "{err}"
+        );
+        assert!(
+            rx.recv_timeout(Duration::from_millis(200)).is_err(),
+            "no request was sent"
+        );
+    }
+
+    /// A run with no time limit waits for a slow tool: the client puts no cap of its own on a
+    /// call. The clock is paused, and a paused clock jumps to the next timer whenever the
+    /// runtime waits on the network only, so any client timeout (the 900 s cap there once was)
+    /// would fire at once, long before the real 300 ms the server takes.
+    #[actix_rt::test]
+    async fn a_call_with_no_deadline_has_no_client_cap() {
+        tokio::time::pause();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let server = format!("http://{}", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            let Ok((mut stream, _)) = listener.accept() else {
+                return;
+            };
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                match std::io::Read::read(&mut stream, &mut byte) {
+                    Ok(1) => head.push(byte[0]),
+                    _ => return,
+                }
+            }
+            std::thread::sleep(Duration::from_millis(300));
+            let _ = std::io::Write::write_all(
+                &mut stream,
+                b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\nConnection: close\r\n\r\n{\"late\":1}\n",
+            );
+        });
+        let c = cipher();
+        let auth = json!({"type": "bearer", "token": "t"});
+        let fx = effects(
+            vec![connection("slow", &server, CredentialMode::Team, auth, &c)],
+            c,
+        );
+        let got = call(&fx, &tool("slow", "GET", "", None), "/", None).await;
+        assert_eq!(
+            got.map(|r| r.body),
+            Ok(json!({"late": 1})),
+            "the call waited for the answer"
         );
     }
 

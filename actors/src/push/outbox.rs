@@ -237,10 +237,16 @@ impl Courier {
                 return self.settle(key, &stored, None).await;
             }
         };
-        self.metrics.attempt();
-        let answer = delivery::attempt(&self.client, &target, &stored.run).await;
+        // The Run the receiver gets shows the attempt that delivers it (`attempts` counts it,
+        // `status` is still `pending`): a receiver seeing `attempts: 2` knows an earlier one
+        // failed or went unrecorded. What the attempt came to is recorded only after it.
         push.attempts = push.attempts.saturating_add(1);
+        push.next_attempt_at = None;
         let attempts = push.attempts;
+        let mut sent = stored.run.clone();
+        sent.push = Some(push.clone());
+        self.metrics.attempt();
+        let answer = delivery::attempt(&self.client, &target, &sent).await;
         let next = match answer {
             Ok(Answer::Delivered(status)) => {
                 tracing::info!(attempts, status, "push delivered");

@@ -64,8 +64,8 @@ pub(super) fn check_model(
         ),
     }
     if let Some(id) = &model.connection {
-        if find_connection(connections, id).is_none() {
-            report.error(
+        match find_connection(connections, id) {
+            None => report.error(
                 "unknown_connection",
                 "model.connection",
                 format!(
@@ -73,7 +73,8 @@ pub(super) fn check_model(
                      (POST .../connections) or name one of: {}",
                     listing(connections.iter().map(|c| c.id.as_str()))
                 ),
-            );
+            ),
+            Some(connection) => check_model_origin(model, connection, report),
         }
     }
     if let Some(timeout) = model.timeout_s {
@@ -84,6 +85,31 @@ pub(super) fn check_model(
             &limits::MODEL_TIMEOUT_S,
             "model.timeout_s",
             report,
+        );
+    }
+}
+
+/// A connection's credentials were given for its `server`: the model may use them only on that
+/// server's origin, or whoever can edit the draft could point `base_url` at their own host and
+/// collect them (the runtime refuses such a call too, for previews of invalid drafts). Only an
+/// `openai` model with a well-formed `base_url` is judged: anything else is reported above.
+fn check_model_origin(model: &Model, connection: &Connection<Sealed>, report: &mut Report) {
+    let Some(url) = model.base_url.as_deref() else {
+        return;
+    };
+    if model.provider != "openai" || !egress::is_http_url(url) {
+        return;
+    }
+    if !egress::same_origin(url, &connection.server) {
+        report.error(
+            "connection_origin_mismatch",
+            "model.base_url",
+            format!(
+                "base_url {url} is not on the server of connection '{}' ({}): its credentials go \
+                 only there. Point base_url at that server (same scheme, host and port), or use \
+                 a connection whose server is the model's",
+                connection.id, connection.server
+            ),
         );
     }
 }

@@ -125,7 +125,7 @@ fn contract_example_is_ok() {
 fn every_node_kind_and_openai_model_can_be_ok() {
     let spec = json!({
       "name": "All kinds", "description": "Uses every node type",
-      "model": {"provider": "openai", "name": "gpt", "base_url": "https://llm.example.com/v1",
+      "model": {"provider": "openai", "name": "gpt", "base_url": "https://api.example.com/v1",
                 "connection": "llm", "timeout_s": 600},
       "knowledge": [{"name": "faq.md", "content": "..."}],
       "tools": [{"name": "forecast", "connection": "weather", "security": "api_key",
@@ -423,6 +423,37 @@ fn model_base_url_at_a_metadata_address_is_refused() {
         s["model"]["provider"] = json!("openai");
         s["model"]["base_url"] = json!("http://127.0.0.1:11434/v1");
     });
+    assert!(report.errors.is_empty(), "{report:#?}");
+}
+
+/// A draft editor must not be able to send a connection's credentials to a host of their own
+/// choosing: `base_url` must share the connection server's origin (scheme, host and port).
+#[test]
+fn model_connection_needs_base_url_on_its_server() {
+    let llm = connection("llm", json!({"type": "bearer", "token": "t"}));
+    let with = |url: &str| {
+        let mut spec = example();
+        spec["model"] =
+            json!({"provider": "openai", "name": "gpt", "base_url": url, "connection": "llm"});
+        check_with(spec, &[weather(), llm.clone()])
+    };
+    for url in [
+        "https://attacker.example.net/v1",
+        "http://api.example.com/v1",
+        "https://api.example.com:8443/v1",
+        "https://api.example.com.attacker.net/v1",
+    ] {
+        assert_only_error(&with(url), "connection_origin_mismatch", "model.base_url");
+    }
+    for url in ["https://api.example.com/v1", "https://API.example.com:443"] {
+        let report = with(url);
+        assert!(report.ok(), "{url}: {report:#?}");
+    }
+    // Without a connection no credential is sent: any server will do.
+    let mut spec = example();
+    spec["model"] = json!({"provider": "openai", "name": "gpt",
+                           "base_url": "https://attacker.example.net/v1"});
+    let report = check_with(spec, &[weather()]);
     assert!(report.errors.is_empty(), "{report:#?}");
 }
 
