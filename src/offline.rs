@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use events::store::{self, EventStore, SledStore};
-use events::view::AgentView;
+use crate::http::view::AgentView;
 use events::AgentState;
 use uuid::Uuid;
 

@@ -11,7 +11,6 @@
 //! - [`key`]: invocation keys: their format and hash.
 //! - [`command`]: what a client asks for, checked against the state and turned into events.
 //! - [`validation`]: the draft's errors and warnings, which block deploy.
-//! - [`view`]: response bodies computed from the state, secrets redacted.
 //! - [`run`]: runs, their progress events and threads' turns: the records of the run stores.
 //! - [`store`]: the store traits (`EventStore`, `RunStore`, `RunEventStore`, `ThreadStore`), their
 //!   sled implementation, their conformance suites, chain verification.
@@ -30,7 +29,6 @@ pub mod spec;
 pub mod state;
 pub mod store;
 pub mod validation;
-pub mod view;
 
 pub use envelope::{Envelope, NewEvent};
 pub use event::Event;

@@ -7,7 +7,7 @@ use events::command::Command;
 use events::endpoint::EndpointInput;
 use events::spec::AgentSpec;
 use events::state::Status;
-use events::view::{self, AgentView, EndpointView, Summary, ValidationView};
+use super::view::{self, AgentView, EndpointView, Summary, ValidationView};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 

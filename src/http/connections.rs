@@ -6,7 +6,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use actors::Registry;
 use events::command::Command;
 use events::connection::{Auth, Connection};
-use events::view::ConnectionView;
+use super::view::ConnectionView;
 use serde::Serialize;
 use utoipa::ToSchema;
 

@@ -5,7 +5,7 @@ use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse};
 use actors::runtime::Runtime;
 use actors::Registry;
-use events::view::{self, AgentView, DeploymentView, VersionView};
+use super::view::{self, AgentView, DeploymentView, VersionView};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;

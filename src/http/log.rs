@@ -5,7 +5,7 @@ use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use actors::Registry;
 use events::store;
-use events::view::AgentView;
+use super::view::AgentView;
 use events::AgentState;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

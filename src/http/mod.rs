@@ -10,6 +10,7 @@ mod invoke;
 mod keys;
 mod log;
 mod openapi;
+pub mod view;
 
 use actix_web::http::{header, Method, StatusCode};
 use actix_web::{web, HttpResponse, Resource, ResponseError, Route};

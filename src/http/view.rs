@@ -7,12 +7,12 @@ use serde_json::Value;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::connection::{Connection, CredentialMode};
-use crate::endpoint::EndpointSettings;
-use crate::secret::REDACTED;
-use crate::spec::{AgentSpec, Model};
-use crate::state::{AgentState, ConnectionState, Status};
-use crate::validation::{validate, Directory, Problem, Report};
+use events::connection::{Connection, CredentialMode};
+use events::endpoint::EndpointSettings;
+use events::secret::REDACTED;
+use events::spec::{AgentSpec, Model};
+use events::state::{AgentState, ConnectionState, Status};
+use events::validation::{validate, Directory, Problem, Report};
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct AgentView {
@@ -48,6 +48,7 @@ impl AgentView {
 /// The shape of what [`endpoint_view`] answers, for the OpenAPI document (nothing is built from
 /// it): the stored settings with the push token hidden, plus the push signing secret.
 #[derive(Debug, Clone, ToSchema)]
+#[allow(dead_code)] // Its fields are read by its Serialize derive only.
 pub struct EndpointView {
     pub sync_timeout_s: u64,
     pub max_concurrency: u32,
@@ -60,6 +61,7 @@ pub struct EndpointView {
 
 /// The async part of [`EndpointView`].
 #[derive(Debug, Clone, ToSchema)]
+#[allow(dead_code)] // Its fields are read by its Serialize derive only.
 pub struct AsyncView {
     pub push_enabled: bool,
     pub url: Option<String>,
