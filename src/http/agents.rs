@@ -15,7 +15,7 @@ use super::error::{ApiError, ErrorBody};
 use super::extract::{agent_id, if_match, Admin, Body, IfMatchHeader};
 use super::openapi::{
     BadRequest, Conflict, NotFound, PayloadTooLarge, PreconditionFailed, Unauthorized, Unavailable,
-    Unprocessable,
+    Unprocessable, UnsupportedMediaType,
 };
 use super::resource;
 
@@ -74,6 +74,7 @@ pub fn agent_response(
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
         (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
         (status = 422, description = "invalid_request: `name` is empty (details.field names it)", body = ErrorBody),
         (status = 503, response = Unavailable),
     ),
@@ -195,6 +196,7 @@ pub(super) async fn get(
         (status = 409, response = Conflict),
         (status = 412, response = PreconditionFailed),
         (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
         (status = 422, response = Unprocessable),
         (status = 503, response = Unavailable),
     ),
@@ -255,6 +257,7 @@ pub(super) async fn get_endpoint(
         (status = 409, response = Conflict),
         (status = 412, response = PreconditionFailed),
         (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
         (status = 422, description = "invalid_request: a value out of range or inconsistent, e.g. `sync_timeout_s` 59 or push without a url (details.field names it)", body = ErrorBody),
         (status = 503, response = Unavailable),
     ),

@@ -15,6 +15,7 @@ use super::error::{ApiError, ErrorBody};
 use super::extract::{agent_id, if_match, Admin, IfMatchHeader, OptionalBody};
 use super::openapi::{
     BadRequest, Conflict, NotFound, PayloadTooLarge, PreconditionFailed, Unauthorized, Unavailable,
+    UnsupportedMediaType,
 };
 use super::resource;
 
@@ -69,6 +70,7 @@ pub(super) struct DeployBody {
         (status = 409, response = Conflict),
         (status = 412, response = PreconditionFailed),
         (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
         (status = 422, description = "validation_failed: the draft has errors or warnings (`details: {errors, warnings}`, Problems); or invalid_request on `version` never deployed", body = ErrorBody),
         (status = 503, response = Unavailable),
     ),

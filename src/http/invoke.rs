@@ -15,7 +15,7 @@ use super::error::{ApiError, ErrorBody};
 use super::extract::{agent_id, Admin, Invoker, OptionalBody, RunHeaders};
 use super::openapi::{
     BadRequest, Forbidden, NotFound, Overloaded, PayloadTooLarge, RunFailed, RunTimedOut,
-    Unauthorized, Unavailable,
+    Unauthorized, Unavailable, UnsupportedMediaType,
 };
 use super::resource;
 
@@ -139,6 +139,7 @@ fn sync_answer(run: &Run) -> Result<HttpResponse, ApiError> {
         (status = 404, response = NotFound),
         (status = 409, description = "not_deployed: the agent has no live version; cancelled: an undeploy cancelled the run (details: request_id, run)", body = ErrorBody),
         (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
         (status = 422, description = "idempotency_key_reused: this caller used the Idempotency-Key for a different body", body = ErrorBody),
         (status = 429, response = Overloaded),
         (status = 502, response = RunFailed),
@@ -176,6 +177,7 @@ pub(super) async fn invoke(
         (status = 404, response = NotFound),
         (status = 409, description = "not_deployed: the agent's runtime is closing after an undeploy; cancelled: an undeploy cancelled the run", body = ErrorBody),
         (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
         (status = 429, response = Overloaded),
         (status = 502, response = RunFailed),
         (status = 503, response = Unavailable),
@@ -213,6 +215,7 @@ pub(super) async fn preview(
         (status = 404, response = NotFound),
         (status = 409, description = "not_deployed: the agent has no live version", body = ErrorBody),
         (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
         (status = 422, description = "idempotency_key_reused: this caller used the Idempotency-Key for a different body", body = ErrorBody),
         (status = 429, response = Overloaded),
         (status = 503, response = Unavailable),

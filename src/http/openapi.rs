@@ -69,6 +69,7 @@ use super::{agents, connections, deployment, invoke, keys, log};
             Conflict,
             PreconditionFailed,
             PayloadTooLarge,
+            UnsupportedMediaType,
             Unprocessable,
             Overloaded,
             RunFailed,
@@ -185,6 +186,13 @@ mod responses {
     #[derive(ToResponse)]
     #[response(description = "payload_too_large: the body is over 4 MiB")]
     pub struct PayloadTooLarge(ErrorBody<'static>);
+
+    /// 415
+    #[derive(ToResponse)]
+    #[response(
+        description = "unsupported_media_type: the body is compressed (`Content-Encoding` other than `identity`); send it uncompressed (`details.field: \"Content-Encoding\"`)"
+    )]
+    pub struct UnsupportedMediaType(ErrorBody<'static>);
 
     /// 422
     #[derive(ToResponse)]
