@@ -3,7 +3,11 @@
 
 mod common;
 
-use std::io::Write;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use common::{valid_spec, Server, TOKEN};
 use serde_json::{json, Value};
@@ -87,4 +91,86 @@ fn compressed_bodies_are_refused_with_415() {
         spec.as_bytes(),
     );
     assert_eq!(status, 201, "{body}");
+}
+
+/// One HTTP/1.1 response read off a raw connection: the head (lowercased) and the JSON body.
+/// Reads exactly `Content-Length` bytes, so it does not depend on the server closing.
+fn read_response(conn: &mut TcpStream) -> std::io::Result<(String, Value)> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + length {
+                let body =
+                    serde_json::from_slice(&buf[end + 4..end + 4 + length]).unwrap_or(Value::Null);
+                return Ok((head, body));
+            }
+        }
+        let n = conn.read(&mut chunk)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Guards against slow-body exhaustion: actix-web's request timeout covers only the headers, so
+/// a client that sent its headers and then a byte every half second held a connection (and its
+/// buffer) forever. The body must arrive within `HANGAR_BODY_TIMEOUT_S` (30 s by default; 2 s
+/// here): then 408 `request_timeout`, and the connection is closed.
+#[test]
+fn a_body_that_dribbles_in_gets_408_and_the_connection_closes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let s = Server::start_with(dir, &[("HANGAR_BODY_TIMEOUT_S", "2")]);
+    let addr = s.base.trim_start_matches("http://");
+    let mut conn = TcpStream::connect(addr).expect("connects");
+    conn.set_read_timeout(Some(Duration::from_secs(15)))
+        .expect("read timeout");
+    let head = format!(
+        "POST /v1/agents HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {TOKEN}\r\n\
+         Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{"
+    );
+    conn.write_all(head.as_bytes()).expect("headers sent");
+    let started = Instant::now();
+    let done = Arc::new(AtomicBool::new(false));
+    let mut writer = conn.try_clone().expect("clone");
+    let stop = done.clone();
+    let dribbler = std::thread::spawn(move || {
+        // 40 bytes over 20 s: far from the 1000 announced.
+        for _ in 0..40 {
+            std::thread::sleep(Duration::from_millis(500));
+            if stop.load(Ordering::SeqCst) || writer.write_all(b" ").is_err() {
+                return;
+            }
+        }
+    });
+    let answer = read_response(&mut conn);
+    let waited = started.elapsed();
+    done.store(true, Ordering::SeqCst);
+    let (head, body) = answer.expect("answered before the client gave up (15 s)");
+    assert!(head.starts_with("http/1.1 408"), "{head}\n{body}");
+    assert_eq!(body["error"]["code"], "request_timeout", "{body}");
+    assert!(head.contains("connection: close"), "{head}");
+    assert!(
+        waited >= Duration::from_millis(1900) && waited < Duration::from_secs(10),
+        "answered after {waited:?}"
+    );
+    // The server hangs up: no second request on a connection whose body is still owed.
+    let mut rest = [0u8; 64];
+    conn.set_read_timeout(Some(Duration::from_secs(3)))
+        .expect("read timeout");
+    match conn.read(&mut rest) {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(e) => panic!("the connection stayed open: {e}"),
+        Ok(n) => panic!("more bytes after the answer: {:?}", &rest[..n]),
+    }
+    dribbler.join().expect("dribbler");
+    assert_eq!(s.get("/v1/agents")["agents"], json!([]), "nothing created");
 }

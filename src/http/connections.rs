@@ -13,8 +13,8 @@ use utoipa::ToSchema;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{agent_id, if_match, Admin, Body, IfMatchHeader};
 use super::openapi::{
-    BadRequest, Conflict, NotFound, PayloadTooLarge, PreconditionFailed, Unauthorized, Unavailable,
-    UnsupportedMediaType,
+    BadRequest, Conflict, NotFound, PayloadTooLarge, PreconditionFailed, RequestTimeout,
+    Unauthorized, Unavailable, UnsupportedMediaType,
 };
 use super::resource;
 
@@ -62,6 +62,7 @@ fn shown(state: &events::AgentState, cid: &str) -> Result<ConnectionView, ApiErr
         (status = 404, response = NotFound),
         (status = 409, description = "duplicate: the connection id is in use (or `conflict`: a concurrent change; retry)", body = ErrorBody),
         (status = 412, response = PreconditionFailed),
+        (status = 408, response = RequestTimeout),
         (status = 413, response = PayloadTooLarge),
         (status = 415, response = UnsupportedMediaType),
         (status = 422, description = "invalid_request: a bad id or server, missing team secrets, `key_value` with member credentials (details.field names it)", body = ErrorBody),
@@ -159,6 +160,7 @@ pub(super) async fn get(
         (status = 404, description = "not_found: no such agent or connection", body = ErrorBody),
         (status = 409, response = Conflict),
         (status = 412, response = PreconditionFailed),
+        (status = 408, response = RequestTimeout),
         (status = 413, response = PayloadTooLarge),
         (status = 415, response = UnsupportedMediaType),
         (status = 422, description = "invalid_request: a changed id, a bad server, missing team secrets (details.field names it)", body = ErrorBody),
@@ -234,6 +236,7 @@ pub(super) async fn remove(
         (status = 404, description = "not_found: no such agent or connection", body = ErrorBody),
         (status = 409, response = Conflict),
         (status = 412, response = PreconditionFailed),
+        (status = 408, response = RequestTimeout),
         (status = 413, response = PayloadTooLarge),
         (status = 415, response = UnsupportedMediaType),
         (status = 422, description = "invalid_request: a team connection, another auth type, a missing secret or a bad member name (details.field names it)", body = ErrorBody),

@@ -14,8 +14,8 @@ use super::agents::agent_response;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{agent_id, if_match, Admin, IfMatchHeader, OptionalBody};
 use super::openapi::{
-    BadRequest, Conflict, NotFound, PayloadTooLarge, PreconditionFailed, Unauthorized, Unavailable,
-    UnsupportedMediaType,
+    BadRequest, Conflict, NotFound, PayloadTooLarge, PreconditionFailed, RequestTimeout,
+    Unauthorized, Unavailable, UnsupportedMediaType,
 };
 use super::resource;
 
@@ -69,6 +69,7 @@ pub(super) struct DeployBody {
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
         (status = 412, response = PreconditionFailed),
+        (status = 408, response = RequestTimeout),
         (status = 413, response = PayloadTooLarge),
         (status = 415, response = UnsupportedMediaType),
         (status = 422, description = "validation_failed: the draft has errors or warnings (`details: {errors, warnings}`, Problems); or invalid_request on `version` never deployed", body = ErrorBody),

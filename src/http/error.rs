@@ -72,6 +72,11 @@ impl ResponseError for ApiError {
         {
             res.insert_header(("Retry-After", "1"));
         }
+        if self.status == StatusCode::REQUEST_TIMEOUT {
+            // The rest of a body that came too slowly may never come: the connection is not
+            // kept for another request.
+            res.force_close();
+        }
         res.json(ErrorBody {
             error: ErrorObject {
                 code: self.code,

@@ -3,6 +3,7 @@
 
 use std::future::{ready, Future};
 use std::pin::Pin;
+use std::time::Duration;
 
 use actix_web::dev::Payload;
 use actix_web::error::PayloadError;
@@ -16,6 +17,20 @@ use super::error::ApiError;
 
 /// Largest request body accepted, in bytes.
 pub const MAX_BODY: usize = 4 * 1024 * 1024;
+
+/// How long a request body may take to arrive once its headers have, as app data
+/// (`HANGAR_BODY_TIMEOUT_S`; without it, [`BodyTimeout::default`]). actix-web's own request
+/// timeout covers only the headers: without this, a client that dribbles a body a byte at a time
+/// holds a connection and a growing buffer for as long as it likes.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyTimeout(pub Duration);
+
+impl Default for BodyTimeout {
+    /// The contract's 30 s.
+    fn default() -> Self {
+        BodyTimeout(Duration::from_secs(30))
+    }
+}
 
 /// The server's admin token, as app data.
 #[derive(Clone)]
@@ -124,11 +139,8 @@ impl<T: DeserializeOwned + 'static> FromRequest for Body<T> {
         if let Err(e) = uncompressed(req) {
             return Box::pin(ready(Err(e)));
         }
-        let bytes = web::Bytes::from_request(req, payload);
-        Box::pin(async move {
-            let bytes = bytes.await.map_err(payload_error)?;
-            parse_json(&bytes).map(Body)
-        })
+        let bytes = read_body(req, payload);
+        Box::pin(async move { parse_json(&bytes.await?).map(Body) })
     }
 }
 
@@ -143,9 +155,9 @@ impl<T: DeserializeOwned + Default + 'static> FromRequest for OptionalBody<T> {
         if let Err(e) = uncompressed(req) {
             return Box::pin(ready(Err(e)));
         }
-        let bytes = web::Bytes::from_request(req, payload);
+        let bytes = read_body(req, payload);
         Box::pin(async move {
-            let bytes = bytes.await.map_err(payload_error)?;
+            let bytes = bytes.await?;
             if bytes.iter().all(u8::is_ascii_whitespace) {
                 return Ok(OptionalBody(T::default()));
             }
@@ -179,6 +191,28 @@ fn uncompressed(req: &HttpRequest) -> Result<(), ApiError> {
         }
     }
     Ok(())
+}
+
+/// The whole body, at most [`MAX_BODY`] bytes, arriving within the [`BodyTimeout`] (else 408).
+fn read_body(
+    req: &HttpRequest,
+    payload: &mut Payload,
+) -> impl Future<Output = Result<web::Bytes, ApiError>> {
+    let limit = req.app_data::<BodyTimeout>().copied().unwrap_or_default().0;
+    let bytes = web::Bytes::from_request(req, payload);
+    async move {
+        match actix_web::rt::time::timeout(limit, bytes).await {
+            Ok(read) => read.map_err(payload_error),
+            Err(_) => Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                format!(
+                    "the request body did not arrive within {} s; send it again, all at once",
+                    limit.as_secs()
+                ),
+            )),
+        }
+    }
 }
 
 fn payload_error(e: actix_web::Error) -> ApiError {

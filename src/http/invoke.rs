@@ -14,8 +14,8 @@ use uuid::Uuid;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{agent_id, Admin, Invoker, OptionalBody, RunHeaders};
 use super::openapi::{
-    BadRequest, Forbidden, NotFound, Overloaded, PayloadTooLarge, RunFailed, RunTimedOut,
-    Unauthorized, Unavailable, UnsupportedMediaType,
+    BadRequest, Forbidden, NotFound, Overloaded, PayloadTooLarge, RequestTimeout, RunFailed,
+    RunTimedOut, Unauthorized, Unavailable, UnsupportedMediaType,
 };
 use super::resource;
 
@@ -138,6 +138,7 @@ fn sync_answer(run: &Run) -> Result<HttpResponse, ApiError> {
         (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, description = "not_deployed: the agent has no live version; cancelled: an undeploy cancelled the run (details: request_id, run)", body = ErrorBody),
+        (status = 408, response = RequestTimeout),
         (status = 413, response = PayloadTooLarge),
         (status = 415, response = UnsupportedMediaType),
         (status = 422, description = "idempotency_key_reused: this caller used the Idempotency-Key for a different body", body = ErrorBody),
@@ -176,6 +177,7 @@ pub(super) async fn invoke(
         (status = 401, response = Unauthorized),
         (status = 404, response = NotFound),
         (status = 409, description = "not_deployed: the agent's runtime is closing after an undeploy; cancelled: an undeploy cancelled the run", body = ErrorBody),
+        (status = 408, response = RequestTimeout),
         (status = 413, response = PayloadTooLarge),
         (status = 415, response = UnsupportedMediaType),
         (status = 429, response = Overloaded),
@@ -214,6 +216,7 @@ pub(super) async fn preview(
         (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, description = "not_deployed: the agent has no live version", body = ErrorBody),
+        (status = 408, response = RequestTimeout),
         (status = 413, response = PayloadTooLarge),
         (status = 415, response = UnsupportedMediaType),
         (status = 422, description = "idempotency_key_reused: this caller used the Idempotency-Key for a different body", body = ErrorBody),

@@ -68,6 +68,7 @@ use super::{agents, connections, deployment, invoke, keys, log};
             NotFound,
             Conflict,
             PreconditionFailed,
+            RequestTimeout,
             PayloadTooLarge,
             UnsupportedMediaType,
             Unprocessable,
@@ -181,6 +182,13 @@ mod responses {
         description = "conflict: `If-Match` names a seq the agent has moved past (`details: {expected, actual}`); nothing was written"
     )]
     pub struct PreconditionFailed(ErrorBody<'static>);
+
+    /// 408
+    #[derive(ToResponse)]
+    #[response(
+        description = "request_timeout: the body did not arrive within 30 s (`HANGAR_BODY_TIMEOUT_S`) of the headers; the connection is closed"
+    )]
+    pub struct RequestTimeout(ErrorBody<'static>);
 
     /// 413
     #[derive(ToResponse)]
