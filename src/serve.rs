@@ -156,6 +156,12 @@ fn runtime_config() -> Result<RuntimeConfig> {
             .map_err(|_| "HANGAR_RUN_RETENTION_HOURS must be a number")?;
         config.retention = chrono::Duration::hours(hours);
     }
+    if let Ok(v) = std::env::var("HANGAR_AGENT_QUOTA_MB") {
+        let mb: usize = v
+            .parse()
+            .map_err(|_| "HANGAR_AGENT_QUOTA_MB must be a whole number of MiB")?;
+        config.agent_quota_bytes = mb.saturating_mul(1024 * 1024);
+    }
     Ok(config)
 }
 

@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{valid_spec, Server, TOKEN};
+use common::fake_http::{FakeServer, Reply};
+use common::{dir_contains, valid_spec, Server, TOKEN};
 use serde_json::{json, Value};
 
 /// Sends `body` as is (bytes, not a string) with the admin token and `headers`.
@@ -173,4 +174,114 @@ fn a_body_that_dribbles_in_gets_408_and_the_connection_closes() {
     }
     dribbler.join().expect("dribbler");
     assert_eq!(s.get("/v1/agents")["agents"], json!([]), "nothing created");
+}
+
+fn deploy(s: &Server, id: &str) {
+    let r = s.post(&format!("/v1/agents/{id}/deploy"), &json!({}));
+    assert_eq!(r.status, 200, "deploy: {}", r.body);
+}
+
+/// Guards against every run keeping its whole input (up to 4 MiB) on disk for the 7 days of
+/// retention: an ended run keeps at most 64 KiB of it, else a marker with its size.
+#[test]
+fn an_ended_run_does_not_keep_a_large_input_on_disk() {
+    let mut s = Server::start();
+    let id = s.create(&valid_spec("Keeper"));
+    deploy(&s, &id);
+    let needle = format!("needle-{}", uuid_like());
+    let doc = format!("{needle}{}", "x".repeat(200_000));
+    let r = s.post(
+        &format!("/v1/agents/{id}/invoke"),
+        &json!({"input": {"name": "Ada", "doc": doc}}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let small = s.post(
+        &format!("/v1/agents/{id}/invoke"),
+        &json!({"input": {"name": "Bob", "note": "small-input-kept"}}),
+    );
+    assert_eq!(small.status, 200, "{}", small.body);
+    assert!(s.terminate(Duration::from_secs(30)).is_some(), "stopped");
+    assert_eq!(
+        dir_contains(s.data(), &needle),
+        None,
+        "the large input is not on disk"
+    );
+    assert!(
+        dir_contains(s.data(), "small-input-kept").is_some(),
+        "a small input is kept whole"
+    );
+}
+
+fn uuid_like() -> String {
+    format!(
+        "{:x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    )
+}
+
+/// Guards against one agent's async queue filling the disk: `max_queue` (10,000) requests of
+/// up to 4 MiB each is 40 GB. The queued inputs of one agent are held to
+/// `HANGAR_AGENT_QUOTA_MB` (1 MiB here); past it 429 `overloaded` with `Retry-After`, and room
+/// comes back as the queue drains.
+#[test]
+fn queued_inputs_are_held_to_the_agent_quota() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let s = Server::start_with(dir, &[("HANGAR_AGENT_QUOTA_MB", "1")]);
+    let slow =
+        FakeServer::start(|_| Reply::json(200, json!({"ok": 1})).slow(Duration::from_millis(700)));
+    let mut spec = valid_spec("Queued");
+    spec["flow"]["start"] = json!("call");
+    spec["flow"]["nodes"] = json!([
+        {"id": "call", "type": "tool", "tool": "t", "next": "done"},
+        {"id": "done", "type": "end", "output": {"ok": true}}
+    ]);
+    spec["tools"] = json!([{"name": "t", "connection": "svc", "security": "bearer", "method": "GET", "path": "/slow"}]);
+    let id = s.create(&spec);
+    let c = s.post(
+        &format!("/v1/agents/{id}/connections"),
+        &json!({"id": "svc", "server": slow.url, "auth": {"type": "bearer", "token": "t"}}),
+    );
+    assert_eq!(c.status, 201, "{}", c.body);
+    let e = s.put(
+        &format!("/v1/agents/{id}/endpoint"),
+        &json!({"max_concurrency": 1}),
+    );
+    assert_eq!(e.status, 200, "{}", e.body);
+    deploy(&s, &id);
+    let submit = |pad: usize| {
+        s.post(
+            &format!("/v1/agents/{id}/invoke/async"),
+            &json!({"input": {"pad": "p".repeat(pad)}}),
+        )
+    };
+    // The one slot is taken, so what follows stays queued.
+    assert_eq!(submit(1).status, 202);
+    slow.wait_requests(1, Duration::from_secs(10));
+    for i in 0..3 {
+        let r = submit(300_000);
+        assert_eq!(r.status, 202, "queued input {i}: {}", r.body);
+    }
+    let refused = submit(300_000);
+    assert_eq!(refused.status, 429, "past 1 MiB: {}", refused.body);
+    assert_eq!(refused.code(), "overloaded");
+    assert!(refused.retry_after.is_some());
+    // A small one still fits beside the three.
+    assert_eq!(submit(10).status, 202);
+    // As the queue drains, a large one fits again.
+    let started = Instant::now();
+    loop {
+        let r = submit(300_000);
+        if r.status == 202 {
+            break;
+        }
+        assert_eq!(r.status, 429, "{}", r.body);
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the quota never freed"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }

@@ -167,7 +167,7 @@ impl From<actors::Error> for ApiError {
             actors::Error::Overloaded => ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "overloaded",
-                "the agent is at its limit of runs in flight (max_concurrency) or its queue is full; retry after Retry-After seconds",
+                "the agent is at its limit of runs in flight (max_concurrency) or its queue is full (HANGAR_MAX_QUEUE requests, or HANGAR_AGENT_QUOTA_MB of queued input); retry after Retry-After seconds",
             ),
             actors::Error::IdempotencyKeyReused => ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
