@@ -5,8 +5,8 @@ use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 
-use events::store::{self, EventStore, SledStore};
 use crate::http::view::AgentView;
+use events::store::{self, EventStore, SledStore};
 use events::AgentState;
 use uuid::Uuid;
 

@@ -15,7 +15,7 @@ use events::secret::{write_private, Cipher};
 use events::store::{EventStore, RunStores, SledRuns, SledStore};
 use rand::RngCore;
 
-use crate::http::{self, AdminToken, PublicUrl};
+use crate::http::{self, AdminToken, BodyTimeout, PublicUrl};
 
 #[derive(clap::Args)]
 pub struct Options {
@@ -86,12 +86,14 @@ async fn serve(
     let runtime = web::Data::new(runtime);
     let token = web::Data::new(AdminToken(token));
     let public = web::Data::new(PublicUrl(opts.public_url.clone()));
+    let body_timeout = body_timeout()?;
     let server = HttpServer::new(move || {
         App::new()
             .app_data(registry.clone())
             .app_data(runtime.clone())
             .app_data(token.clone())
             .app_data(public.clone())
+            .app_data(body_timeout)
             .configure(http::configure)
             .default_service(web::to(http::not_found))
     })
@@ -154,7 +156,24 @@ fn runtime_config() -> Result<RuntimeConfig> {
             .map_err(|_| "HANGAR_RUN_RETENTION_HOURS must be a number")?;
         config.retention = chrono::Duration::hours(hours);
     }
+    if let Ok(v) = std::env::var("HANGAR_AGENT_QUOTA_MB") {
+        let mb: usize = v
+            .parse()
+            .map_err(|_| "HANGAR_AGENT_QUOTA_MB must be a whole number of MiB")?;
+        config.agent_quota_bytes = mb.saturating_mul(1024 * 1024);
+    }
     Ok(config)
+}
+
+/// `HANGAR_BODY_TIMEOUT_S`: how long a request body may take to arrive (default 30 s).
+fn body_timeout() -> Result<BodyTimeout> {
+    match std::env::var("HANGAR_BODY_TIMEOUT_S") {
+        Ok(v) => match v.trim().parse::<u64>() {
+            Ok(s) if s >= 1 => Ok(BodyTimeout(Duration::from_secs(s))),
+            _ => Err("HANGAR_BODY_TIMEOUT_S must be a whole number of seconds, at least 1".into()),
+        },
+        Err(_) => Ok(BodyTimeout::default()),
+    }
 }
 
 /// The egress policy from `HANGAR_EGRESS_*` (docs/security.md), in force before any outbound

@@ -71,14 +71,18 @@ fn a_model_gets_a_connections_credentials_only_on_that_connections_server() {
     assert_eq!(deploy.status, 422, "{}", deploy.body);
     assert_eq!(deploy.code(), "validation_failed");
 
-    // A preview runs the draft unvalidated: the runtime refuses the call itself.
+    // A preview of a draft that cannot run is refused before it runs (the runtime refuses such
+    // a call too: actors/src/flow/http_effects.rs tests it, as a deployed version predating the
+    // rule would reach it).
     let preview = s.post(
         &format!("/v1/agents/{id}/preview"),
         &json!({"input": {"q": "hello"}}),
     );
-    assert_eq!(preview.status, 502, "{}", preview.body);
+    assert_eq!(preview.status, 422, "{}", preview.body);
+    assert_eq!(preview.code(), "validation_failed");
     assert_eq!(
-        preview.body["error"]["details"]["error"]["code"], "connection_origin_mismatch",
+        codes_at(&preview.body["error"]["details"], "model.base_url"),
+        ["connection_origin_mismatch"],
         "{}",
         preview.body
     );

@@ -59,8 +59,9 @@ fn an_unknown_agent_is_404_and_the_admin_token_is_required() {
     let invocation_key = key["key"].as_str().expect("key");
     let with_key = s.call("GET", &path, Some(invocation_key), &[], None);
     assert_eq!(
-        with_key.status, 401,
-        "an invocation key is not the admin token: {}",
+        (with_key.status, with_key.code()),
+        (403, "forbidden"),
+        "an invocation key cannot manage: {}",
         with_key.body
     );
 }

@@ -119,6 +119,8 @@ pub struct StoredRun {
     #[serde(flatten)]
     pub run: Run,
     pub mode: Mode,
+    /// The caller's input: whole while the run may still need it (queued, running, paused); once
+    /// the run has ended, only what [`kept_input`] keeps.
     pub input: Value,
     /// The caller's `X-Hangar-Member`, for `member` connections.
     #[serde(default)]
@@ -230,12 +232,50 @@ impl StoredRun {
         Some(due)
     }
 
+    /// Ends the run. Its input is no longer needed to run it, so from here on only what
+    /// [`kept_input`] keeps of it is stored for the retention period.
     pub fn finish(&mut self, status: RunStatus, output: Option<Value>, error: Option<RunError>) {
         self.run.status = status;
         self.run.output = output;
         self.run.error = error;
         self.run.finished_at = Some(Utc::now());
+        self.input = kept_input(std::mem::take(&mut self.input));
     }
+}
+
+/// The largest input, as compact JSON, that an ended run keeps whole.
+pub const KEPT_INPUT_BYTES: usize = 64 * 1024;
+
+/// What an ended run keeps of its input: all of it up to [`KEPT_INPUT_BYTES`], else the marker
+/// `{"truncated": true, "bytes": N}` with N its size. Every run would otherwise keep up to the
+/// 4 MiB a body may carry for the whole retention period (7 days), with no bound on the disk
+/// that takes; 64 KiB keeps what an operator reads when looking into a run, and a prefix of a
+/// larger document would be neither valid JSON nor the request.
+pub fn kept_input(input: Value) -> Value {
+    let bytes = json_len(&input);
+    if bytes <= KEPT_INPUT_BYTES {
+        input
+    } else {
+        serde_json::json!({"truncated": true, "bytes": bytes})
+    }
+}
+
+/// The length of `value` as compact JSON, counted without building the text.
+pub fn json_len(value: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing to a counter cannot fail, and a `Value` always serializes.
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
 }
 
 impl RunError {
@@ -297,6 +337,61 @@ mod tests {
         let bytes = serde_json::to_vec(&run).expect("serializes");
         let back: StoredRun = serde_json::from_slice(&bytes).expect("decodes");
         assert_eq!(back, run);
+    }
+
+    /// Guards against every run keeping its whole input (up to 4 MiB) for the retention period.
+    #[test]
+    fn an_ended_run_keeps_a_small_input_whole_and_a_large_one_as_a_marker() {
+        let mut small = run_with(serde_json::json!({"q": "x"}));
+        small.finish(RunStatus::Succeeded, None, None);
+        assert_eq!(small.input, serde_json::json!({"q": "x"}));
+
+        let text = "y".repeat(KEPT_INPUT_BYTES);
+        let large_input = serde_json::json!({ "doc": text });
+        let bytes = serde_json::to_vec(&large_input).expect("serializes").len();
+        assert_eq!(json_len(&large_input), bytes);
+        let mut large = run_with(large_input.clone());
+        let fingerprint = large.fingerprint.clone();
+        large.finish(RunStatus::Failed, None, None);
+        assert_eq!(
+            large.input,
+            serde_json::json!({"truncated": true, "bytes": bytes})
+        );
+        assert_eq!(
+            large.fingerprint, fingerprint,
+            "repeats are still told apart"
+        );
+
+        // Exactly at the bound it is kept.
+        let at = serde_json::json!("z".repeat(KEPT_INPUT_BYTES - 2));
+        assert_eq!(json_len(&at), KEPT_INPUT_BYTES);
+        assert_eq!(kept_input(at.clone()), at);
+    }
+
+    fn run_with(input: Value) -> StoredRun {
+        StoredRun {
+            run: Run {
+                request_id: Uuid::now_v7(),
+                agent_id: Uuid::now_v7(),
+                version: 1,
+                status: RunStatus::Running,
+                output: None,
+                error: None,
+                created_at: Utc::now(),
+                started_at: Some(Utc::now()),
+                finished_at: None,
+                push: None,
+                pending: None,
+                parent: None,
+            },
+            mode: Mode::Sync,
+            fingerprint: Some(fingerprint(&input)),
+            input,
+            member: None,
+            idempotency_key: Some("k".into()),
+            caller: Some("admin".into()),
+            push_enabled: false,
+        }
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Agent routes: create, list, read, edit the draft and endpoint settings, validation, summary.
 
+use super::view::{self, AgentView, EndpointView, Summary, ValidationView};
 use actix_web::http::{header, Method};
 use actix_web::{web, HttpRequest, HttpResponse};
 use actors::Registry;
@@ -7,15 +8,14 @@ use events::command::Command;
 use events::endpoint::EndpointInput;
 use events::spec::AgentSpec;
 use events::state::Status;
-use super::view::{self, AgentView, EndpointView, Summary, ValidationView};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::{agent_id, if_match, Admin, Body, IfMatchHeader};
 use super::openapi::{
-    BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge, PreconditionFailed, Unauthorized,
-    Unavailable, Unprocessable,
+    BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge, PreconditionFailed, RequestTimeout,
+    Unauthorized, Unavailable, Unprocessable, UnsupportedMediaType,
 };
 use super::resource;
 
@@ -74,7 +74,9 @@ pub fn agent_response(
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
+        (status = 408, response = RequestTimeout),
         (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
         (status = 422, description = "invalid_request: `name` is empty (details.field names it)", body = ErrorBody),
         (status = 503, response = Unavailable),
     ),
@@ -198,7 +200,9 @@ pub(super) async fn get(
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
         (status = 412, response = PreconditionFailed),
+        (status = 408, response = RequestTimeout),
         (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
         (status = 422, response = Unprocessable),
         (status = 503, response = Unavailable),
     ),
@@ -261,8 +265,10 @@ pub(super) async fn get_endpoint(
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
         (status = 412, response = PreconditionFailed),
+        (status = 408, response = RequestTimeout),
         (status = 413, response = PayloadTooLarge),
         (status = 422, description = "invalid_request: a value out of range or inconsistent, e.g. `sync_timeout_s` 59 or push without a url (details.field names it); secret_required: a new `async.url` without `async.token` (the stored token never follows a new url)", body = ErrorBody),
+        (status = 415, response = UnsupportedMediaType),
         (status = 503, response = Unavailable),
     ),
 )]

@@ -1,20 +1,20 @@
 //! Connection routes: add, list, update, remove, and members' own credentials. Secrets go in;
 //! only `***` comes out.
 
+use super::view::ConnectionView;
 use actix_web::http::{header, Method};
 use actix_web::{web, HttpRequest, HttpResponse};
 use actors::Registry;
 use events::command::Command;
 use events::connection::{Auth, Connection};
-use super::view::ConnectionView;
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::{agent_id, if_match, Admin, Body, IfMatchHeader};
 use super::openapi::{
-    BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge, PreconditionFailed, Unauthorized,
-    Unavailable,
+    BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge, PreconditionFailed, RequestTimeout,
+    Unauthorized, Unavailable, UnsupportedMediaType,
 };
 use super::resource;
 
@@ -63,7 +63,9 @@ fn shown(state: &events::AgentState, cid: &str) -> Result<ConnectionView, ApiErr
         (status = 404, response = NotFound),
         (status = 409, description = "duplicate: the connection id is in use (or `conflict`: a concurrent change; retry)", body = ErrorBody),
         (status = 412, response = PreconditionFailed),
+        (status = 408, response = RequestTimeout),
         (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
         (status = 422, description = "invalid_request: a bad id or server, missing team secrets, `key_value` with member credentials (details.field names it)", body = ErrorBody),
         (status = 503, response = Unavailable),
     ),
@@ -165,8 +167,10 @@ pub(super) async fn get(
         (status = 404, description = "not_found: no such agent or connection", body = ErrorBody),
         (status = 409, description = "member_credentials_stored: a new `server` while members hold credentials for the connection (details.members names them; remove and add the connection to move it); conflict: a concurrent change, retry", body = ErrorBody),
         (status = 412, response = PreconditionFailed),
+        (status = 408, response = RequestTimeout),
         (status = 413, response = PayloadTooLarge),
         (status = 422, description = "invalid_request: a changed id, a bad server, missing team secrets (details.field names it); secret_required: a new `server` without its team secrets (absent or `***`; details.field names the secret)", body = ErrorBody),
+        (status = 415, response = UnsupportedMediaType),
         (status = 503, response = Unavailable),
     ),
 )]
@@ -241,7 +245,9 @@ pub(super) async fn remove(
         (status = 404, description = "not_found: no such agent or connection", body = ErrorBody),
         (status = 409, response = Conflict),
         (status = 412, response = PreconditionFailed),
+        (status = 408, response = RequestTimeout),
         (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
         (status = 422, description = "invalid_request: a team connection, another auth type, a missing secret or a bad member name (details.field names it)", body = ErrorBody),
         (status = 503, response = Unavailable),
     ),

@@ -1,11 +1,11 @@
 //! Deploy, redeploy, rollback, undeploy, and the read-only view of the live version with
 //! copy-paste snippets for its endpoints.
 
+use super::view::{self, AgentView, DeploymentView, VersionView};
 use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse};
 use actors::runtime::Runtime;
 use actors::Registry;
-use super::view::{self, AgentView, DeploymentView, VersionView};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -14,8 +14,8 @@ use super::agents::agent_response;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{agent_id, if_match, Admin, IfMatchHeader, OptionalBody};
 use super::openapi::{
-    BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge, PreconditionFailed, Unauthorized,
-    Unavailable,
+    BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge, PreconditionFailed, RequestTimeout,
+    Unauthorized, Unavailable, UnsupportedMediaType,
 };
 use super::resource;
 
@@ -70,7 +70,9 @@ pub(super) struct DeployBody {
         (status = 404, response = NotFound),
         (status = 409, response = Conflict),
         (status = 412, response = PreconditionFailed),
+        (status = 408, response = RequestTimeout),
         (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
         (status = 422, description = "validation_failed: the draft has errors or warnings (`details: {errors, warnings}`, Problems); or invalid_request on `version` never deployed", body = ErrorBody),
         (status = 503, response = Unavailable),
     ),

@@ -72,6 +72,11 @@ impl ResponseError for ApiError {
         {
             res.insert_header(("Retry-After", "1"));
         }
+        if self.status == StatusCode::REQUEST_TIMEOUT {
+            // The rest of a body that came too slowly may never come: the connection is not
+            // kept for another request.
+            res.force_close();
+        }
         res.json(ErrorBody {
             error: ErrorObject {
                 code: self.code,
@@ -190,7 +195,7 @@ impl From<actors::Error> for ApiError {
             actors::Error::Overloaded => ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "overloaded",
-                "the agent is at its limit of runs in flight (max_concurrency) or its queue is full; retry after Retry-After seconds",
+                "the agent is at its limit of runs in flight (max_concurrency) or its queue is full (HANGAR_MAX_QUEUE requests, or HANGAR_AGENT_QUOTA_MB of queued input); retry after Retry-After seconds",
             ),
             actors::Error::IdempotencyKeyReused => ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,

@@ -3,10 +3,11 @@
 
 use std::future::{ready, Future};
 use std::pin::Pin;
+use std::time::Duration;
 
 use actix_web::dev::Payload;
 use actix_web::error::PayloadError;
-use actix_web::http::StatusCode;
+use actix_web::http::{header, StatusCode};
 use actix_web::{web, FromRequest, HttpRequest};
 use serde::de::DeserializeOwned;
 use serde_json::json;
@@ -17,6 +18,20 @@ use super::error::ApiError;
 
 /// Largest request body accepted, in bytes.
 pub const MAX_BODY: usize = 4 * 1024 * 1024;
+
+/// How long a request body may take to arrive once its headers have, as app data
+/// (`HANGAR_BODY_TIMEOUT_S`; without it, [`BodyTimeout::default`]). actix-web's own request
+/// timeout covers only the headers: without this, a client that dribbles a body a byte at a time
+/// holds a connection and a growing buffer for as long as it likes.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyTimeout(pub Duration);
+
+impl Default for BodyTimeout {
+    /// The contract's 30 s.
+    fn default() -> Self {
+        BodyTimeout(Duration::from_secs(30))
+    }
+}
 
 /// The server's admin token, as app data.
 #[derive(Clone)]
@@ -207,11 +222,11 @@ impl<T: DeserializeOwned + 'static> FromRequest for Body<T> {
     type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let bytes = web::Bytes::from_request(req, payload);
-        Box::pin(async move {
-            let bytes = bytes.await.map_err(payload_error)?;
-            parse_json(&bytes).map(Body)
-        })
+        if let Err(e) = uncompressed(req) {
+            return Box::pin(ready(Err(e)));
+        }
+        let bytes = read_body(req, payload);
+        Box::pin(async move { parse_json(&bytes.await?).map(Body) })
     }
 }
 
@@ -223,14 +238,66 @@ impl<T: DeserializeOwned + Default + 'static> FromRequest for OptionalBody<T> {
     type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let bytes = web::Bytes::from_request(req, payload);
+        if let Err(e) = uncompressed(req) {
+            return Box::pin(ready(Err(e)));
+        }
+        let bytes = read_body(req, payload);
         Box::pin(async move {
-            let bytes = bytes.await.map_err(payload_error)?;
+            let bytes = bytes.await?;
             if bytes.iter().all(u8::is_ascii_whitespace) {
                 return Ok(OptionalBody(T::default()));
             }
             parse_json::<Option<T>>(&bytes).map(|body| OptionalBody(body.unwrap_or_default()))
         })
+    }
+}
+
+/// Refuses a compressed body (415) before a byte of it is read. Inflating is where a 1 MB gzip
+/// body becomes half a gigabyte of memory, and no client of a JSON API of this size needs it
+/// (docs/security.md, "Request bodies"). `identity` is no encoding, so it passes.
+fn uncompressed(req: &HttpRequest) -> Result<(), ApiError> {
+    let encodings = req.headers().get_all(header::CONTENT_ENCODING);
+    for value in encodings {
+        let text = value.to_str().unwrap_or("?");
+        let compressed = text
+            .split(',')
+            .map(str::trim)
+            .any(|coding| !coding.is_empty() && !coding.eq_ignore_ascii_case("identity"));
+        if compressed {
+            let shown: String = text.chars().take(40).collect();
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                format!(
+                    "request bodies are taken uncompressed only (Content-Encoding: {shown}); \
+                     send the body again without Content-Encoding"
+                ),
+            )
+            .with_details(serde_json::json!({ "field": "Content-Encoding" })));
+        }
+    }
+    Ok(())
+}
+
+/// The whole body, at most [`MAX_BODY`] bytes, arriving within the [`BodyTimeout`] (else 408).
+fn read_body(
+    req: &HttpRequest,
+    payload: &mut Payload,
+) -> impl Future<Output = Result<web::Bytes, ApiError>> {
+    let limit = req.app_data::<BodyTimeout>().copied().unwrap_or_default().0;
+    let bytes = web::Bytes::from_request(req, payload);
+    async move {
+        match actix_web::rt::time::timeout(limit, bytes).await {
+            Ok(read) => read.map_err(payload_error),
+            Err(_) => Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                format!(
+                    "the request body did not arrive within {} s; send it again, all at once",
+                    limit.as_secs()
+                ),
+            )),
+        }
     }
 }
 

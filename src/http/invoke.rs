@@ -18,8 +18,8 @@ use super::extract::{
     agent_id, token_header, Admin, Invoker, OptionalBody, RunHeaders, MEMBER_HEADER,
 };
 use super::openapi::{
-    BadRequest, Forbidden, NotFound, Overloaded, PayloadTooLarge, RunFailed, RunTimedOut,
-    Unauthorized, Unavailable,
+    BadRequest, Forbidden, NotFound, Overloaded, PayloadTooLarge, RequestTimeout, RunFailed,
+    RunTimedOut, Unauthorized, Unavailable, UnsupportedMediaType,
 };
 use super::resource;
 
@@ -147,7 +147,9 @@ fn sync_answer(run: &Run) -> Result<HttpResponse, ApiError> {
         (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, description = "not_deployed: the agent has no live version; cancelled: an undeploy cancelled the run (details: request_id, run)", body = ErrorBody),
+        (status = 408, response = RequestTimeout),
         (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
         (status = 422, description = "idempotency_key_reused: this caller used the Idempotency-Key for a different body", body = ErrorBody),
         (status = 429, response = Overloaded),
         (status = 502, response = RunFailed),
@@ -188,8 +190,10 @@ pub(super) async fn invoke(
         (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, description = "not_deployed: the agent's runtime is closing after an undeploy; cancelled: an undeploy cancelled the run", body = ErrorBody),
+        (status = 408, response = RequestTimeout),
         (status = 413, response = PayloadTooLarge),
         (status = 422, description = "validation_failed: the draft cannot run (`details: {errors, warnings}`, Problems: the errors that block it, `warnings` empty); nothing ran", body = ErrorBody),
+        (status = 415, response = UnsupportedMediaType),
         (status = 429, response = Overloaded),
         (status = 502, response = RunFailed),
         (status = 503, response = Unavailable),
@@ -241,7 +245,9 @@ pub(super) async fn preview(
         (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
         (status = 409, description = "not_deployed: the agent has no live version", body = ErrorBody),
+        (status = 408, response = RequestTimeout),
         (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
         (status = 422, description = "idempotency_key_reused: this caller used the Idempotency-Key for a different body", body = ErrorBody),
         (status = 429, response = Overloaded),
         (status = 503, response = Unavailable),

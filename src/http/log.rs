@@ -1,11 +1,11 @@
 //! The audit routes: the event log (secrets redacted), the agent as it stood at any seq, and the
 //! check of its hash chain.
 
+use super::view::AgentView;
 use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use actors::Registry;
 use events::store;
-use super::view::AgentView;
 use events::AgentState;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

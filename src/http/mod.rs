@@ -18,7 +18,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 pub use deployment::PublicUrl;
-pub use extract::AdminToken;
+pub use extract::{AdminToken, BodyTimeout};
 
 use error::ApiError;
 

@@ -70,7 +70,9 @@ use super::{agents, connections, deployment, invoke, keys, log};
             NotFound,
             Conflict,
             PreconditionFailed,
+            RequestTimeout,
             PayloadTooLarge,
+            UnsupportedMediaType,
             Unprocessable,
             Overloaded,
             RunFailed,
@@ -185,10 +187,24 @@ mod responses {
     )]
     pub struct PreconditionFailed(ErrorBody<'static>);
 
+    /// 408
+    #[derive(ToResponse)]
+    #[response(
+        description = "request_timeout: the body did not arrive within 30 s (`HANGAR_BODY_TIMEOUT_S`) of the headers; the connection is closed"
+    )]
+    pub struct RequestTimeout(ErrorBody<'static>);
+
     /// 413
     #[derive(ToResponse)]
     #[response(description = "payload_too_large: the body is over 4 MiB")]
     pub struct PayloadTooLarge(ErrorBody<'static>);
+
+    /// 415
+    #[derive(ToResponse)]
+    #[response(
+        description = "unsupported_media_type: the body is compressed (`Content-Encoding` other than `identity`); send it uncompressed (`details.field: \"Content-Encoding\"`)"
+    )]
+    pub struct UnsupportedMediaType(ErrorBody<'static>);
 
     /// 422
     #[derive(ToResponse)]

@@ -1,4 +1,4 @@
-//! Runs one flow of an agent spec on one input: walks the nodes from `flow.start`, keeps each
+//! Runs the flow of a version's snapshot (or a draft's) on one input: walks the nodes from `flow.start`, keeps each
 //! node's output in the context `{input, nodes: {ID: output}}`, and returns the `end` node's
 //! rendered output.
 //!
@@ -6,15 +6,17 @@
 //! a missing node, a node without `next` or a cycle is a `flow_error`, never a panic or a hang.
 //! The run is cancelled by dropping its future.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use events::event::Snapshot;
 use events::spec::{AgentSpec, Node, NodeKind};
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
 use super::deadline::{bounded, earliest, Deadline, Limit};
 use super::effects::{excerpt, EffectError, Effects, ToolCall};
-use super::knowledge::KnowledgeIndex;
+use super::indexes::IndexCache;
 use super::template::{eval_condition, render, render_path, render_str, TemplateError};
 
 /// Why a run did not produce an output.
@@ -64,14 +66,17 @@ enum Step {
     End(Value),
 }
 
-/// Runs `spec`'s flow on `input`, bounded as a whole by `agent_limit` (the endpoint's timeout).
+/// Runs the flow of `snapshot`'s spec on `input`, bounded as a whole by `agent_limit` (the
+/// endpoint's timeout). The snapshot, not only its spec, so that its knowledge index is built
+/// once for all its runs.
 pub async fn run(
-    spec: &AgentSpec,
+    snapshot: &Arc<Snapshot>,
     input: &Value,
     effects: &dyn Effects,
     agent_limit: Option<Duration>,
 ) -> Result<Value, FlowError> {
     let agent_deadline = Deadline::starting_now(Limit::Agent, agent_limit);
+    let spec = &snapshot.spec;
     let flow = spec.flow.as_ref().ok_or_else(|| {
         FlowError::failed(
             "",
@@ -98,7 +103,7 @@ pub async fn run(
         tracing::debug!(node = %current.id, kind = current.kind.type_name(), "flow step");
         let step = bounded(
             node_deadline,
-            run_node(spec, current, &ctx, effects, node_deadline),
+            run_node(snapshot, current, &ctx, effects, node_deadline),
         )
         .await
         .map_err(|limit| FlowError::Timeout {
@@ -127,12 +132,13 @@ pub async fn run(
 }
 
 async fn run_node(
-    spec: &AgentSpec,
+    snapshot: &Arc<Snapshot>,
     node: &Node,
     ctx: &Value,
     effects: &dyn Effects,
     node_deadline: Option<Deadline>,
 ) -> Result<Step, FlowError> {
+    let spec: &AgentSpec = &snapshot.spec;
     let id = node.id.as_str();
     let template = |e: TemplateError| FlowError::failed(id, "template_error", e.to_string());
     let effect = |e: EffectError| FlowError::Failed {
@@ -214,7 +220,8 @@ async fn run_node(
         }
         NodeKind::Knowledge { query, top_k } => {
             let query = render_str(query, ctx).map_err(template)?;
-            let passages: Vec<Value> = KnowledgeIndex::build(&spec.knowledge)
+            let passages: Vec<Value> = IndexCache::shared()
+                .index(snapshot)
                 .search(&query, *top_k as usize)
                 .into_iter()
                 .map(|p| json!({"source": p.source, "text": p.text, "score": p.score}))
@@ -359,8 +366,16 @@ mod tests {
         )
     }
 
+    fn snapshot(spec: &AgentSpec) -> Arc<Snapshot> {
+        Arc::new(Snapshot {
+            spec: spec.clone(),
+            endpoint: Default::default(),
+            connections: vec![],
+        })
+    }
+
     async fn go(spec: &AgentSpec, input: Value, fake: &Fake) -> Result<Value, FlowError> {
-        run(spec, &input, fake, None).await
+        run(&snapshot(spec), &input, fake, None).await
     }
 
     fn failed_code(result: Result<Value, FlowError>) -> (String, String) {
@@ -470,6 +485,22 @@ mod tests {
         assert!(out["passages"][0]["score"].as_f64().unwrap() > 0.0);
     }
 
+    /// Guards against re-indexing the knowledge on every call: a run's knowledge node uses the
+    /// index of its snapshot, built by the first run and found by the next.
+    #[tokio::test]
+    async fn runs_of_one_snapshot_share_its_knowledge_index() {
+        let node = json!({"type": "knowledge", "query": "{{ input.q }}", "top_k": 1});
+        let version = snapshot(&one_node("echo", node));
+        let cache = IndexCache::shared();
+        assert!(!cache.holds(&version));
+        let first = run(&version, &json!({"q": "refunds"}), &Fake::default(), None).await;
+        assert!(cache.holds(&version), "the run indexed its snapshot");
+        let index = cache.index(&version);
+        let second = run(&version, &json!({"q": "refunds"}), &Fake::default(), None).await;
+        assert_eq!(first, second);
+        assert!(Arc::ptr_eq(&index, &cache.index(&version)), "not rebuilt");
+    }
+
     #[tokio::test]
     async fn condition_takes_the_first_true_branch_then_else() {
         let spec = spec(
@@ -565,7 +596,7 @@ mod tests {
             ..Fake::default()
         };
         let limit = Some(Duration::from_secs(agent));
-        run(&spec, &json!({}), &fake, limit).await
+        run(&snapshot(&spec), &json!({}), &fake, limit).await
     }
 
     fn timeout(limit: Limit) -> Result<Value, FlowError> {

@@ -3,7 +3,7 @@
 //! Files are split into passages: paragraphs (separated by blank lines), and long paragraphs into
 //! windows of about [`WINDOW_WORDS`] words, so one long file cannot win every query with a single
 //! passage. Words are lowercase runs of letters and digits. The index is plain data built from
-//! the files alone, so a caller may keep one per deployed version.
+//! the files alone, so one is kept per deployed version ([`super::indexes`]).
 
 use std::collections::HashMap;
 
@@ -33,6 +33,8 @@ pub struct KnowledgeIndex {
     /// In how many passages each word occurs.
     document_frequency: HashMap<String, usize>,
     average_len: f64,
+    /// About how much memory the index takes, for the cache's budget.
+    bytes: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -71,11 +73,18 @@ impl KnowledgeIndex {
         } else {
             total as f64 / passages.len() as f64
         };
+        let bytes = approx_bytes(&passages, &document_frequency);
         KnowledgeIndex {
             passages,
             document_frequency,
             average_len,
+            bytes,
         }
+    }
+
+    /// About how many bytes of memory the index holds: its texts, words and table slots.
+    pub fn approx_bytes(&self) -> usize {
+        self.bytes
     }
 
     pub fn len(&self) -> usize {
@@ -133,6 +142,21 @@ impl KnowledgeIndex {
             })
             .sum()
     }
+}
+
+fn approx_bytes(passages: &[Indexed], document_frequency: &HashMap<String, usize>) -> usize {
+    // A table slot: the key `String`, the value, and the table's control byte.
+    fn table<V>(map: &HashMap<String, V>) -> usize {
+        let slot = std::mem::size_of::<(String, V)>() + 1;
+        map.capacity() * slot + map.keys().map(String::len).sum::<usize>()
+    }
+    let passages: usize = passages
+        .iter()
+        .map(|p| {
+            std::mem::size_of::<Indexed>() + p.source.len() + p.text.len() + table(&p.term_counts)
+        })
+        .sum();
+    passages + table(document_frequency)
 }
 
 /// Paragraphs on blank lines; a paragraph longer than [`WINDOW_WORDS`] words becomes windows of

@@ -8,6 +8,8 @@
 //! - [`template`]: MiniJinja over the context; a lone `{{ expr }}` keeps its JSON type. Fuelled,
 //!   no loader.
 //! - [`knowledge`]: BM25 ranking of the passages of the knowledge files.
+//! - [`indexes`]: one knowledge index per version's snapshot, built on first use, shared by its
+//!   runs.
 //! - [`effects`]: the [`Effects`] trait, the interpreter's only way out: models, tools,
 //!   collaborators.
 //! - [`http_effects`]: [`HttpEffects`], the real effects over awc, with the connections'
@@ -18,6 +20,7 @@
 pub mod deadline;
 pub mod effects;
 pub mod http_effects;
+pub mod indexes;
 pub mod interpreter;
 pub mod knowledge;
 #[cfg(test)]
@@ -28,6 +31,7 @@ pub mod tool_url;
 pub use deadline::Limit;
 pub use effects::{EffectError, Effects, ToolCall, ToolResponse};
 pub use http_effects::{AgentCall, HttpEffects};
+pub use indexes::IndexCache;
 pub use interpreter::{run, FlowError};
 pub use knowledge::{KnowledgeIndex, Passage};
 pub use template::{eval_condition, render, render_path, render_str, TemplateError};

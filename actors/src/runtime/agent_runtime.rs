@@ -16,7 +16,7 @@ use actix::prelude::*;
 use chrono::Utc;
 use events::connection::Auth;
 use events::event::Snapshot;
-use events::run::fingerprint;
+use events::run::{fingerprint, json_len};
 use events::secret::Sealed;
 use events::store::Accepted;
 use events::{AgentState, Rejection};
@@ -25,6 +25,7 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::executor::{Abort, Executor, Finished, Job};
+use super::quota::QueuedInputs;
 use super::{Mode, Run, RunError, RunStatus, Runtime, StoredRun};
 use crate::flow::{FlowError, Limit};
 use crate::Error;
@@ -90,6 +91,8 @@ pub struct AgentRuntime {
     /// accepted, down when runs are claimed or cancelled. Bounds the queue (`max_queue`), and
     /// spares a store round trip when it is 0.
     queued: usize,
+    /// Bytes of input those queued runs hold, for the agent's quota.
+    queued_inputs: QueuedInputs,
     /// Set by undeploy: nothing new starts, and the actor stops.
     closed: bool,
 }
@@ -112,6 +115,7 @@ impl AgentRuntime {
     pub fn new(agent: Uuid, rt: Runtime) -> Self {
         AgentRuntime {
             agent,
+            queued_inputs: QueuedInputs::new(rt.config().agent_quota_bytes),
             rt,
             snapshots: HashMap::new(),
             running: HashMap::new(),
@@ -356,6 +360,7 @@ impl AgentRuntime {
                 Ok(runs) => {
                     act.queued = act.queued.saturating_sub(runs.len());
                     for run in runs {
+                        act.queued_inputs.release(run.run.request_id);
                         act.start_queued(run, ctx);
                     }
                 }
@@ -592,7 +597,8 @@ impl Handler<Submit> for AgentRuntime {
         let Some((version, snapshot)) = self.live() else {
             return fail(Rejection::NotDeployed);
         };
-        if self.queued >= self.rt.config().max_queue {
+        let bytes = json_len(&msg.request.input);
+        if self.queued >= self.rt.config().max_queue || !self.queued_inputs.admits(bytes) {
             return self.overloaded(&msg.request);
         }
         let run = self.new_run(
@@ -603,6 +609,8 @@ impl Handler<Submit> for AgentRuntime {
         );
         // Counted at once, so that racing submits respect the bound.
         self.queued += 1;
+        let rid = run.run.request_id;
+        self.queued_inputs.hold(rid, bytes);
         let (tx, rx) = oneshot::channel();
         let accepted = self.rt.runs().accept(run.clone(), true);
         ctx.spawn(accepted.into_actor(self).map(move |accepted, act, ctx| {
@@ -616,6 +624,7 @@ impl Handler<Submit> for AgentRuntime {
                 act.rt.metrics().run_entered(RunStatus::Queued);
             } else {
                 act.queued = act.queued.saturating_sub(1);
+                act.queued_inputs.release(rid);
             }
             let _ = tx.send(result);
             // Start it only once it is durable: a run never has effects before its 202 could.
@@ -654,6 +663,7 @@ impl Handler<Cancel> for AgentRuntime {
             match taken {
                 Ok(Some(run)) => {
                     act.queued = act.queued.saturating_sub(1);
+                    act.queued_inputs.release(rid);
                     rt.metrics().run_entered(RunStatus::Cancelled);
                     rt.waiters().wake(rid);
                     if run.run.push.is_some() {
@@ -711,6 +721,7 @@ impl Handler<Shutdown> for AgentRuntime {
             ended.push(rx);
         }
         self.queued = 0;
+        self.queued_inputs.clear();
         ctx.stop();
         let (rt, agent, reason) = (self.rt.clone(), self.agent, msg.reason);
         Box::pin(async move {

@@ -71,8 +71,8 @@ impl Actor for Executor {
         let snapshot = job.snapshot;
         let (input, limit) = (job.input, job.limit);
         let span = tracing::info_span!("run", request_id = %rid, agent = %self.agent);
-        let work = async move { flow::run(&snapshot.spec, &input, &effects, limit).await }
-            .instrument(span);
+        let work =
+            async move { flow::run(&snapshot, &input, &effects, limit).await }.instrument(span);
         let handle = ctx.spawn(work.into_actor(self).map(
             move |result: Result<Value, FlowError>, act, ctx| {
                 act.parent.do_send(Finished { rid, result });

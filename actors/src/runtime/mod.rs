@@ -8,6 +8,7 @@
 mod agent_runtime;
 mod executor;
 mod metrics;
+mod quota;
 mod waiters;
 
 pub use agent_runtime::{AgentRuntime, Parent, Request, MAX_PREVIEWS};
@@ -45,6 +46,9 @@ pub struct RuntimeConfig {
     pub max_queue: usize,
     /// Final runs older than this are purged.
     pub retention: chrono::Duration,
+    /// Bytes of input one agent's queued async requests may hold on this node; past it, 429
+    /// (`HANGAR_AGENT_QUOTA_MB`, see `quota`).
+    pub agent_quota_bytes: usize,
 }
 
 impl Default for RuntimeConfig {
@@ -52,6 +56,7 @@ impl Default for RuntimeConfig {
         RuntimeConfig {
             max_queue: 10_000,
             retention: chrono::Duration::days(7),
+            agent_quota_bytes: 256 * 1024 * 1024,
         }
     }
 }
