@@ -285,3 +285,50 @@ fn queued_inputs_are_held_to_the_agent_quota() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// Guards against templates that build gigabytes under the fuel limit (a string doubled 29
+/// times is 512 MiB; `'x' * 100000000` is 100 MB in one instruction), whether the author or the
+/// caller's input supplies the numbers: the node fails with `template_too_large`, in a preview
+/// as in a live run, and the server carries on.
+#[test]
+fn a_template_that_builds_too_much_fails_the_node_as_template_too_large() {
+    let s = Server::start();
+    let cases = [
+        (
+            "{% set ns = namespace(s='x') %}{% for i in range(29) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s|length }}",
+            json!({}),
+        ),
+        ("{{ ('x' * 100000000)|length }}", json!({})),
+        (
+            "{{ (input.s * input.n)|length }}",
+            json!({"s": "x".repeat(100_000), "n": 900}),
+        ),
+        ("{{ input.doc }}{{ input.doc }}", json!({"doc": "d".repeat(700_000)})),
+    ];
+    for (template, input) in cases {
+        let mut spec = valid_spec("Builder");
+        spec["flow"]["nodes"] = json!([
+            {"id": "grow", "type": "transform", "output": {"n": template}, "next": "done"},
+            {"id": "done", "type": "end", "output": {"n": "{{ nodes.grow.n }}"}}
+        ]);
+        spec["flow"]["start"] = json!("grow");
+        let id = s.create(&spec);
+        let r = s.post(
+            &format!("/v1/agents/{id}/preview"),
+            &json!({ "input": input }),
+        );
+        assert_eq!(r.status, 502, "{template}: {}", r.body);
+        assert_eq!(r.code(), "run_failed");
+        let error = &r.body["error"]["details"]["error"];
+        assert_eq!(error["code"], "template_too_large", "{template}: {error}");
+        assert_eq!(error["details"]["node"], "grow");
+    }
+    // Below the caps the same shapes run.
+    let id = s.create(&valid_spec("Small"));
+    let r = s.post(
+        &format!("/v1/agents/{id}/preview"),
+        &json!({"input": {"name": "x".repeat(500_000)}}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(s.get("/healthz").status, 200);
+}

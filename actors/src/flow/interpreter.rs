@@ -140,7 +140,7 @@ async fn run_node(
 ) -> Result<Step, FlowError> {
     let spec: &AgentSpec = &snapshot.spec;
     let id = node.id.as_str();
-    let template = |e: TemplateError| FlowError::failed(id, "template_error", e.to_string());
+    let template = |e: TemplateError| FlowError::failed(id, e.code(), e.to_string());
     let effect = |e: EffectError| FlowError::Failed {
         node: id.to_owned(),
         code: e.code,

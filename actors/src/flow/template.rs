@@ -6,7 +6,12 @@
 //!
 //! Templates are written by agent authors and run inside the server, so the engine is locked
 //! down: it has no loader (no `include` or `import` can read a file) and runs on fuel, so a loop
-//! that would never end stops with an error instead.
+//! that would never end stops with an error instead. Fuel counts instructions, not what one
+//! instruction builds (`s ~ s` doubles a string, `"x" * n` allocates `n` bytes), so each render
+//! also runs on a budget of text it may build ([`BUILD_BUDGET_BYTES`], MiniJinja's
+//! `budget` module, a patch of Hangar's: `vendor/minijinja/HANGAR.md`), and its output is held to
+//! [`MAX_OUTPUT_BYTES`]. Either failure is [`TemplateError::too_large`], which fails the node with
+//! `template_too_large`.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -20,6 +25,12 @@ use serde_json::Value;
 const FUEL: u64 = 100_000;
 /// How much of a template's source an error quotes.
 const QUOTE_CHARS: usize = 120;
+/// The most one template may render: a node's output (all its strings together), a prompt, a
+/// query, a tool path or body.
+pub const MAX_OUTPUT_BYTES: usize = 1024 * 1024;
+/// The most text one render may build along the way (strings, values printed, sequence items at
+/// 8 bytes each): room for a few copies of the largest output, none for gigabytes.
+pub const BUILD_BUDGET_BYTES: usize = 16 * 1024 * 1024;
 
 /// A template that could not be compiled or rendered.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -29,6 +40,8 @@ pub struct TemplateError {
     pub template: String,
     /// What went wrong, in MiniJinja's words (kind, detail, line).
     pub reason: String,
+    /// Whether it failed for building too much ([`MAX_OUTPUT_BYTES`], [`BUILD_BUDGET_BYTES`]).
+    pub too_large: bool,
 }
 
 impl TemplateError {
@@ -43,8 +56,35 @@ impl TemplateError {
         TemplateError {
             template: quote(source),
             reason,
+            too_large: false,
         }
     }
+
+    fn too_large(source: &str, reason: String) -> Self {
+        TemplateError {
+            template: quote(source),
+            reason,
+            too_large: true,
+        }
+    }
+
+    /// The code a node fails with: `template_too_large` or `template_error`.
+    pub fn code(&self) -> &'static str {
+        if self.too_large {
+            "template_too_large"
+        } else {
+            "template_error"
+        }
+    }
+}
+
+/// A rendered output over [`MAX_OUTPUT_BYTES`].
+fn output_too_large(source: &str, bytes: Option<usize>) -> TemplateError {
+    let size = bytes.map_or_else(|| "more".into(), |b| format!("{b} bytes"));
+    TemplateError::too_large(
+        source,
+        format!("its output is {size}; a template renders at most {MAX_OUTPUT_BYTES} bytes"),
+    )
 }
 
 fn quote(source: &str) -> String {
@@ -183,38 +223,91 @@ fn eval_cached<S: serde::Serialize>(
     })
 }
 
-/// Renders every string inside `value` against `ctx`, keeping the JSON shape.
+/// Renders every string inside `value` against `ctx`, keeping the JSON shape. The whole result
+/// is held to [`MAX_OUTPUT_BYTES`] as JSON.
 pub fn render(value: &Value, ctx: &Value) -> Result<Value, TemplateError> {
     let ctx = minijinja::Value::from_serialize(ctx);
-    render_value(value, &ctx)
+    let rendered = render_value(value, &ctx)?;
+    if !fits(&rendered, MAX_OUTPUT_BYTES) {
+        let source = value.to_string();
+        return Err(output_too_large(&source, None));
+    }
+    Ok(rendered)
 }
 
-/// Runs the template engine on `source`. Drafts saved before the write-time guards (and
-/// previews, which run unvalidated drafts) can reach inputs on which MiniJinja panics; a panic
-/// must fail the node, not the executor.
+/// Whether `value` serializes to at most `limit` bytes of JSON. Stops writing at the limit, so a
+/// value that would print as gigabytes (a sequence repeating one large string) costs no more.
+fn fits<T: serde::Serialize + ?Sized>(value: &T, limit: usize) -> bool {
+    struct Capped(usize);
+    impl std::io::Write for Capped {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if buf.len() > self.0 {
+                return Err(std::io::ErrorKind::FileTooLarge.into());
+            }
+            self.0 -= buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    match serde_json::to_writer(&mut Capped(limit), value) {
+        Ok(()) => true,
+        Err(e) => !e.is_io(),
+    }
+}
+
+/// Runs the template engine on `source`, on a budget of [`BUILD_BUDGET_BYTES`]. Drafts saved
+/// before the write-time guards (and previews, which run unvalidated drafts) can reach inputs on
+/// which MiniJinja panics; a panic must fail the node, not the executor.
 fn guarded<T>(
     source: &str,
     f: impl FnOnce() -> Result<T, minijinja::Error>,
 ) -> Result<T, TemplateError> {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
-        Ok(result) => result.map_err(|e| TemplateError::new(source, &e)),
+    let budgeted = || minijinja::budget::with_budget(BUILD_BUDGET_BYTES, f);
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(budgeted)) {
+        // Spent, whatever the result: past the budget, text is cut short rather than failed
+        // where MiniJinja cannot return an error.
+        Ok((_, true)) => Err(TemplateError::too_large(
+            source,
+            format!(
+                "it builds more than {BUILD_BUDGET_BYTES} bytes of text along the way (a string \
+                 repeated or doubled, a long sequence printed)"
+            ),
+        )),
+        Ok((result, false)) => result.map_err(|e| TemplateError::new(source, &e)),
         Err(_) => Err(TemplateError {
             template: quote(source),
             reason: "the template engine could not process this template".into(),
+            too_large: false,
         }),
     }
 }
 
-/// Renders one template to text.
+/// Renders one template to text, at most [`MAX_OUTPUT_BYTES`].
 pub fn render_str(source: &str, ctx: &Value) -> Result<String, TemplateError> {
-    guarded(source, || render_cached(&TEMPLATES, source, ctx))
+    capped(
+        source,
+        guarded(source, || render_cached(&TEMPLATES, source, ctx))?,
+    )
 }
 
 /// Renders a tool's `path` template: its literal text as written, every interpolated value
 /// percent-encoded ([`percent_encode`]). Whether the result is a path Hangar will send is the
 /// caller's check (`..` segments, `#`, staying on the connection's server).
 pub fn render_path(source: &str, ctx: &Value) -> Result<String, TemplateError> {
-    guarded(source, || render_cached(&PATH_TEMPLATES, source, ctx))
+    capped(
+        source,
+        guarded(source, || render_cached(&PATH_TEMPLATES, source, ctx))?,
+    )
+}
+
+/// `text` if it is at most [`MAX_OUTPUT_BYTES`].
+fn capped(source: &str, text: String) -> Result<String, TemplateError> {
+    if text.len() > MAX_OUTPUT_BYTES {
+        return Err(output_too_large(source, Some(text.len())));
+    }
+    Ok(text)
 }
 
 /// Evaluates a condition expression (no braces, e.g. `input.count > 1`) for its truthiness.
@@ -250,7 +343,8 @@ fn render_string(source: &str, ctx: &minijinja::Value) -> Result<Value, Template
     if !source.contains("{{") && !source.contains("{%") && !source.contains("{#") {
         return Ok(Value::String(source.to_owned()));
     }
-    guarded(source, || render_cached(&TEMPLATES, source, ctx)).map(Value::String)
+    let text = guarded(source, || render_cached(&TEMPLATES, source, ctx))?;
+    capped(source, text).map(Value::String)
 }
 
 /// The expression of a string that is exactly one `{{ expr }}` (spaces around it allowed), or
@@ -273,9 +367,15 @@ fn to_json(source: &str, value: &minijinja::Value) -> Result<Value, TemplateErro
     if value.is_undefined() || value.is_none() {
         return Ok(Value::Null);
     }
+    // Measured before it is built: `{{ [input.doc] * 100000 }}` is one small value inside
+    // MiniJinja and 100,000 copies of the document as JSON.
+    if !fits(value, MAX_OUTPUT_BYTES) {
+        return Err(output_too_large(source, None));
+    }
     serde_json::to_value(value).map_err(|e| TemplateError {
         template: quote(source),
         reason: format!("the value cannot be turned into JSON: {e}"),
+        too_large: false,
     })
 }
 
@@ -460,6 +560,107 @@ mod tests {
             assert!(!err.to_string().contains("not for your eyes"), "{err}");
         }
         assert!(eval_condition("debug()", &ctx).is_err());
+    }
+
+    /// Guards against a template building gigabytes under the fuel limit: each of these built
+    /// hundreds of megabytes or more (or allocated it in one go) in a handful of instructions.
+    #[test]
+    fn templates_that_build_too_much_fail_as_too_large() {
+        let ctx = json!({"input": {"s": "x".repeat(300_000), "n": 1_000_000_000_u64}});
+        let raw_loop = format!(
+            "{{% set c %}}{{% for i in range(10000) %}}{}{{% endfor %}}{{% endset %}}{{{{ c|length }}}}",
+            "x".repeat(2000)
+        );
+        let bombs = [
+            // A string doubled 29 times in a loop: 512 MiB from one byte.
+            "{% set ns = namespace(s='x') %}{% for i in range(29) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s|length }}",
+            // One instruction, 100 MB.
+            "{{ ('x' * 100000000)|length }}",
+            "{{ input.s * 300 }}",
+            // Doubling without a loop, and with `+`.
+            "{% set a = input.s ~ input.s %}{% set a = a ~ a %}{% set a = a ~ a %}{% set a = a ~ a %}{% set a = a ~ a %}{% set a = a ~ a %}{{ a|length }}",
+            "{% set a = input.s + input.s %}{% set a = a + a %}{% set a = a + a %}{% set a = a + a %}{% set a = a + a %}{% set a = a + a %}{{ a|length }}",
+            // A macro doubling its argument as it recurses.
+            "{% macro d(s, n) %}{% if n %}{{ d(s ~ s, n - 1) }}{% else %}{{ s|length }}{% endif %}{% endmacro %}{{ d('x', 40) }}",
+            // Captured, so the output cap alone would not see it.
+            "{% set c %}{% for i in range(100000) %}{{ input.s }}{% endfor %}{% endset %}{{ c|length }}",
+            // Template text emitted in a loop: 2,000 bytes 10,000 times, well within fuel.
+            &raw_loop,
+            // One value printed as a million copies of a large string.
+            "{{ ([input.s] * 1000000)|string|length }}",
+            "{{ ([input.s] * 1000000)|join(',')|length }}",
+            "{{ range(100000)|join(input.s)|length }}",
+            // Widths and counts taken from numbers.
+            "{{ 'a\nb'|indent(input.n)|length }}",
+            "{{ '%1000000000d'|format(1)|length }}",
+            "{{ input.s|replace('x', input.s)|length }}",
+            "{{ [1]|batch(10000000000000, 0)|length }}",
+            "{{ [1]|slice(10000000000000)|length }}",
+            // A lazily doubled sequence walked at once.
+            "{% set ns = namespace(l=range(100000)) %}{% for i in range(30) %}{% set ns.l = ns.l + ns.l %}{% endfor %}{{ ns.l|list|length }}",
+            "{{ (input.s * 20)|list|length }}",
+        ];
+        for bomb in bombs {
+            let err = render_str(bomb, &ctx).expect_err(bomb);
+            let bomb = quote(bomb);
+            assert!(err.too_large, "{bomb}: {err}");
+            assert_eq!(err.code(), "template_too_large");
+        }
+        // The same through `render` (a JSON template), for a single expression too.
+        let err = render(&json!({"a": ["{{ [input.s] * 100000 }}"]}), &ctx).unwrap_err();
+        assert_eq!(err.code(), "template_too_large", "{err}");
+        let err = eval_condition("(input.s * 300)|length > 1", &ctx).unwrap_err();
+        assert_eq!(err.code(), "template_too_large", "{err}");
+    }
+
+    /// The output of one template, and of a node's JSON template as a whole, is at most 1 MiB;
+    /// below it, large values pass.
+    #[test]
+    fn outputs_are_held_to_one_mebibyte() {
+        let big = "y".repeat(MAX_OUTPUT_BYTES - 100);
+        let ctx = json!({"input": {"big": big, "half": "z".repeat(MAX_OUTPUT_BYTES / 2 + 1)}});
+        assert_eq!(
+            render_str("{{ input.big }}", &ctx).unwrap().len(),
+            big.len()
+        );
+        assert_eq!(render(&json!("{{ input.big }}"), &ctx).unwrap(), json!(big));
+        let err = render_str("{{ input.big }}{{ input.big }}", &ctx).unwrap_err();
+        assert_eq!(err.code(), "template_too_large", "{err}");
+        assert!(err.reason.contains("output"), "{err}");
+        let err = render(
+            &json!({"a": "{{ input.half }}", "b": "{{ input.half }}"}),
+            &ctx,
+        )
+        .unwrap_err();
+        assert_eq!(err.code(), "template_too_large", "{err}");
+        // Not too large: an ordinary failure keeps its code.
+        let err = render_str("{{ input.big | nosuchfilter }}", &ctx).unwrap_err();
+        assert_eq!(err.code(), "template_error");
+    }
+
+    /// Ordinary templates stay far below the budget, loops and joins included.
+    #[test]
+    fn ordinary_templates_fit_the_budget() {
+        let items: Vec<Value> = (0..2000)
+            .map(|i| json!({"name": format!("item {i}")}))
+            .collect();
+        let ctx = json!({"input": {"items": items, "doc": "d".repeat(500_000)}});
+        let out = render_str(
+            "{% for it in input.items %}{{ loop.index }}. {{ it.name | upper }}\n{% endfor %}",
+            &ctx,
+        )
+        .unwrap();
+        assert!(out.ends_with("2000. ITEM 1999\n"));
+        let out = render_str(
+            "{{ input.items | map(attribute='name') | join(', ') }}",
+            &ctx,
+        )
+        .unwrap();
+        assert!(out.starts_with("item 0, item 1"));
+        let out = render_str("Summarize: {{ input.doc }}", &ctx).unwrap();
+        assert_eq!(out.len(), 500_011);
+        let out = render_str("{% set ns = namespace(s='') %}{% for it in input.items[:100] %}{% set ns.s = ns.s ~ it.name ~ ';' %}{% endfor %}{{ ns.s|length }}", &ctx).unwrap();
+        assert_eq!(out, "790");
     }
 
     #[test]

@@ -275,6 +275,17 @@ mod builtins {
     ) -> Result<Value, Error> {
         let safety_aware = !matches!(state.auto_escape(), AutoEscape::None)
             && (value.is_safe() || from.is_safe() || to.is_safe());
+        // HANGAR PATCH: a replacement can multiply the text; what it builds is charged first.
+        let (text, from_str, to_len) = (value.as_str(), from.as_str(), to.as_str().len());
+        let places = if from_str.is_empty() {
+            text.chars().count() + 1
+        } else {
+            text.matches(from_str).count()
+        };
+        ok!(crate::budget::charge_or_fail(
+            text.len()
+                .saturating_add(places.saturating_mul(to_len))
+        ));
 
         if safety_aware {
             let output = value
@@ -470,6 +481,12 @@ mod builtins {
         fn join_plain(iter: impl Iterator<Item = Value>, joiner: &str) -> String {
             let mut output = String::new();
             for (idx, item) in iter.enumerate() {
+                // HANGAR PATCH: the separators and the strings copied are charged (other items
+                // are printed, which charges them); past the budget the VM stops.
+                let copied = joiner.len() + item.as_str().map_or(0, str::len);
+                if !crate::budget::charge(copied) {
+                    break;
+                }
                 if idx > 0 {
                     output.push_str(joiner);
                 }
@@ -489,6 +506,10 @@ mod builtins {
         ) -> Result<String, Error> {
             let mut output = String::new();
             for (idx, item) in iter.enumerate() {
+                // HANGAR PATCH: as in `join_plain`.
+                ok!(crate::budget::charge_or_fail(
+                    joiner.len() + item.as_str().map_or(0, str::len)
+                ));
                 if idx > 0 {
                     output.push_str(joiner);
                 }
@@ -1028,7 +1049,11 @@ mod builtins {
         let items_per_slice = len / count;
         let slices_with_extra = len % count;
         let mut offset = 0;
-        let mut rv = Vec::with_capacity(count);
+        // HANGAR PATCH: `count` slices are made, however few the items.
+        ok!(crate::budget::charge_or_fail(
+            count.saturating_mul(crate::budget::ITEM)
+        ));
+        let mut rv = Vec::with_capacity(crate::utils::untrusted_size_hint(count));
 
         for slice in 0..count {
             let start = offset + slice * items_per_slice;
@@ -1080,14 +1105,15 @@ mod builtins {
         if count == 0 {
             return Err(Error::new(ErrorKind::InvalidOperation, "count cannot be 0"));
         }
+        // HANGAR PATCH: `count` is untrusted; reserve no more than the items need.
         let mut rv = Vec::with_capacity(value.len().unwrap_or(0) / count);
-        let mut tmp = Vec::with_capacity(count);
+        let mut tmp = Vec::with_capacity(crate::utils::untrusted_size_hint(count));
 
         for item in ok!(state.undefined_behavior().try_iter(value)) {
             if tmp.len() == count {
                 rv.push(Value::from(mem::replace(
                     &mut tmp,
-                    Vec::with_capacity(count),
+                    Vec::with_capacity(crate::utils::untrusted_size_hint(count)),
                 )));
             }
             tmp.push(item);
@@ -1095,6 +1121,10 @@ mod builtins {
 
         if !tmp.is_empty() {
             if let Some(filler) = fill_with {
+                // HANGAR PATCH: the fillers are made, however large `count` is.
+                ok!(crate::budget::charge_or_fail(
+                    (count - tmp.len()).saturating_mul(crate::budget::ITEM)
+                ));
                 for _ in 0..count - tmp.len() {
                     tmp.push(filler.clone());
                 }
@@ -1231,6 +1261,11 @@ mod builtins {
         ok!(kwargs.assert_all_used());
 
         let input = strip_trailing_newline(value.as_str());
+        // HANGAR PATCH: `width` spaces on every line, charged before they are made.
+        let lines = input.split('\n').count();
+        ok!(crate::budget::charge_or_fail(
+            input.len().saturating_add(width.saturating_mul(lines + 1))
+        ));
         let indent_with = " ".repeat(width);
         let mut output = String::new();
         let mut iterator = input.split('\n');

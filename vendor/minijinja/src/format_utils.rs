@@ -950,6 +950,9 @@ fn parse_number(cursor: &mut Cursor) -> Result<Option<usize>, Error> {
             )
             .with_source(e)
         }));
+        // HANGAR PATCH: a width or precision is text about to be built (padding, digits):
+        // charged as it is read, so `%1000000000d` fails before it allocates.
+        ok!(crate::budget::charge_or_fail(num));
         Ok(Some(num))
     }
 }

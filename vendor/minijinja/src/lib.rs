@@ -220,6 +220,8 @@ mod utils;
 mod vendor;
 mod vm;
 
+// HANGAR PATCH: a budget on what one render may build (budget.rs).
+pub mod budget;
 pub mod filters;
 pub mod functions;
 pub mod syntax;

@@ -142,6 +142,8 @@ pub fn write_escaped(
 ) -> Result<(), Error> {
     // string strings bypass all of this
     if let ValueRepr::String(ref s, StringType::Safe) = value.0 {
+        // HANGAR PATCH: not printed through `Display`, so charged here.
+        crate::budget::charge_or_fail(s.len())?;
         return out.write_str(s).map_err(Error::from);
     }
 

@@ -475,6 +475,17 @@ pub(crate) enum ValueRepr {
 
 impl fmt::Debug for ValueRepr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // HANGAR PATCH: as in `Display`; escaping can make a string's debug text up to six times
+        // as long.
+        let cost = match *self {
+            ValueRepr::String(ref s, _) => crate::budget::cost_of_text(s.len().saturating_mul(6)),
+            ValueRepr::SmallStr(ref s) => crate::budget::cost_of_text(s.as_str().len().saturating_mul(6)),
+            ValueRepr::Bytes(ref b) => crate::budget::cost_of_text(b.len().saturating_mul(4)),
+            _ => crate::budget::cost_of_text(24),
+        };
+        if !crate::budget::charge(cost) {
+            return Ok(());
+        }
         match *self {
             ValueRepr::Undefined(_) => f.write_str("undefined"),
             ValueRepr::Bool(val) => f.write_str(if val { "True" } else { "False" }),
@@ -789,6 +800,11 @@ impl fmt::Debug for Value {
 
 impl fmt::Display for Value {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // HANGAR PATCH: every value printed takes its text from the budget; past it, nothing
+        // more is printed (an error here would panic in `to_string`), and the VM stops.
+        if !crate::budget::charge(self.printed_cost()) {
+            return Ok(());
+        }
         match self.0 {
             ValueRepr::Undefined(_) => Ok(()),
             ValueRepr::Bool(val) => f.write_str(if val { "True" } else { "False" }),
@@ -815,6 +831,22 @@ impl fmt::Display for Value {
             ValueRepr::Bytes(ref val) => write!(f, "{}", String::from_utf8_lossy(val)),
             ValueRepr::U128(val) => write!(f, "{}", { val.0 }),
             ValueRepr::Object(ref x) => write!(f, "{x}"),
+        }
+    }
+}
+
+impl Value {
+    /// HANGAR PATCH: what printing this value costs before its items (a sequence's or map's
+    /// items are charged as they are printed): its text for strings, at most 24 bytes otherwise.
+    fn printed_cost(&self) -> usize {
+        match self.0 {
+            ValueRepr::String(ref s, _) => crate::budget::cost_of_text(s.len()),
+            ValueRepr::SmallStr(ref s) => crate::budget::cost_of_text(s.as_str().len()),
+            ValueRepr::Bytes(ref b) => crate::budget::cost_of_text(b.len().saturating_mul(3)),
+            ValueRepr::Invalid(ref e) => {
+                crate::budget::cost_of_text(e.detail().map_or(0, str::len).saturating_add(64))
+            }
+            _ => crate::budget::cost_of_text(24),
         }
     }
 }
@@ -1938,13 +1970,26 @@ impl Iterator for ValueIter {
         match self.imp {
             ValueIterImpl::Empty => None,
             ValueIterImpl::Chars(ref mut offset, ref mut len, ref s) => {
+                // HANGAR PATCH: each character becomes a value of its own (`|list`, `|sort` of a
+                // string); past the budget the iteration ends, and the VM stops.
+                if !crate::budget::charge(3 * crate::budget::ITEM) {
+                    return None;
+                }
                 (s as &str)[*offset..].chars().next().map(|c| {
                     *offset += c.len_utf8();
                     *len -= 1;
                     Value::from(c)
                 })
             }
-            ValueIterImpl::Dyn(ref mut iter) => iter.next(),
+            ValueIterImpl::Dyn(ref mut iter) => {
+                // HANGAR PATCH: every item walked is charged, so that a sequence grown lazily
+                // (`+` of unsized iterables, nested repeats) cannot be walked past the budget
+                // inside one instruction (`|list`, `|sort`, comparisons).
+                if !crate::budget::charge(crate::budget::ITEM) {
+                    return None;
+                }
+                iter.next()
+            }
         }
     }
 

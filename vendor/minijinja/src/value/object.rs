@@ -298,6 +298,10 @@ pub trait Object: fmt::Debug + Send + Sync {
             ObjectRepr::Map => {
                 let mut dbg = f.debug_map();
                 for (key, value) in self.try_iter_pairs().into_iter().flatten() {
+                    // HANGAR PATCH: a spent budget prints nothing more, so stop walking.
+                    if crate::budget::spent() {
+                        break;
+                    }
                     dbg.entry(&key, &value);
                 }
                 dbg.finish()
@@ -308,6 +312,10 @@ pub trait Object: fmt::Debug + Send + Sync {
             ObjectRepr::Seq | ObjectRepr::Iterable if self.enumerator_len().is_some() => {
                 let mut dbg = f.debug_list();
                 for value in self.try_iter().into_iter().flatten() {
+                    // HANGAR PATCH: as above.
+                    if crate::budget::spent() {
+                        break;
+                    }
                     dbg.entry(&value);
                 }
                 dbg.finish()

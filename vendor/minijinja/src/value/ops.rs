@@ -288,6 +288,13 @@ pub fn add(lhs: &Value, rhs: &Value) -> Result<Value, Error> {
     if matches!(lhs.kind(), ValueKind::Seq | ValueKind::Iterable)
         && matches!(rhs.kind(), ValueKind::Seq | ValueKind::Iterable)
     {
+        // HANGAR PATCH: the items of the result are charged, so that `seq + seq` repeated
+        // cannot double a sequence past the budget.
+        if let Some(len) = seq_concat_len(lhs, rhs) {
+            ok!(crate::budget::charge_or_fail(
+                len.saturating_mul(crate::budget::ITEM)
+            ));
+        }
         let values = vec![lhs.clone(), rhs.clone()];
         let depth = MergeSeq::depth_for_values(&values);
 
@@ -311,7 +318,11 @@ pub fn add(lhs: &Value, rhs: &Value) -> Result<Value, Error> {
             .ok_or_else(|| failed_op("+", lhs, rhs))
             .map(int_as_value),
         Some(CoerceResult::F64(a, b)) => Ok((a + b).into()),
-        Some(CoerceResult::Str(a, b)) => Ok(Value::from([a, b].concat())),
+        Some(CoerceResult::Str(a, b)) => {
+            // HANGAR PATCH: not printed through `Display`, so charged here.
+            ok!(crate::budget::charge_or_fail(a.len().saturating_add(b.len())));
+            Ok(Value::from([a, b].concat()))
+        }
         _ => Err(impossible_op("+", lhs, rhs)),
     }
 }
@@ -337,6 +348,8 @@ pub fn mul(lhs: &Value, rhs: &Value) -> Result<Value, Error> {
                 "repeated string is too large",
             ));
         }
+        // HANGAR PATCH: charged before it is built.
+        ok!(crate::budget::charge_or_fail(s.len() * n));
         return Ok(Value::from(s.repeat(n)));
     } else if let Some((seq, n)) = lhs
         .as_object()
@@ -371,6 +384,11 @@ fn repeat_iterable(n: &Value, seq: &DynObject) -> Result<Value, Error> {
             "cannot repeat unsized iterables",
         )
     }));
+    // HANGAR PATCH: the repeated items are charged although they are made lazily: whatever
+    // walks them (printing, `|list`, `|sort`) works through all of them in one instruction.
+    ok!(crate::budget::charge_or_fail(
+        len.saturating_mul(n).saturating_mul(crate::budget::ITEM)
+    ));
 
     // This is not optimal.  We only query the enumerator for the length once
     // but we support repeated iteration.  We could both lie about our length

@@ -320,6 +320,11 @@ impl<'env> Vm<'env> {
                 ctx_ok!(tracker.track(instr));
             }
 
+            // HANGAR PATCH: stop once the budget is spent where no error could be returned.
+            if crate::budget::spent() {
+                bail!(crate::budget::exceeded());
+            }
+
             match instr {
                 Instruction::Swap => {
                     a = stack.pop();
@@ -328,6 +333,8 @@ impl<'env> Vm<'env> {
                     stack.push(b);
                 }
                 Instruction::EmitRaw(val) => {
+                    // HANGAR PATCH: template text emitted in a loop builds text too.
+                    ctx_ok!(crate::budget::charge_or_fail(val.len()));
                     // this only produces a format error, no need to attach
                     // location information.
                     ok!(out.write_str(val).map_err(Error::from));
