@@ -3,6 +3,9 @@
 
 mod common;
 
+use std::time::Duration;
+
+use common::fake_http::{FakeServer, Reply};
 use common::{dir_contains, valid_spec, Server};
 use serde_json::json;
 
@@ -165,4 +168,73 @@ fn no_plaintext_secret_anywhere() {
         );
         assert!(!log.contains(secret), "the server log shows {secret}");
     }
+}
+
+/// Someone who can write the store and re-hash it, but does not hold the secret key, copies a
+/// connection's sealed token into a connection whose server they control. The chain cannot tell
+/// (`hangar verify` passes); the sealed value's place can: the runtime does not open it there,
+/// and nothing is sent. Guards the associated data of the sealed format (docs/security.md).
+#[test]
+fn a_secret_moved_in_the_log_to_another_server_does_not_open() {
+    const VICTIM_TOKEN: &str = "victim-TOKEN-stays-home-31c7";
+    let trap = FakeServer::start(|_| Reply::json(200, json!({})));
+    let mut s = Server::start();
+    let id = s.create(&json!({
+        "name": "Moved", "description": "Calls the trap",
+        "model": {"provider": "echo", "name": "echo-1"},
+        "tools": [{"name": "t", "connection": "trap", "security": "bearer", "method": "GET",
+                   "path": "/collect"}],
+        "flow": {"start": "call", "nodes": [
+            {"id": "call", "type": "tool", "tool": "t", "next": "done"},
+            {"id": "done", "type": "end", "output": {"status": "{{ nodes.call.status }}"}}
+        ]}
+    }));
+    let conns = format!("/v1/agents/{id}/connections");
+    for body in [
+        json!({"id": "victim", "server": "https://victim.example", "auth": {"type": "bearer", "token": VICTIM_TOKEN}}),
+        json!({"id": "trap", "server": trap.url, "auth": {"type": "bearer", "token": "attacker-own-token"}}),
+    ] {
+        let r = s.post(&conns, &body);
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
+    s.kill();
+
+    common::forge_last_event(s.data(), &id, |events| {
+        let (last, earlier) = events.split_last_mut().expect("events");
+        let victim = earlier
+            .iter()
+            .find(|e| e["type"] == "ConnectionAdded" && e["data"]["connection"]["id"] == "victim")
+            .expect("the victim connection");
+        let sealed = victim["data"]["connection"]["auth"]["token"].clone();
+        assert!(
+            sealed.as_str().is_some_and(|t| t.starts_with("enc:v2:")),
+            "{sealed}"
+        );
+        assert_eq!(last["data"]["connection"]["id"], "trap");
+        last["data"]["connection"]["auth"]["token"] = sealed;
+    });
+    let data = s.data().to_str().expect("utf8").to_owned();
+    let verify = s.cli(&["verify", "--data", &data]);
+    assert!(
+        verify.status.success(),
+        "the re-hashed log verifies: {}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+
+    // A preview runs the draft as it stands (a deploy would refuse the unused victim connection).
+    let s = s.start_again();
+    let r = s.post(&format!("/v1/agents/{id}/preview"), &json!({"input": {}}));
+    assert_eq!((r.status, r.code()), (502, "run_failed"), "{}", r.body);
+    assert_eq!(
+        r.body["error"]["details"]["error"]["code"], "credentials_unreadable",
+        "{}",
+        r.body
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        trap.requests().is_empty(),
+        "nothing reached the trap: {:?}",
+        trap.requests()
+    );
+    assert!(!s.server_log().contains(VICTIM_TOKEN));
 }

@@ -5,11 +5,12 @@
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use rand::RngCore;
+use uuid::Uuid;
 
 use crate::connection::{admit_member_auth, check_member_name, Auth, Connection, CredentialMode};
 use crate::endpoint::EndpointInput;
 use crate::event::*;
-use crate::secret::Cipher;
+use crate::secret::{Cipher, Place};
 use crate::spec::{limits, AgentSpec};
 use crate::state::{AgentState, ConnectionState, Status};
 use crate::validation::{validate, Directory};
@@ -114,19 +115,19 @@ pub fn decide(
             })))
         }
         Command::ConfigureEndpoint { input } => {
-            let settings = input.admit(&state.endpoint, ctx.cipher)?;
+            let settings = input.admit(&state.endpoint, state.id, ctx.cipher)?;
             let mut decision = Decision::one(Event::EndpointConfigured(EndpointConfigured {
                 settings: settings.clone(),
             }));
             if settings.asynchronous.push_enabled && state.signing_secret.is_none() {
-                let (event, secret) = new_signing_secret(ctx.cipher);
+                let (event, secret) = new_signing_secret(state.id, ctx.cipher);
                 decision.events.push(event);
                 decision.revealed_secret = Some(secret);
             }
             Ok(decision)
         }
         Command::RotateSigningSecret => {
-            let (event, secret) = new_signing_secret(ctx.cipher);
+            let (event, secret) = new_signing_secret(state.id, ctx.cipher);
             Ok(Decision {
                 events: vec![event],
                 revealed_secret: Some(secret),
@@ -138,7 +139,7 @@ pub fn decide(
                     what: format!("connection '{}'", connection.id),
                 });
             }
-            let connection = connection.admit(ctx.cipher)?;
+            let connection = connection.admit(state.id, ctx.cipher)?;
             Ok(Decision::one(Event::ConnectionAdded(ConnectionAdded {
                 connection,
             })))
@@ -157,7 +158,7 @@ pub fn decide(
             check_server_move(stored, connection)?;
             let mut connection = connection.clone();
             connection.id = id.clone();
-            let connection = connection.admit(ctx.cipher)?;
+            let connection = connection.admit(state.id, ctx.cipher)?;
             Ok(Decision::one(Event::ConnectionUpdated(ConnectionUpdated {
                 connection,
             })))
@@ -180,7 +181,7 @@ pub fn decide(
                 .get(connection)
                 .ok_or_else(|| Rejection::not_found(format!("connection '{connection}'")))?;
             check_member_name(member)?;
-            let auth = admit_member_auth(&stored.connection, auth, ctx.cipher)?;
+            let auth = admit_member_auth(state.id, &stored.connection, member, auth, ctx.cipher)?;
             Ok(Decision::one(Event::MemberCredentialSet(
                 MemberCredentialSet {
                     connection: connection.clone(),
@@ -308,12 +309,12 @@ fn deploy(
 }
 
 /// A Standard Webhooks signing secret: `whsec_` and the base64 of 32 random bytes.
-fn new_signing_secret(cipher: &Cipher) -> (Event, String) {
+fn new_signing_secret(agent: Uuid, cipher: &Cipher) -> (Event, String) {
     let mut key = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut key);
     let secret = format!("whsec_{}", B64.encode(key));
     let event = Event::SigningSecretRotated(SigningSecretRotated {
-        secret: cipher.seal(&secret),
+        secret: cipher.seal(&secret, &Place::signing_secret(agent)),
     });
     (event, secret)
 }
@@ -323,7 +324,6 @@ mod tests {
     use std::collections::{BTreeMap, BTreeSet};
 
     use serde_json::{json, Value};
-    use uuid::Uuid;
 
     use super::*;
     use crate::envelope::GENESIS_HASH;
@@ -426,7 +426,9 @@ mod tests {
                 .signing_secret
                 .as_ref()
                 .expect("a signing secret");
-            self.cipher.open(sealed).expect("opens")
+            self.cipher
+                .open(sealed, &Place::signing_secret(self.state.id))
+                .expect("opens")
         }
     }
 
@@ -838,7 +840,10 @@ mod tests {
         assert!(matches!(&d.events[..], [Event::ConnectionUpdated(_)]));
         let stored = &stream.state.connections["weather"].connection;
         assert_eq!(stored.id, "weather");
-        let opened = stored.auth.open(&stream.cipher).expect("opens");
+        let opened = stored
+            .auth
+            .open(&stream.cipher, |f| stored.place(stream.state.id, None, f))
+            .expect("opens");
         assert_eq!(opened, weather("key-2").auth);
 
         let mut renamed = weather("key-3");
@@ -912,7 +917,12 @@ mod tests {
         });
         assert!(matches!(&d.events[..], [Event::MemberCredentialSet(_)]));
         let members = &stream.state.connections["crm"].members;
-        let opened = members["alice"].open(&stream.cipher).expect("opens");
+        let crm = &stream.state.connections["crm"].connection;
+        let opened = members["alice"]
+            .open(&stream.cipher, |f| {
+                crm.place(stream.state.id, Some("alice"), f)
+            })
+            .expect("opens");
         assert_eq!(opened, bearer("alice-token"));
     }
 

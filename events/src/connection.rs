@@ -7,9 +7,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+use uuid::Uuid;
 
 use crate::egress;
-use crate::secret::{Cipher, Sealed, REDACTED};
+use crate::secret::{Cipher, Place, Sealed, REDACTED};
 use crate::Rejection;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, ToSchema)]
@@ -85,6 +86,31 @@ impl<S> Auth<S> {
         }
     }
 
+    /// The same auth with every secret passed through `f` along with its field's name
+    /// (`auth.key`, `auth.username`, `auth.password`, `auth.token`, `auth.pairs.<name>`), which
+    /// is part of the [`Place`] it is sealed for.
+    pub fn map_fields<T>(&self, mut f: impl FnMut(&str, &S) -> T) -> Auth<T> {
+        match self {
+            Auth::ApiKey { header, key } => Auth::ApiKey {
+                header: header.clone(),
+                key: key.as_ref().map(|k| f("auth.key", k)),
+            },
+            Auth::Basic { username, password } => Auth::Basic {
+                username: username.as_ref().map(|u| f("auth.username", u)),
+                password: password.as_ref().map(|p| f("auth.password", p)),
+            },
+            Auth::Bearer { token } => Auth::Bearer {
+                token: token.as_ref().map(|t| f("auth.token", t)),
+            },
+            Auth::KeyValue { pairs } => Auth::KeyValue {
+                pairs: pairs
+                    .iter()
+                    .map(|(k, v)| (k.clone(), f(&format!("auth.pairs.{k}"), v)))
+                    .collect(),
+            },
+        }
+    }
+
     /// The first secret field that is missing, for a credential set that must be complete.
     fn missing_field(&self) -> Option<&'static str> {
         match self {
@@ -100,8 +126,9 @@ impl<S> Auth<S> {
 }
 
 impl Auth<String> {
-    pub fn seal(&self, cipher: &Cipher) -> Auth<Sealed> {
-        self.map(|s| cipher.seal(s))
+    /// Seals each secret for its place: `place` gives the place of a field by its name.
+    pub fn seal(&self, cipher: &Cipher, place: impl Fn(&str) -> Place) -> Auth<Sealed> {
+        self.map_fields(|field, s| cipher.seal(s, &place(field)))
     }
 }
 
@@ -110,19 +137,22 @@ impl Auth<Sealed> {
         self.map(|_| REDACTED)
     }
 
-    pub fn open(&self, cipher: &Cipher) -> Result<Auth<String>, crate::secret::Error> {
-        if let Auth::Basic { username, password } = self {
-            return Ok(Auth::Basic {
-                username: username
-                    .as_ref()
-                    .map(|u| cipher.open_or_plaintext(u))
-                    .transpose()?,
-                password: password.as_ref().map(|p| cipher.open(p)).transpose()?,
-            });
-        }
+    /// Opens each secret at its place (see [`Auth::seal`]); any that does not open fails it all.
+    pub fn open(
+        &self,
+        cipher: &Cipher,
+        place: impl Fn(&str) -> Place,
+    ) -> Result<Auth<String>, crate::secret::Error> {
         let mut err = None;
-        let out = self.map(|s| {
-            cipher.open(s).unwrap_or_else(|e| {
+        let out = self.map_fields(|field, s| {
+            let place = place(field);
+            // Usernames are the one field older builds stored in plaintext.
+            let opened = if field == "auth.username" {
+                cipher.open_or_plaintext(s, &place)
+            } else {
+                cipher.open(s, &place)
+            };
+            opened.unwrap_or_else(|e| {
                 err = Some(e);
                 String::new()
             })
@@ -149,9 +179,21 @@ pub struct Connection<S> {
     pub auth: Auth<S>,
 }
 
+impl<S> Connection<S> {
+    /// Where field `field` of this connection's credentials is sealed for agent `agent`: its team
+    /// credentials, or with `member` that member's own. The stored `server` is part of it, so
+    /// each secret opens only beside the server it was given for.
+    pub fn place(&self, agent: Uuid, member: Option<&str>, field: &str) -> Place {
+        match member {
+            None => Place::team(agent, &self.id, &self.server, field),
+            Some(m) => Place::member(agent, &self.id, &self.server, m, field),
+        }
+    }
+}
+
 impl Connection<String> {
-    /// Checks a connection from a request and seals its secrets.
-    pub fn admit(&self, cipher: &Cipher) -> Result<Connection<Sealed>, Rejection> {
+    /// Checks a connection from a request and seals its secrets for agent `agent`.
+    pub fn admit(&self, agent: Uuid, cipher: &Cipher) -> Result<Connection<Sealed>, Rejection> {
         if !is_identifier(&self.id) {
             return Err(Rejection::invalid(
                 "id",
@@ -185,12 +227,7 @@ impl Connection<String> {
                 }
             }
         }
-        // With member credentials the team-level secrets are never used, so none is kept.
-        let auth = match self.credentials {
-            CredentialMode::Team => self.auth.seal(cipher),
-            CredentialMode::Member => self.auth.map(|_| None::<()>).keep_shape_only(),
-        };
-        Ok(Connection {
+        let mut admitted = Connection {
             id: self.id.clone(),
             display_name: if self.display_name.is_empty() {
                 self.id.clone()
@@ -200,8 +237,16 @@ impl Connection<String> {
             server: self.server.trim_end_matches('/').to_owned(),
             sso: self.sso,
             credentials: self.credentials,
-            auth,
-        })
+            auth: self.auth.map(|_| None::<()>).keep_shape_only(),
+        };
+        // With member credentials the team-level secrets are never used, so none is kept. Team
+        // secrets are sealed for the connection as stored, server included.
+        if self.credentials == CredentialMode::Team {
+            admitted.auth = self
+                .auth
+                .seal(cipher, |field| admitted.place(agent, None, field));
+        }
+        Ok(admitted)
     }
 }
 
@@ -235,9 +280,12 @@ impl Connection<Sealed> {
     }
 }
 
-/// Checks a member's own credentials against the connection they are for, and seals them.
+/// Checks member `member`'s own credentials against the connection of agent `agent` they are for,
+/// and seals them for that member there.
 pub fn admit_member_auth(
+    agent: Uuid,
     connection: &Connection<Sealed>,
+    member: &str,
     auth: &Auth<String>,
     cipher: &Cipher,
 ) -> Result<Auth<Sealed>, Rejection> {
@@ -275,7 +323,7 @@ pub fn admit_member_auth(
             format!("member credentials need {field}"),
         ));
     }
-    Ok(auth.seal(cipher))
+    Ok(auth.seal(cipher, |field| connection.place(agent, Some(member), field)))
 }
 
 /// A member's name, wherever one is given (member credentials, member invocation keys): 1-128
@@ -354,6 +402,8 @@ pub fn has_user_info(url: &str) -> bool {
 mod tests {
     use super::*;
 
+    const AGENT: Uuid = Uuid::from_u128(7);
+
     fn conn(credentials: CredentialMode, auth: serde_json::Value) -> Connection<String> {
         Connection {
             id: "w".into(),
@@ -369,17 +419,28 @@ mod tests {
     fn team_connection_needs_its_secret() {
         let c = Cipher::from_key(&[0; 32]);
         let err = conn(CredentialMode::Team, serde_json::json!({"type": "bearer"}))
-            .admit(&c)
+            .admit(AGENT, &c)
             .expect_err("no token");
         assert_eq!(err.field(), Some("auth.token"));
         let ok = conn(
             CredentialMode::Team,
             serde_json::json!({"type": "bearer", "token": "t0k"}),
         )
-        .admit(&c)
+        .admit(AGENT, &c)
         .expect("admitted");
         assert_eq!(ok.server, "https://api.example.com");
         assert_eq!(ok.display_name, "w");
+        // Sealed for the connection as stored: beside another server it does not open.
+        let opened = ok.auth.open(&c, |f| ok.place(AGENT, None, f));
+        assert_eq!(
+            opened.expect("opens at its place"),
+            Auth::Bearer {
+                token: Some("t0k".into())
+            }
+        );
+        let mut moved = ok.clone();
+        moved.server = "https://attacker.example".into();
+        assert!(ok.auth.open(&c, |f| moved.place(AGENT, None, f)).is_err());
         let shown = serde_json::to_value(ok.redacted()).expect("serializes");
         assert_eq!(shown["auth"]["token"], "***");
     }
@@ -396,14 +457,14 @@ mod tests {
         ] {
             let mut bad = conn(CredentialMode::Team, auth.clone());
             bad.server = server.into();
-            let err = bad.admit(&c).expect_err(server);
+            let err = bad.admit(AGENT, &c).expect_err(server);
             assert_eq!(err.field(), Some("server"), "{server}");
             assert!(err.to_string().contains("never sends requests"), "{err}");
         }
         for server in ["not a url", "ftp://x", "http://", "http://a b"] {
             let mut bad = conn(CredentialMode::Team, auth.clone());
             bad.server = server.into();
-            let err = bad.admit(&c).expect_err(server);
+            let err = bad.admit(AGENT, &c).expect_err(server);
             assert!(err.to_string().contains("absolute http"), "{err}");
         }
         for server in [
@@ -414,7 +475,7 @@ mod tests {
         ] {
             let mut bad = conn(CredentialMode::Team, auth.clone());
             bad.server = server.into();
-            let err = bad.admit(&c).expect_err(server);
+            let err = bad.admit(AGENT, &c).expect_err(server);
             assert_eq!(err.field(), Some("server"), "{server}");
             assert!(err.to_string().contains("user info"), "{server}: {err}");
         }
@@ -427,7 +488,7 @@ mod tests {
         ] {
             let mut ok = conn(CredentialMode::Team, auth.clone());
             ok.server = server.into();
-            ok.admit(&c).expect(server);
+            ok.admit(AGENT, &c).expect(server);
         }
     }
 
@@ -438,7 +499,7 @@ mod tests {
             CredentialMode::Member,
             serde_json::json!({"type": "key_value", "pairs": {"a": "b"}}),
         )
-        .admit(&c)
+        .admit(AGENT, &c)
         .expect_err("refused");
         assert_eq!(err.field(), Some("auth.type"));
     }
@@ -450,7 +511,7 @@ mod tests {
             CredentialMode::Member,
             serde_json::json!({"type": "api_key", "header": "X-Key", "key": "ignored"}),
         )
-        .admit(&c)
+        .admit(AGENT, &c)
         .expect("admitted");
         assert_eq!(
             stored.auth,
@@ -462,13 +523,21 @@ mod tests {
         let bad: Auth<String> =
             serde_json::from_value(serde_json::json!({"type": "bearer", "token": "x"}))
                 .expect("parses");
-        assert!(admit_member_auth(&stored, &bad, &c).is_err());
+        assert!(admit_member_auth(AGENT, &stored, "alice", &bad, &c).is_err());
         let good: Auth<String> = serde_json::from_value(
             serde_json::json!({"type": "api_key", "header": "", "key": "mine"}),
         )
         .expect("parses");
-        let sealed = admit_member_auth(&stored, &good, &c).expect("admitted");
-        let opened = sealed.open(&c).expect("opens");
+        let sealed = admit_member_auth(AGENT, &stored, "alice", &good, &c).expect("admitted");
+        let opened = sealed
+            .open(&c, |f| stored.place(AGENT, Some("alice"), f))
+            .expect("opens");
+        assert!(
+            sealed
+                .open(&c, |f| stored.place(AGENT, Some("bob"), f))
+                .is_err(),
+            "sealed for alice alone"
+        );
         assert_eq!(
             opened,
             Auth::ApiKey {

@@ -2,9 +2,10 @@
 
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
+use uuid::Uuid;
 
 use crate::egress;
-use crate::secret::{Cipher, Sealed, REDACTED};
+use crate::secret::{Cipher, Place, Sealed, REDACTED};
 use crate::spec::limits;
 use crate::Rejection;
 
@@ -102,10 +103,12 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
 }
 
 impl EndpointInput {
-    /// Checks ranges and seals the token; `current` supplies the token kept when none is sent.
+    /// Checks ranges and seals the token for agent `agent` and the `url`; `current` supplies the
+    /// token kept when none is sent.
     pub fn admit(
         &self,
         current: &EndpointSettings,
+        agent: Uuid,
         cipher: &Cipher,
     ) -> Result<EndpointSettings, Rejection> {
         let sync_timeout_s = self.sync_timeout_s.unwrap_or_else(default_sync_timeout);
@@ -170,7 +173,7 @@ impl EndpointInput {
                 kept
             }
             Some("") => None,
-            Some(t) => Some(cipher.seal(t)),
+            Some(t) => Some(cipher.seal(t, &Place::push_token(agent, a.url.as_deref()))),
         };
         if a.push_enabled {
             if a.url.is_none() {
@@ -203,6 +206,8 @@ impl EndpointInput {
 mod tests {
     use super::*;
 
+    const AGENT: Uuid = Uuid::from_u128(7);
+
     fn input(v: serde_json::Value) -> EndpointInput {
         serde_json::from_value(v).expect("parses")
     }
@@ -211,10 +216,12 @@ mod tests {
     fn defaults_and_null_timeout() {
         let c = Cipher::from_key(&[0; 32]);
         let cur = EndpointSettings::default();
-        let s = input(serde_json::json!({})).admit(&cur, &c).expect("ok");
+        let s = input(serde_json::json!({}))
+            .admit(&cur, AGENT, &c)
+            .expect("ok");
         assert_eq!(s, EndpointSettings::default());
         let s = input(serde_json::json!({"async": {"timeout_s": null}}))
-            .admit(&cur, &c)
+            .admit(&cur, AGENT, &c)
             .expect("ok");
         assert_eq!(s.asynchronous.timeout_s, None);
     }
@@ -253,7 +260,7 @@ mod tests {
             ),
             (serde_json::json!({"async": {"url": "hooks"}}), "async.url"),
         ] {
-            let err = input(body).admit(&cur, &c).expect_err("refused");
+            let err = input(body).admit(&cur, AGENT, &c).expect_err("refused");
             assert_eq!(err.field(), Some(field));
         }
     }
@@ -262,10 +269,10 @@ mod tests {
     fn token_is_kept_when_not_resent() {
         let c = Cipher::from_key(&[0; 32]);
         let first = input(serde_json::json!({"async": {"push_enabled": true, "url": "http://127.0.0.1:1/h", "token": "tok"}}))
-            .admit(&EndpointSettings::default(), &c)
+            .admit(&EndpointSettings::default(), AGENT, &c)
             .expect("ok");
         let second = input(serde_json::json!({"max_concurrency": 3, "async": {"push_enabled": true, "url": "http://127.0.0.1:1/h", "token": "***"}}))
-            .admit(&first, &c)
+            .admit(&first, AGENT, &c)
             .expect("ok");
         assert_eq!(second.asynchronous.token, first.asynchronous.token);
     }
@@ -275,33 +282,40 @@ mod tests {
     fn a_new_url_needs_the_token_again() {
         let c = Cipher::from_key(&[0; 32]);
         let first = input(serde_json::json!({"async": {"push_enabled": true, "url": "https://hooks.example.com/h", "token": "tok"}}))
-            .admit(&EndpointSettings::default(), &c)
+            .admit(&EndpointSettings::default(), AGENT, &c)
             .expect("ok");
         for body in [
             serde_json::json!({"async": {"push_enabled": true, "url": "https://attacker.example.net/h"}}),
             serde_json::json!({"async": {"push_enabled": true, "url": "https://attacker.example.net/h", "token": "***"}}),
             serde_json::json!({"async": {"push_enabled": false, "url": "https://hooks.example.com/other"}}),
         ] {
-            let err = input(body.clone()).admit(&first, &c).expect_err("refused");
+            let err = input(body.clone())
+                .admit(&first, AGENT, &c)
+                .expect_err("refused");
             assert!(
                 matches!(&err, Rejection::SecretRequired { field, .. } if field == "async.token"),
                 "{body}: {err:?}"
             );
         }
         let moved = input(serde_json::json!({"async": {"push_enabled": true, "url": "https://hooks.example.com/new", "token": "tok-2"}}))
-            .admit(&first, &c)
+            .admit(&first, AGENT, &c)
             .expect("the token sent again");
         assert_eq!(
-            moved.asynchronous.token.map(|t| c.open(&t).expect("opens")),
+            moved.asynchronous.token.map(|t| c
+                .open(
+                    &t,
+                    &Place::push_token(AGENT, Some("https://hooks.example.com/new"))
+                )
+                .expect("opens")),
             Some("tok-2".to_owned())
         );
         // Without a url there is nowhere to send it; setting one later needs the token again.
         let parked = input(serde_json::json!({"max_concurrency": 3}))
-            .admit(&first, &c)
+            .admit(&first, AGENT, &c)
             .expect("ok");
         assert!(parked.asynchronous.url.is_none());
         let err = input(serde_json::json!({"async": {"push_enabled": true, "url": "https://hooks.example.com/h"}}))
-            .admit(&parked, &c)
+            .admit(&parked, AGENT, &c)
             .expect_err("refused");
         assert_eq!(err.field(), Some("async.token"));
     }

@@ -10,9 +10,9 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use chrono::{TimeZone, Utc};
-use events::connection::{Auth, CredentialMode};
+use events::connection::{Auth, Connection, CredentialMode};
 use events::envelope::GENESIS_HASH;
-use events::secret::{Cipher, Sealed};
+use events::secret::{Cipher, Place, Sealed};
 use events::state::Status;
 use events::{AgentState, Envelope, Event, NewEvent};
 use serde_json::Value;
@@ -114,14 +114,23 @@ fn cipher() -> Cipher {
     Cipher::from_key(&FIXTURE_KEY)
 }
 
-fn open(sealed: Option<&Sealed>) -> String {
+/// Opens a secret at `place`, where the runtime looks for it.
+fn open(sealed: Option<&Sealed>, place: &Place) -> String {
     cipher()
-        .open(sealed.expect("a sealed secret"))
+        .open(sealed.expect("a sealed secret"), place)
         .expect("opens with the fixture key")
 }
 
-fn open_auth(auth: &Auth<Sealed>) -> Auth<String> {
-    auth.open(&cipher()).expect("opens with the fixture key")
+/// Opens `auth`, the credentials of `connection` of `agent` (with `member`, that member's own),
+/// as the runtime does before a call.
+fn open_auth(
+    agent: Uuid,
+    connection: &Connection<Sealed>,
+    member: Option<&str>,
+    auth: &Auth<Sealed>,
+) -> Auth<String> {
+    auth.open(&cipher(), |field| connection.place(agent, member, field))
+        .expect("opens with the fixture key")
 }
 
 fn api_key(header: &str, key: &str) -> Auth<String> {
@@ -213,8 +222,9 @@ fn v1_lifecycle_replays() {
         .map(|c| c.id.as_str())
         .collect();
     assert_eq!(v2_connections, ["crm", "weather"]);
+    let v1_weather = &v1.snapshot.connections[0];
     assert_eq!(
-        open_auth(&v1.snapshot.connections[0].auth),
+        open_auth(LIFECYCLE, v1_weather, None, &v1_weather.auth),
         api_key("X-Api-Key", secret("weather-key-v1"))
     );
 
@@ -223,7 +233,7 @@ fn v1_lifecycle_replays() {
     assert_eq!(weather.display_name, "Weather API");
     assert_eq!(weather.server, "https://api.weather.example.com");
     assert_eq!(
-        open_auth(&weather.auth),
+        open_auth(LIFECYCLE, weather, None, &weather.auth),
         api_key("X-Api-Key", secret("weather-key-v2"))
     );
 
@@ -237,11 +247,13 @@ fn v1_lifecycle_replays() {
         Some("https://hooks.example.com/hangar")
     );
     assert_eq!(push.timeout_s, Some(300));
-    assert_eq!(open(push.token.as_ref()), secret("push-token"));
-    let signing = open(s.signing_secret.as_ref());
+    let push_place = Place::push_token(LIFECYCLE, push.url.as_deref());
+    assert_eq!(open(push.token.as_ref(), &push_place), secret("push-token"));
+    let signing_place = Place::signing_secret(LIFECYCLE);
+    let signing = open(s.signing_secret.as_ref(), &signing_place);
     assert!(signing.starts_with("whsec_"), "{signing}");
     let first_signing = match &log.envelopes[4].event {
-        events::Event::SigningSecretRotated(e) => open(Some(&e.secret)),
+        events::Event::SigningSecretRotated(e) => open(Some(&e.secret), &signing_place),
         other => panic!("expected SigningSecretRotated, got {other:?}"),
     };
     assert_ne!(signing, first_signing, "rotated");
@@ -295,7 +307,12 @@ fn v1_member_credentials_replay() {
     let members: Vec<&str> = crm.members.keys().map(String::as_str).collect();
     assert_eq!(members, ["alice"]);
     assert_eq!(
-        open_auth(&crm.members["alice"]),
+        open_auth(
+            MEMBERS,
+            &crm.connection,
+            Some("alice"),
+            &crm.members["alice"]
+        ),
         bearer(secret("alice-crm-token"))
     );
 
@@ -305,7 +322,7 @@ fn v1_member_credentials_replay() {
         panic!("seq 8 adds the legacy connection");
     };
     assert_eq!(
-        open_auth(&legacy.connection.auth),
+        open_auth(MEMBERS, &legacy.connection, None, &legacy.connection.auth),
         Auth::Basic {
             username: Some("svc".into()),
             password: Some(secret("legacy-password").into())
@@ -314,7 +331,7 @@ fn v1_member_credentials_replay() {
 
     let vault = &s.connections["vault"].connection;
     assert_eq!(vault.credentials, CredentialMode::Team);
-    let Auth::KeyValue { pairs } = open_auth(&vault.auth) else {
+    let Auth::KeyValue { pairs } = open_auth(MEMBERS, vault, None, &vault.auth) else {
         panic!("vault uses key_value auth");
     };
     assert_eq!(pairs["tenant"], secret("vault-tenant"));
@@ -420,16 +437,104 @@ fn assert_no_plaintext(log: &Log) {
     // Invocation keys are shown once and stored only as their hash; every key starts so.
     assert!(!log.text.contains("hgk_"), "{} holds a key", log.name);
     // Whatever else was sealed (the generated signing secrets), its plaintext is not there either.
+    // Every sealed value is found by its place, and opens there.
     let mut sealed = Vec::new();
     for line in &log.lines {
         let doc: Value = serde_json::from_slice(line).expect("json");
         collect_sealed(&doc, &mut sealed);
     }
-    for s in &sealed {
-        let plain = cipher().open(s).expect("opens with the fixture key");
+    let placed = secrets_with_places(log);
+    assert_eq!(
+        placed.len(),
+        sealed.len(),
+        "{}: a sealed value at no known place",
+        log.name
+    );
+    for (s, place) in &placed {
+        let plain = cipher()
+            .open(s, place)
+            .unwrap_or_else(|e| panic!("{} {place:?}: {e}", log.name));
         assert!(!log.text.contains(&plain), "{} holds a secret", log.name);
         if let Some(key) = plain.strip_prefix("whsec_") {
             assert!(!log.text.contains(key), "{} holds a signing key", log.name);
+        }
+    }
+}
+
+/// Every sealed value in `log` with the place the runtime opens it at, found as the agent's state
+/// is folded: a member's credentials belong beside the connection's server as it stood then.
+fn secrets_with_places(log: &Log) -> Vec<(Sealed, Place)> {
+    fn auth(
+        agent: Uuid,
+        c: &Connection<Sealed>,
+        member: Option<&str>,
+        auth: &Auth<Sealed>,
+        out: &mut Vec<(Sealed, Place)>,
+    ) {
+        auth.map_fields(|field, s| {
+            // A Basic-auth username from before usernames were sealed is no sealed value.
+            let text = serde_json::to_value(s).expect("serializes");
+            if text.as_str().is_some_and(Sealed::is_sealed_text) {
+                out.push((s.clone(), c.place(agent, member, field)));
+            }
+        });
+    }
+    fn snapshot(agent: Uuid, snap: &events::event::Snapshot, out: &mut Vec<(Sealed, Place)>) {
+        for c in &snap.connections {
+            auth(agent, c, None, &c.auth, out);
+        }
+        endpoint(agent, &snap.endpoint, out);
+    }
+    fn endpoint(
+        agent: Uuid,
+        settings: &events::endpoint::EndpointSettings,
+        out: &mut Vec<(Sealed, Place)>,
+    ) {
+        let push = &settings.asynchronous;
+        if let Some(token) = &push.token {
+            out.push((token.clone(), Place::push_token(agent, push.url.as_deref())));
+        }
+    }
+    let mut out = Vec::new();
+    let mut state = AgentState::new(log.envelopes[0].agent_id);
+    for env in &log.envelopes {
+        let agent = env.agent_id;
+        match &env.event {
+            Event::ConnectionAdded(e) => {
+                auth(agent, &e.connection, None, &e.connection.auth, &mut out)
+            }
+            Event::ConnectionUpdated(e) => {
+                auth(agent, &e.connection, None, &e.connection.auth, &mut out)
+            }
+            Event::MemberCredentialSet(e) => {
+                let c = &state.connections[&e.connection].connection;
+                auth(agent, c, Some(&e.member), &e.auth, &mut out);
+            }
+            Event::EndpointConfigured(e) => endpoint(agent, &e.settings, &mut out),
+            Event::SigningSecretRotated(e) => {
+                out.push((e.secret.clone(), Place::signing_secret(agent)))
+            }
+            Event::Deployed(e) => snapshot(agent, &e.snapshot, &mut out),
+            Event::Redeployed(e) => snapshot(agent, &e.snapshot, &mut out),
+            _ => {}
+        }
+        state.apply(env);
+    }
+    out
+}
+
+/// Every secret in the schema-1 fixtures was sealed before places were bound: it opens where the
+/// runtime looks for it (checked above), and — the limit `docs/security.md` states — anywhere
+/// else too, since it carries no place to check.
+#[test]
+fn v1_secrets_are_unbound_and_still_open() {
+    for &(_, file, agent) in FIXTURES.iter().filter(|(schema, _, _)| *schema == 1) {
+        let log = Log::open(1, file, agent);
+        for (s, place) in secrets_with_places(&log) {
+            assert!(s.is_unbound(), "{} {place:?}", log.name);
+            let here = cipher().open(&s, &place).expect("opens at its place");
+            let elsewhere = Place::signing_secret(Uuid::from_u128(1));
+            assert_eq!(cipher().open(&s, &elsewhere).expect("opens anywhere"), here);
         }
     }
 }

@@ -330,3 +330,42 @@ pub fn tamper_event(data: &Path, agent: &str, seq: u64, from: &str, to: &str) {
     tree.insert(key, text.as_bytes()).expect("writes");
     db.flush().expect("flushes");
 }
+
+/// Rewrites the last event of `agent` in a stopped server's store as someone who can write the
+/// store and knows the hash rule, but not the secret key, might: `edit` gets the stream's stored
+/// envelopes (JSON, oldest first) and changes the last one's `data`; that event is then hashed
+/// again and the stream's head moved to it, so `hangar verify` finds nothing wrong.
+pub fn forge_last_event(data: &Path, agent: &str, edit: impl FnOnce(&mut [Value])) {
+    let path = data.join("store");
+    let store = events::store::SledStore::open(&path).expect("opens");
+    store.checkpoint_blocking().expect("checkpoints");
+    drop(store);
+    let db = sled::open(&path).expect("sled opens");
+    let tree = db.open_tree("events").expect("tree");
+    let uuid: uuid::Uuid = agent.parse().expect("uuid");
+    let mut docs: Vec<Value> = tree
+        .scan_prefix(uuid.as_bytes())
+        .map(|kv| serde_json::from_slice(&kv.expect("reads").1).expect("json"))
+        .collect();
+    edit(&mut docs);
+    let last = docs.last().expect("the stream has events");
+    let env = events::Envelope::decode(&serde_json::to_vec(last).expect("serializes"))
+        .expect("the edited event decodes");
+    let new = events::NewEvent {
+        id: env.id,
+        at: env.at,
+        event: env.event,
+    };
+    let (forged, bytes) =
+        events::Envelope::seal(uuid, env.seq, &env.prev_hash, &new).expect("seals");
+    let mut key = uuid.as_bytes().to_vec();
+    key.extend_from_slice(&env.seq.to_be_bytes());
+    tree.insert(key, bytes).expect("writes");
+    let mut head = env.seq.to_be_bytes().to_vec();
+    head.extend_from_slice(forged.hash.as_bytes());
+    db.open_tree("heads")
+        .expect("tree")
+        .insert(uuid.as_bytes(), head)
+        .expect("writes");
+    db.flush().expect("flushes");
+}

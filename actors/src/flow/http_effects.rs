@@ -41,6 +41,8 @@ pub type AgentCall = Rc<dyn Fn(Uuid, Value) -> LocalBoxFuture<'static, Result<Va
 
 /// The effects of one run of one deployed version (or of a preview of the draft).
 pub struct HttpEffects {
+    /// The agent whose version this is: its secrets were sealed for it and open for no other.
+    pub agent_id: Uuid,
     /// The version being run: its connections (sealed) are the only servers a tool may reach.
     pub snapshot: Arc<Snapshot>,
     /// The agent's members' own credentials, `connection id → member → auth`, as they stand
@@ -122,8 +124,8 @@ impl HttpEffects {
                     ),
                 )
             })?;
-        let sealed = match connection.credentials {
-            CredentialMode::Team => &connection.auth,
+        let (sealed, member) = match connection.credentials {
+            CredentialMode::Team => (&connection.auth, None),
             CredentialMode::Member => {
                 let member = self.member.as_deref().ok_or_else(|| {
                     EffectError::new(
@@ -134,7 +136,8 @@ impl HttpEffects {
                         ),
                     )
                 })?;
-                self.member_credentials
+                let auth = self
+                    .member_credentials
                     .get(id)
                     .and_then(|members| members.get(member))
                     .ok_or_else(|| {
@@ -145,15 +148,29 @@ impl HttpEffects {
                                  them with PUT .../connections/{id}/members/{member}"
                             ),
                         )
-                    })?
+                    })?;
+                (auth, Some(member))
             }
         };
-        let opened = sealed.open(&self.cipher).map_err(|_| {
-            EffectError::new(
-                "credentials_unreadable",
-                format!("the credentials of connection '{id}' cannot be opened with this server's secret key"),
-            )
-        })?;
+        // Opened at their place: this agent, this connection with this version's server, and the
+        // member. Credentials copied there from elsewhere in the log, or set for another server
+        // than the one this version calls, do not open, and nothing is sent.
+        let opened = sealed
+            .open(&self.cipher, |field| {
+                connection.place(self.agent_id, member, field)
+            })
+            .map_err(|_| {
+                EffectError::new(
+                    "credentials_unreadable",
+                    format!(
+                        "the credentials of connection '{id}' cannot be opened: they were sealed \
+                         with another secret key, or for another agent, connection, member or \
+                         server than this version's '{}' (set them again, or deploy the version \
+                         they were set for)",
+                        connection.server
+                    ),
+                )
+            })?;
         let fallback_header = match &connection.auth {
             Auth::ApiKey { header, .. } => header.as_str(),
             _ => "",
@@ -398,6 +415,8 @@ mod tests {
     use super::super::loopback::{recv, serve};
     use super::*;
 
+    const AGENT: Uuid = Uuid::from_u128(0xa6e);
+
     fn cipher() -> Arc<Cipher> {
         Arc::new(Cipher::from_key(&[9; 32]))
     }
@@ -417,13 +436,14 @@ mod tests {
             credentials,
             auth: serde_json::from_value(auth).expect("auth parses"),
         }
-        .admit(c)
+        .admit(AGENT, c)
         .expect("admitted")
     }
 
     fn effects(connections: Vec<Connection<Sealed>>, cipher: Arc<Cipher>) -> HttpEffects {
         let spec = serde_json::from_value(json!({"name": "t"})).expect("spec");
         HttpEffects {
+            agent_id: AGENT,
             snapshot: Arc::new(Snapshot {
                 spec,
                 endpoint: Default::default(),
@@ -588,7 +608,7 @@ mod tests {
         let mut fx = effects(vec![conn.clone()], c.clone());
         for (member, key) in [("alice", "a-key"), ("bob", "b-key")] {
             let auth = serde_json::from_value(json!({"type": "api_key", "key": key})).unwrap();
-            let sealed = admit_member_auth(&conn, &auth, &c).expect("member auth");
+            let sealed = admit_member_auth(AGENT, &conn, member, &auth, &c).expect("member auth");
             fx.member_credentials
                 .entry("m".into())
                 .or_default()
@@ -611,6 +631,75 @@ mod tests {
         let err = call(&fx, &t, "/x", None).await.unwrap_err();
         assert_eq!(err.code, "missing_member_credentials");
         assert!(err.message.contains("X-Hangar-Member"), "{err}");
+    }
+
+    /// Sealed credentials copied to another place in the log (by someone who can rewrite and
+    /// re-hash it) do not open there, so nothing is sent: a member's to another member, a
+    /// connection's to a connection on another server, any to another agent.
+    #[actix_rt::test]
+    async fn moved_credentials_do_not_open_and_nothing_is_sent() {
+        let (base, rx) = serve(vec![(200, "{}")]);
+        let c = cipher();
+        let home = connection(
+            "home",
+            "https://api.example.com",
+            CredentialMode::Team,
+            json!({"type": "bearer", "token": "home-token"}),
+            &c,
+        );
+        let mut trap = connection(
+            "trap",
+            &base,
+            CredentialMode::Team,
+            json!({"type": "bearer", "token": "own-token"}),
+            &c,
+        );
+        trap.auth = home.auth.clone();
+        let fx = effects(vec![trap], c.clone());
+        let err = call(&fx, &tool("trap", "GET", "", None), "/x", None)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, "credentials_unreadable", "{err}");
+        assert!(!err.message.contains("home-token"), "{err}");
+
+        let own = connection(
+            "own",
+            &base,
+            CredentialMode::Team,
+            json!({"type": "bearer", "token": "own-token"}),
+            &c,
+        );
+        let mut other_agent = effects(vec![own], c.clone());
+        other_agent.agent_id = Uuid::from_u128(0xbad);
+        let err = call(&other_agent, &tool("own", "GET", "", None), "/x", None)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, "credentials_unreadable", "{err}");
+
+        let m = connection(
+            "m",
+            &base,
+            CredentialMode::Member,
+            json!({"type": "bearer"}),
+            &c,
+        );
+        let auth = serde_json::from_value(json!({"type": "bearer", "token": "alice-token"}))
+            .expect("auth parses");
+        let alices = admit_member_auth(AGENT, &m, "alice", &auth, &c).expect("member auth");
+        let mut fx = effects(vec![m], c.clone());
+        fx.member_credentials
+            .entry("m".into())
+            .or_default()
+            .insert("mallory".into(), alices);
+        fx.member = Some("mallory".into());
+        let err = call(&fx, &tool("m", "GET", "", None), "/x", None)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, "credentials_unreadable", "{err}");
+        assert!(
+            rx.recv_timeout(Duration::from_millis(200)).is_err(),
+            "nothing was sent"
+        );
     }
 
     #[actix_rt::test]

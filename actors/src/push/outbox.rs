@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
-use events::secret::Cipher;
+use events::secret::{Cipher, Place};
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -336,7 +336,7 @@ impl Courier {
             .ok_or_else(|| never("no push token"))?;
         let token = self
             .cipher
-            .open(token)
+            .open(token, &Place::push_token(agent, Some(&url)))
             .map_err(|_| never("the push token could not be opened"))?;
         let secret = state
             .signing_secret
@@ -344,7 +344,7 @@ impl Courier {
             .ok_or_else(|| never("the agent has no signing secret"))?;
         let secret = self
             .cipher
-            .open(secret)
+            .open(secret, &Place::signing_secret(agent))
             .map_err(|_| never("the signing secret could not be opened"))?;
         sign(&secret, "", 0, b"").map_err(|e| never(&e.to_string()))?;
         Ok(Target { url, token, secret })

@@ -62,6 +62,7 @@ impl Actor for Executor {
         };
         let rid = job.rid;
         let effects = HttpEffects {
+            agent_id: self.agent,
             snapshot: job.snapshot.clone(),
             member_credentials: job.members,
             member: job.member,

@@ -50,10 +50,12 @@ pub(crate) trait Sample {
     fn sample() -> Self;
 }
 
-/// A secret as the samples store it: sealed, with a key used nowhere else.
+/// A secret as the samples store it: sealed, with a key used nowhere else. Where it is sealed
+/// for does not matter to a sample: only its stored form is checked.
 #[cfg(test)]
 fn sealed_sample(plaintext: &str) -> crate::secret::Sealed {
-    crate::secret::Cipher::from_key(&[7; 32]).seal(plaintext)
+    let place = crate::secret::Place::signing_secret(uuid::Uuid::nil());
+    crate::secret::Cipher::from_key(&[7; 32]).seal(plaintext, &place)
 }
 
 /// Derives everything that has to name every kind from one list of `StoredName => file::Type`.

@@ -38,7 +38,7 @@ fn connection(id: &str, auth: Value) -> Connection<Sealed> {
     )
     .expect("connection parses");
     plain
-        .admit(&Cipher::from_key(&[0; 32]))
+        .admit(Uuid::nil(), &Cipher::from_key(&[0; 32]))
         .expect("connection admitted")
 }
 
