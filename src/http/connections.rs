@@ -12,11 +12,11 @@ use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::{agent_id, if_match, Admin, Body, IfMatchHeader};
-use super::openapi::{
+use super::resource;
+use super::responses::{
     BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge, PreconditionFailed, RequestTimeout,
     Unauthorized, Unavailable, UnsupportedMediaType,
 };
-use super::resource;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(resource(

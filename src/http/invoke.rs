@@ -17,11 +17,11 @@ use super::error::{ApiError, ErrorBody};
 use super::extract::{
     agent_id, token_header, Admin, Invoker, OptionalBody, RunHeaders, MEMBER_HEADER,
 };
-use super::openapi::{
+use super::resource;
+use super::responses::{
     BadRequest, Forbidden, NotFound, Overloaded, PayloadTooLarge, RequestTimeout, RunFailed,
     RunTimedOut, Unauthorized, Unavailable, UnsupportedMediaType,
 };
-use super::resource;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(resource(

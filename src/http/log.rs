@@ -13,8 +13,8 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::error::ApiError;
 use super::extract::{agent_id, Admin};
-use super::openapi::{BadRequest, Forbidden, NotFound, Unauthorized, Unavailable};
 use super::resource;
+use super::responses::{BadRequest, Forbidden, NotFound, Unauthorized, Unavailable};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(resource(

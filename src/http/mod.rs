@@ -10,6 +10,7 @@ mod invoke;
 mod keys;
 mod log;
 mod openapi;
+mod responses;
 pub mod view;
 
 use actix_web::http::{header, Method, StatusCode};
