@@ -10,6 +10,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 use minijinja::{AutoEscape, Environment, Expression};
@@ -71,34 +72,66 @@ fn new_env() -> Environment<'static> {
     env
 }
 
-/// How many distinct templates (and, separately, expressions) a thread keeps compiled. Past it,
-/// the cache starts over: a bound on memory, not an eviction policy, since a server's flows use
-/// far fewer.
-const CACHE_LIMIT: usize = 1024;
+/// What one compiled template or expression is taken to weigh: a fixed part plus a multiple of
+/// its source. Measured with a counting allocator: ~12 KiB for a one-line template or expression,
+/// ~7× the source for a 17 KiB one; rounded up, so the budget errs on the safe side.
+const ENTRY_BYTES: usize = 16 * 1024;
+const BYTES_PER_SOURCE_BYTE: usize = 8;
+
+/// The memory one thread's compiled templates and expressions may take, by that weight. A count
+/// alone would not bound memory: an author may write templates of megabytes. `hangar serve` sets
+/// it from `--cache-mb` ([`set_cache_bytes`]).
+static CACHE_BYTES: AtomicUsize = AtomicUsize::new(4 << 20);
+
+/// Sets each thread's budget for compiled templates and expressions, in bytes.
+pub fn set_cache_bytes(per_thread: usize) {
+    CACHE_BYTES.store(per_thread, Ordering::Relaxed);
+}
+
+fn weight(source: &str) -> usize {
+    ENTRY_BYTES.saturating_add(source.len().saturating_mul(BYTES_PER_SOURCE_BYTE))
+}
 
 // Compiled templates and expressions by source, per thread (each arbiter runs its own flows), so
 // a flow's templates are parsed once, not on every run: parsing was most of a render in a profile
 // of sync calls. Per thread, because a compiled template borrows its environment.
 thread_local! {
     static TEMPLATES: RefCell<Environment<'static>> = RefCell::new(new_env());
-    static TEMPLATE_COUNT: Cell<usize> = const { Cell::new(0) };
     static EXPRESSIONS: RefCell<HashMap<String, Expression<'static, 'static>>> =
         RefCell::new(HashMap::new());
+    /// The weight of what this thread's two caches hold.
+    static CACHED_BYTES: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Makes room for `source` in this thread's caches: if it would not fit, both start over (a
+/// bound, not an eviction policy: a server's flows use far less). `false` if it alone weighs more
+/// than the budget; it is then compiled for this one use.
+fn make_room(source: &str) -> bool {
+    let budget = CACHE_BYTES.load(Ordering::Relaxed);
+    let w = weight(source);
+    if w > budget {
+        return false;
+    }
+    if CACHED_BYTES.get().saturating_add(w) > budget {
+        TEMPLATES.with(|t| *t.borrow_mut() = new_env());
+        EXPRESSIONS.with(|e| e.borrow_mut().clear());
+        CACHED_BYTES.set(0);
+    }
+    CACHED_BYTES.set(CACHED_BYTES.get() + w);
+    true
 }
 
 /// Renders template `source`, compiling it on first use in this thread.
 fn render_cached<S: serde::Serialize>(source: &str, ctx: S) -> Result<String, minijinja::Error> {
     TEMPLATES.with(|templates| {
-        let mut templates = templates.borrow_mut();
-        if let Ok(compiled) = templates.get_template(source) {
+        if let Ok(compiled) = templates.borrow().get_template(source) {
             return compiled.render(ctx);
         }
-        if TEMPLATE_COUNT.get() >= CACHE_LIMIT {
-            *templates = new_env();
-            TEMPLATE_COUNT.set(0);
+        if !make_room(source) {
+            return env().render_str(source, ctx);
         }
+        let mut templates = templates.borrow_mut();
         templates.add_template_owned(source.to_owned(), source.to_owned())?;
-        TEMPLATE_COUNT.set(TEMPLATE_COUNT.get() + 1);
         templates.get_template(source)?.render(ctx)
     })
 }
@@ -109,16 +142,14 @@ fn eval_cached<S: serde::Serialize>(
     ctx: S,
 ) -> Result<minijinja::Value, minijinja::Error> {
     EXPRESSIONS.with(|expressions| {
-        let mut expressions = expressions.borrow_mut();
-        if let Some(compiled) = expressions.get(expr) {
+        if let Some(compiled) = expressions.borrow().get(expr) {
             return compiled.eval(ctx);
-        }
-        if expressions.len() >= CACHE_LIMIT {
-            expressions.clear();
         }
         let compiled = env().compile_expression_owned(expr.to_owned())?;
         let value = compiled.eval(ctx);
-        expressions.insert(expr.to_owned(), compiled);
+        if make_room(expr) {
+            expressions.borrow_mut().insert(expr.to_owned(), compiled);
+        }
         value
     })
 }
@@ -242,15 +273,25 @@ mod tests {
         assert!(!eval_condition("input.s == 'x'", &ctx).unwrap());
     }
 
-    /// Past the cache's bound it starts over, and every template still renders.
+    /// Past its budget the cache starts over, and every template still renders, including one
+    /// heavier than the whole budget (compiled for its one use).
     #[test]
-    fn the_template_cache_is_bounded() {
+    fn the_template_cache_is_bounded_in_bytes() {
         let ctx = ctx();
-        for i in 0..CACHE_LIMIT + 10 {
+        let budget = CACHE_BYTES.load(Ordering::Relaxed);
+        for i in 0..budget / ENTRY_BYTES + 10 {
             let source = format!("{{{{ input.name }}}} {i}");
             assert_eq!(render_str(&source, &ctx).unwrap(), format!("Ada {i}"));
+            assert!(eval_condition(&format!("input.n < {i} + 4"), &ctx).unwrap());
+            assert!(CACHED_BYTES.get() <= budget);
         }
-        assert!(TEMPLATE_COUNT.get() <= CACHE_LIMIT);
+        let huge = format!(
+            "{{{{ input.name }}}}{}",
+            "x".repeat(budget / BYTES_PER_SOURCE_BYTE)
+        );
+        let rendered = render_str(&huge, &ctx).unwrap();
+        assert!(rendered.starts_with("Adaxxx") && rendered.len() == huge.len() - 16 + 3);
+        assert!(CACHED_BYTES.get() <= budget);
     }
 
     #[test]

@@ -443,17 +443,20 @@ impl Runtime {
         })
     }
 
-    /// Deletes old final runs now and every hour, on a thread of its own (sled scans block).
+    /// Deletes old final runs now and every half retention (at most hourly, so a short retention
+    /// is kept to within 1.5×), on a thread of its own (sled scans block).
     pub fn start_retention(&self) {
         let runs = self.inner.runs.clone();
         let keep = self.inner.config.retention;
+        let every = (keep / 2).to_std().unwrap_or_default();
+        let every = every.clamp(Duration::from_secs(1), Duration::from_secs(3600));
         std::thread::spawn(move || loop {
             match runs.purge(chrono::Utc::now() - keep) {
                 Ok(n) if n > 0 => tracing::info!(purged = n, "purged old runs"),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "purging old runs failed"),
             }
-            std::thread::sleep(Duration::from_secs(3600));
+            std::thread::sleep(every);
         });
     }
 }
