@@ -29,6 +29,31 @@ pub struct Options {
     /// Default: taken from each request's Host header.
     #[arg(long, env = "HANGAR_PUBLIC_URL")]
     public_url: Option<String>,
+    /// MiB the process may spend on caches: the store's page cache and the compiled flow
+    /// templates. Without a bound, sled's page cache grows to 1 GiB under sustained load.
+    #[arg(long, default_value_t = 128, env = "HANGAR_CACHE_MB",
+          value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+    cache_mb: u64,
+}
+
+/// How `--cache-mb` is shared out: the store's page cache and the compiled templates of every
+/// thread that runs flows. Templates get a sixteenth: a server's flows use far less, and a
+/// template cache that starts over costs only recompiling.
+struct CacheBudget {
+    store_bytes: u64,
+    templates_per_thread: usize,
+}
+
+impl CacheBudget {
+    fn new(cache_mb: u64, threads: usize) -> CacheBudget {
+        let total = cache_mb.saturating_mul(1 << 20);
+        let templates = total / 16;
+        CacheBudget {
+            store_bytes: total - templates,
+            templates_per_thread: usize::try_from(templates / threads.max(1) as u64)
+                .unwrap_or(usize::MAX),
+        }
+    }
 }
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
@@ -44,13 +69,21 @@ pub fn run(opts: Options) -> Result<ExitCode> {
         )
         .with_writer(std::io::stderr)
         .init();
+    // Every setting is checked before anything is created or opened.
+    let config = runtime_config()?;
     create_private_dir(&opts.data)?;
     egress_policy()?;
     let token = admin_token(&opts.data)?;
     let secret_key = std::env::var("HANGAR_SECRET_KEY").ok();
     let cipher = Arc::new(Cipher::load(secret_key.as_deref(), &opts.data)?);
-    let store = Arc::new(SledStore::open(&store_path(&opts.data))?);
-    actix_web::rt::System::new().block_on(serve(opts, token, cipher, store.clone()))?;
+    let budget = CacheBudget::new(opts.cache_mb, flow_threads());
+    // Three caches per thread: templates, tool path templates, expressions.
+    actors::flow::template::set_cache_bytes(budget.templates_per_thread / 3);
+    let store = Arc::new(SledStore::open_with(
+        &store_path(&opts.data),
+        budget.store_bytes,
+    )?);
+    actix_web::rt::System::new().block_on(serve(opts, config, token, cipher, store.clone()))?;
     // The actors' threads outlive the system with their handles on the store, so its drop (which
     // would do the same) never comes. Without this, the next start replays the write-ahead log:
     // correct, only slower.
@@ -62,15 +95,16 @@ pub fn run(opts: Options) -> Result<ExitCode> {
 
 async fn serve(
     opts: Options,
+    config: RuntimeConfig,
     token: String,
     cipher: Arc<Cipher>,
     store: Arc<SledStore>,
 ) -> Result<()> {
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let threads = flow_threads();
     let events: Arc<dyn EventStore> = store.clone();
     let registry = Registry::new(events, cipher, threads);
     let runs: Arc<dyn RunStores> = Arc::new(SledRuns::open(store)?);
-    let runtime = Runtime::new(registry.clone(), runs, threads, runtime_config()?)?;
+    let runtime = Runtime::new(registry.clone(), runs, threads, config)?;
     let recovered = runtime.recover().await?;
     if recovered.interrupted > 0 || recovered.agents_with_queue > 0 {
         tracing::info!(
@@ -122,6 +156,11 @@ async fn serve(
     Ok(())
 }
 
+/// The runtime's arbiters, one per core: they run the agents' flows (and so hold the templates).
+fn flow_threads() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
 /// SIGTERM or SIGINT (Ctrl-C).
 async fn shutdown_signal() {
     #[cfg(unix)]
@@ -150,11 +189,8 @@ fn runtime_config() -> Result<RuntimeConfig> {
     if let Ok(v) = std::env::var("HANGAR_MAX_QUEUE") {
         config.max_queue = v.parse().map_err(|_| "HANGAR_MAX_QUEUE must be a number")?;
     }
-    if let Ok(v) = std::env::var("HANGAR_RUN_RETENTION_HOURS") {
-        let hours: i64 = v
-            .parse()
-            .map_err(|_| "HANGAR_RUN_RETENTION_HOURS must be a number")?;
-        config.retention = chrono::Duration::hours(hours);
+    if let Some(keep) = retention(|name| std::env::var(name).ok())? {
+        config.retention = keep;
     }
     if let Ok(v) = std::env::var("HANGAR_AGENT_QUOTA_MB") {
         let mb: usize = v
@@ -174,6 +210,49 @@ fn body_timeout() -> Result<BodyTimeout> {
         },
         Err(_) => Ok(BodyTimeout::default()),
     }
+}
+
+/// `HANGAR_RUN_RETENTION` (`90s`, `10m`, `168h`, `7d`), which wins over the older
+/// `HANGAR_RUN_RETENTION_HOURS`; `None` if neither is set.
+fn retention(var: impl Fn(&str) -> Option<String>) -> Result<Option<chrono::Duration>> {
+    if let Some(text) = var("HANGAR_RUN_RETENTION") {
+        if var("HANGAR_RUN_RETENTION_HOURS").is_some() {
+            tracing::warn!("HANGAR_RUN_RETENTION_HOURS is ignored: HANGAR_RUN_RETENTION is set");
+        }
+        let keep = parse_retention(&text).ok_or_else(|| {
+            format!(
+                "HANGAR_RUN_RETENTION must be a whole number with a unit s, m, h or d, \
+                 from 1s to 36500d, e.g. 90s, 10m, 168h, 7d (got {text:?})"
+            )
+        })?;
+        return Ok(Some(keep));
+    }
+    let Some(text) = var("HANGAR_RUN_RETENTION_HOURS") else {
+        return Ok(None);
+    };
+    let keep = parse_retention(&format!("{}h", text.trim())).ok_or_else(|| {
+        format!("HANGAR_RUN_RETENTION_HOURS must be a whole number of hours, from 1 to 876000 (got {text:?})")
+    })?;
+    Ok(Some(keep))
+}
+
+/// `N` followed by `s`, `m`, `h` or `d`, at least a second and at most 100 years (so that no
+/// cutoff computed from it can overflow).
+fn parse_retention(text: &str) -> Option<chrono::Duration> {
+    let text = text.trim();
+    let unit = text.chars().last()?;
+    let seconds_per = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
+        _ => return None,
+    };
+    let n: i64 = text[..text.len() - 1].parse().ok()?;
+    let seconds = n.checked_mul(seconds_per)?;
+    (1..=36_500 * 86_400)
+        .contains(&seconds)
+        .then(|| chrono::Duration::seconds(seconds))
 }
 
 /// The egress policy from `HANGAR_EGRESS_*` (docs/security.md), in force before any outbound
@@ -243,4 +322,74 @@ fn long_enough(token: &str, source: &str) -> Result<String> {
         .into());
     }
     Ok(token.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retention_takes_a_unit_and_stays_in_range() {
+        let secs = |t: &str| parse_retention(t).map(|d| d.num_seconds());
+        assert_eq!(secs("90s"), Some(90));
+        assert_eq!(secs("10m"), Some(600));
+        assert_eq!(secs(" 168h "), Some(168 * 3600));
+        assert_eq!(secs("7d"), Some(7 * 86_400));
+        assert_eq!(secs("36500d"), Some(36_500 * 86_400));
+        for bad in [
+            "",
+            "s",
+            "90",
+            "0s",
+            "-5m",
+            "1.5h",
+            "1w",
+            "36501d",
+            "99999999999999999d",
+            "10 m",
+        ] {
+            assert_eq!(secs(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_new_variable_wins_and_the_old_one_still_works() {
+        let got = |pairs: &[(&str, &str)]| {
+            let var = |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| v.to_string())
+            };
+            retention(var).map(|d| d.map(|d| d.num_seconds()))
+        };
+        assert_eq!(got(&[]).ok(), Some(None));
+        let old = [("HANGAR_RUN_RETENTION_HOURS", "2")];
+        assert_eq!(got(&old).ok(), Some(Some(7200)));
+        let both = [
+            ("HANGAR_RUN_RETENTION", "60s"),
+            ("HANGAR_RUN_RETENTION_HOURS", "2"),
+        ];
+        assert_eq!(got(&both).ok(), Some(Some(60)));
+        let bad = got(&[("HANGAR_RUN_RETENTION", "60")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            bad.starts_with("HANGAR_RUN_RETENTION must") && !bad.contains('\n'),
+            "{bad}"
+        );
+        let bad = got(&[("HANGAR_RUN_RETENTION_HOURS", "-1")])
+            .unwrap_err()
+            .to_string();
+        assert!(bad.starts_with("HANGAR_RUN_RETENTION_HOURS must"), "{bad}");
+    }
+
+    #[test]
+    fn the_cache_budget_adds_up() {
+        let b = CacheBudget::new(128, 2);
+        assert_eq!(b.store_bytes, 120 << 20);
+        assert_eq!(b.templates_per_thread, 4 << 20);
+        let b = CacheBudget::new(1_048_576, 0);
+        assert_eq!(b.store_bytes + b.templates_per_thread as u64, 1 << 40);
+    }
 }

@@ -605,3 +605,60 @@ fn kill_9_with_queued_requests_loses_none() {
     );
     assert!(text.contains("hangar_queue_depth 0"), "{text}");
 }
+
+/// `HANGAR_RUN_RETENTION` with a unit: the purge follows a short retention (every half of it),
+/// so a finished run is gone within seconds, not at the next hourly pass.
+#[test]
+fn a_short_retention_purges_finished_runs() {
+    let dir = tempfile::tempdir().expect("temp data dir");
+    let s = Server::start_with(dir, &[("HANGAR_RUN_RETENTION", "2s")]);
+    let id = s.create(&agent(
+        "Brief",
+        json!([{"id": "done", "type": "end", "output": {"ok": true}}]),
+    ));
+    deploy(&s, &id);
+    let r = invoke(&s, &id, json!({}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let rid = r.body["request_id"]
+        .as_str()
+        .expect("request id")
+        .to_owned();
+    let path = format!("/v1/agents/{id}/requests/{rid}");
+    assert_eq!(s.get(&path).status, 200);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while s.get(&path).status != 404 {
+        assert!(
+            Instant::now() < deadline,
+            "the run outlived its 2 s retention by 13 s"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A retention the server cannot read stops it at start, with one line naming the variable.
+#[test]
+fn a_bad_retention_stops_the_server_with_one_line() {
+    let dir = tempfile::tempdir().expect("temp data dir");
+    for (var, value) in [
+        ("HANGAR_RUN_RETENTION", "soon"),
+        ("HANGAR_RUN_RETENTION", "0s"),
+        ("HANGAR_RUN_RETENTION_HOURS", "-3"),
+    ] {
+        let out = std::process::Command::new(common::bin())
+            .args(["serve", "--addr", "127.0.0.1:0", "--data"])
+            .arg(dir.path())
+            .env("HANGAR_ADMIN_TOKEN", TOKEN)
+            .env_remove("HANGAR_RUN_RETENTION")
+            .env_remove("HANGAR_RUN_RETENTION_HOURS")
+            .env(var, value)
+            .output()
+            .expect("run hangar");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{var}={value}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.starts_with(&format!("hangar: {var} must")),
+            "{stderr}"
+        );
+    }
+}

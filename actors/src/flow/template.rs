@@ -13,8 +13,9 @@
 //! [`MAX_OUTPUT_BYTES`]. Either failure is [`TemplateError::too_large`], which fails the node with
 //! `template_too_large`.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::thread::LocalKey;
 
@@ -148,15 +149,30 @@ pub fn percent_encode(text: &str) -> String {
     out
 }
 
-/// How many distinct templates (and, separately, expressions) a thread keeps compiled. Past it,
-/// the cache starts over: a bound on memory, not an eviction policy, since a server's flows use
-/// far fewer.
-const CACHE_LIMIT: usize = 1024;
+/// What one compiled template or expression is taken to weigh: a fixed part plus a multiple of
+/// its source. Measured with a counting allocator: ~12 KiB for a one-line template or expression,
+/// ~7× the source for a 17 KiB one; rounded up, so the budget errs on the safe side.
+const ENTRY_BYTES: usize = 16 * 1024;
+const BYTES_PER_SOURCE_BYTE: usize = 8;
 
-/// Compiled templates of one flavour, by source.
+/// The memory each of one thread's caches (templates, tool path templates, expressions) may
+/// take, by that weight. A count alone would not bound memory: an author may write templates of
+/// megabytes. `hangar serve` sets it from `--cache-mb` ([`set_cache_bytes`]).
+static CACHE_BYTES: AtomicUsize = AtomicUsize::new(4 << 20);
+
+/// Sets the budget of each of a thread's template caches, in bytes.
+pub fn set_cache_bytes(per_cache: usize) {
+    CACHE_BYTES.store(per_cache, Ordering::Relaxed);
+}
+
+fn weight(source: &str) -> usize {
+    ENTRY_BYTES.saturating_add(source.len().saturating_mul(BYTES_PER_SOURCE_BYTE))
+}
+
+/// Compiled templates of one flavour, by source, and the weight of what they hold.
 struct Cache {
     env: Environment<'static>,
-    count: usize,
+    bytes: usize,
     new: fn() -> Environment<'static>,
 }
 
@@ -164,9 +180,26 @@ impl Cache {
     fn new(new: fn() -> Environment<'static>) -> RefCell<Cache> {
         RefCell::new(Cache {
             env: new(),
-            count: 0,
+            bytes: 0,
             new,
         })
+    }
+
+    /// Makes room for `source`: if it would not fit, the cache starts over (a bound, not an
+    /// eviction policy: a server's flows use far less). `false` if it alone weighs more than the
+    /// budget; it is then compiled for this one use.
+    fn make_room(&mut self, source: &str) -> bool {
+        let budget = CACHE_BYTES.load(Ordering::Relaxed);
+        let w = weight(source);
+        if w > budget {
+            return false;
+        }
+        if self.bytes.saturating_add(w) > budget {
+            self.env = (self.new)();
+            self.bytes = 0;
+        }
+        self.bytes += w;
+        true
     }
 }
 
@@ -178,6 +211,8 @@ thread_local! {
     static PATH_TEMPLATES: RefCell<Cache> = Cache::new(new_path_env);
     static EXPRESSIONS: RefCell<HashMap<String, Expression<'static, 'static>>> =
         RefCell::new(HashMap::new());
+    /// The weight of what `EXPRESSIONS` holds.
+    static EXPRESSION_BYTES: Cell<usize> = const { Cell::new(0) };
 }
 
 /// Renders template `source` from `cache`, compiling it on first use in this thread.
@@ -191,14 +226,12 @@ fn render_cached<S: serde::Serialize>(
         if let Ok(compiled) = cache.env.get_template(source) {
             return compiled.render(ctx);
         }
-        if cache.count >= CACHE_LIMIT {
-            cache.env = (cache.new)();
-            cache.count = 0;
+        if !cache.make_room(source) {
+            return (cache.new)().render_str(source, ctx);
         }
         cache
             .env
             .add_template_owned(source.to_owned(), source.to_owned())?;
-        cache.count += 1;
         cache.env.get_template(source)?.render(ctx)
     })
 }
@@ -213,12 +246,18 @@ fn eval_cached<S: serde::Serialize>(
         if let Some(compiled) = expressions.get(expr) {
             return compiled.eval(ctx);
         }
-        if expressions.len() >= CACHE_LIMIT {
+        let (budget, w) = (CACHE_BYTES.load(Ordering::Relaxed), weight(expr));
+        if w > budget {
+            return env().compile_expression(expr)?.eval(ctx);
+        }
+        if EXPRESSION_BYTES.get().saturating_add(w) > budget {
             expressions.clear();
+            EXPRESSION_BYTES.set(0);
         }
         let compiled = env().compile_expression_owned(expr.to_owned())?;
         let value = compiled.eval(ctx);
         expressions.insert(expr.to_owned(), compiled);
+        EXPRESSION_BYTES.set(EXPRESSION_BYTES.get() + w);
         value
     })
 }
@@ -409,15 +448,22 @@ mod tests {
         assert!(!eval_condition("input.s == 'x'", &ctx).unwrap());
     }
 
-    /// Past the cache's bound it starts over, and every template still renders.
+    /// Past its budget a cache starts over, and every template still renders, including one
+    /// heavier than the whole budget (compiled for its one use).
     #[test]
-    fn the_template_cache_is_bounded() {
+    fn the_template_caches_are_bounded_in_bytes() {
         let ctx = ctx();
-        for i in 0..CACHE_LIMIT + 10 {
+        let budget = CACHE_BYTES.load(Ordering::Relaxed);
+        for i in 0..budget / ENTRY_BYTES + 10 {
             let source = format!("{{{{ input.name }}}} {i}");
             assert_eq!(render_str(&source, &ctx).unwrap(), format!("Ada {i}"));
+            assert!(eval_condition(&format!("{i} + 4 > 3"), &ctx).unwrap());
+            assert!(TEMPLATES.with(|c| c.borrow().bytes) <= budget);
+            assert!(EXPRESSION_BYTES.get() <= budget);
         }
-        assert!(TEMPLATES.with(|c| c.borrow().count) <= CACHE_LIMIT);
+        let heavy = format!("{{{{ input.name }}}}{}", "x".repeat(budget));
+        assert!(render_str(&heavy, &ctx).unwrap().starts_with("Ada"));
+        assert!(TEMPLATES.with(|c| c.borrow().bytes) <= budget);
     }
 
     /// Caller input in a tool path is data: percent-encoded wherever it lands, so it cannot add

@@ -54,9 +54,17 @@ pub struct SledStore {
 }
 
 impl SledStore {
+    /// Opens with sled's default page cache bound, 1 GiB: for the offline tools, which run briefly.
     pub fn open(path: &Path) -> Result<Self, Error> {
+        Self::open_with(path, 1 << 30)
+    }
+
+    /// Opens with sled's page cache bounded to `cache_bytes`. A server passes its `--cache-mb`:
+    /// sled's default lets a busy server's page cache grow to 1 GiB.
+    pub fn open_with(path: &Path, cache_bytes: u64) -> Result<Self, Error> {
         let db = sled::Config::new()
             .path(path)
+            .cache_capacity(cache_bytes)
             .open()
             .map_err(|e| open_error(path, e))?;
         let events = db.open_tree(EVENTS_TREE).map_err(storage)?;
