@@ -283,3 +283,53 @@ fn polling_leaves_no_waiters_behind() {
             .join("\n")
     );
 }
+
+/// Guards against a short run retention shortening the idempotency window: with runs kept 2 s,
+/// a keyed request repeated after several purges still finds its request, and does not run again.
+#[test]
+fn a_key_outlives_a_short_run_retention() {
+    let tool = FakeServer::start(|_| Reply::json(200, json!({"ok": true})));
+    let s = Server::start_with(
+        tempfile::tempdir().expect("temp dir"),
+        &[("HANGAR_RUN_RETENTION", "2s")],
+    );
+    let id = tool_agent(&s, &tool.url, 4);
+    let path = format!("/v1/agents/{id}/invoke");
+    let first = post_as(
+        &s,
+        TOKEN,
+        &path,
+        &[("Idempotency-Key", "K")],
+        json!({"input": {"n": 1}}),
+    );
+    assert_eq!(first.status, 200, "{}", first.body);
+    let plain = post_as(&s, TOKEN, &path, &[], json!({"input": {"n": 2}}));
+    assert_eq!(plain.status, 200, "{}", plain.body);
+    let plain_rid = plain["request_id"].as_str().expect("rid").to_owned();
+    // Purges run every second; wait until the unkeyed run has been purged.
+    let mut purged = false;
+    for _ in 0..100 {
+        std::thread::sleep(Duration::from_millis(100));
+        if s.get(&format!("/v1/agents/{id}/requests/{plain_rid}"))
+            .status
+            == 404
+        {
+            purged = true;
+            break;
+        }
+    }
+    assert!(purged, "the retention purges unkeyed runs");
+    let again = post_as(
+        &s,
+        TOKEN,
+        &path,
+        &[("Idempotency-Key", "K")],
+        json!({"input": {"n": 1}}),
+    );
+    assert_eq!(again.status, 200, "{}", again.body);
+    assert_eq!(
+        again["request_id"], first["request_id"],
+        "the key still names its request"
+    );
+    assert_eq!(tool.requests().len(), 2, "the keyed request ran once");
+}
