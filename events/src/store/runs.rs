@@ -48,8 +48,9 @@ pub struct DuePush {
     pub rid: Uuid,
 }
 
-/// Runs and what hangs on them. Run ids are UUID v7, so a queue ordered by id is first in, first
-/// out.
+/// Runs and what hangs on them. Run ids are UUID v7 taken when the run is created (its
+/// `created_at`), so a queue ordered by id is first in, first out, and a purge may stop at the
+/// first id made after its cutoff.
 pub trait RunStore: Send + Sync + 'static {
     /// Records a new request (`queued` and on its agent's queue when `enqueue`, else as it is,
     /// e.g. a keyed sync run `running`) with its idempotency key if it has one, scoped to

@@ -545,6 +545,14 @@ pub async fn purge_keeps_what_must_stay(store: Arc<dyn RunStores>) {
     let agent = Uuid::now_v7();
     let old = Utc::now() - Duration::days(30);
     let finished_long_ago = |mut run: StoredRun| {
+        // Made then: request ids are UUID v7 taken when a run is created, which lets a store
+        // stop its scan at the cutoff.
+        let ts = uuid::Timestamp::from_unix(
+            uuid::NoContext,
+            old.timestamp() as u64,
+            old.timestamp_subsec_nanos(),
+        );
+        run.run.request_id = Uuid::new_v7(ts);
         run.run.created_at = old;
         run.finish(RunStatus::Succeeded, Some(json!(1)), None);
         run.run.finished_at = Some(old);

@@ -36,6 +36,10 @@ use crate::store::Error;
 
 type Result<T> = std::result::Result<T, Error>;
 
+/// Runs (or keys) removed per logged transaction by a purge: few enough that the writer lock is
+/// held for well under a millisecond.
+const PURGE_BATCH: usize = 128;
+
 /// Runs, queues, idempotency keys, the push outbox, run events and threads in one sled database.
 pub struct SledRuns {
     store: Arc<SledStore>,
@@ -316,10 +320,16 @@ impl SledRuns {
     }
 
     fn purge_now(&self, cutoff: DateTime<Utc>) -> Result<usize> {
-        let now = Utc::now();
-        let key_cutoff = now - IDEMPOTENCY_WINDOW;
+        let key_cutoff = Utc::now() - IDEMPOTENCY_WINDOW;
         let mut purged = 0;
-        for item in self.runs.iter() {
+        let mut batch: Vec<sled::IVec> = Vec::with_capacity(PURGE_BATCH);
+        // Request ids are UUID v7, so runs are keyed in creation order, and one created after the
+        // cutoff cannot have finished before it: the scan stops there instead of decoding every
+        // run kept (a soak at c=32 outran a purge that read them all).
+        let mut created_before = [0u8; 16];
+        let ms = (cutoff.timestamp_millis().max(0) as u64 + 1).to_be_bytes();
+        created_before[..6].copy_from_slice(&ms[2..]);
+        for item in self.runs.range(..created_before) {
             let (key, bytes) = item.map_err(storage)?;
             let Ok(run) = decode(&bytes) else { continue };
             let done_before = run.run.finished_at.is_some_and(|f| f < cutoff);
@@ -329,29 +339,59 @@ impl SledRuns {
                 .as_ref()
                 .is_none_or(|p| p.status != PushStatus::Pending);
             let key_holds_it = run.idempotency_key.is_some() && run.run.created_at > key_cutoff;
-            if !(run.run.status.is_final() && done_before && push_done && !key_holds_it) {
-                continue;
-            }
-            self.transact(&[&self.runs, &self.run_events], |t| {
-                t[0].remove(&key)?;
-                for event in self.run_events.scan_prefix(&key).keys() {
-                    t[1].remove(event.map_err(|e| abort(storage(e)))?)?;
+            if run.run.status.is_final() && done_before && push_done && !key_holds_it {
+                batch.push(key);
+                if batch.len() == PURGE_BATCH {
+                    purged += self.remove_runs(&mut batch)?;
                 }
-                Ok(())
-            })?;
-            purged += 1;
+            }
         }
+        purged += self.remove_runs(&mut batch)?;
         let key_cutoff_ms = key_cutoff.timestamp_millis();
         for item in self.idempotency.iter() {
             let (key, v) = item.map_err(storage)?;
             if decode_idempotency(&v).is_some_and(|(_, ms)| ms < key_cutoff_ms) {
-                self.transact(&[&self.idempotency], |t| {
-                    t[0].remove(&key)?;
-                    Ok(())
-                })?;
+                batch.push(key);
+                if batch.len() == PURGE_BATCH {
+                    self.remove_keys(&self.idempotency, &mut batch)?;
+                }
             }
         }
+        self.remove_keys(&self.idempotency, &mut batch)?;
         Ok(purged)
+    }
+
+    /// Removes the runs `rids` with their run events in one logged transaction, and empties it.
+    /// Batched: a transaction per run cost the purge more than the load it had to keep up with.
+    fn remove_runs(&self, rids: &mut Vec<sled::IVec>) -> Result<usize> {
+        let n = rids.len();
+        if n > 0 {
+            self.transact(&[&self.runs, &self.run_events], |t| {
+                for rid in rids.iter() {
+                    t[0].remove(rid)?;
+                    for event in self.run_events.scan_prefix(rid).keys() {
+                        t[1].remove(event.map_err(|e| abort(storage(e)))?)?;
+                    }
+                }
+                Ok(())
+            })?;
+            rids.clear();
+        }
+        Ok(n)
+    }
+
+    /// Removes `keys` from `tree` in one logged transaction, and empties it.
+    fn remove_keys(&self, tree: &Tree, keys: &mut Vec<sled::IVec>) -> Result<()> {
+        if !keys.is_empty() {
+            self.transact(&[tree], |t| {
+                for key in keys.iter() {
+                    t[0].remove(key)?;
+                }
+                Ok(())
+            })?;
+            keys.clear();
+        }
+        Ok(())
     }
 }
 
