@@ -196,3 +196,69 @@ async fn an_unreadable_snapshot_falls_back_to_the_log() {
     assert_eq!(state.draft.name, "fallback");
     assert_eq!(state.seq, 1);
 }
+
+/// The purge removes final runs that finished before the cutoff (in batches), and keeps runs in
+/// flight, runs whose push is pending, and recent runs, which its scan by creation time must not
+/// stop short of.
+#[test]
+fn the_purge_removes_old_final_runs_only() {
+    use crate::runtime::{Mode, PushState, Run, RunStatus, RunStore, StoredRun};
+    use chrono::{Duration, Utc};
+    use uuid::{NoContext, Timestamp, Uuid};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(SledStore::open(&dir.path().join("store")).expect("opens"));
+    let runs = RunStore::open(store).expect("run store");
+    let run = |age: Duration, status: RunStatus| {
+        let at = Utc::now() - age;
+        let ts = Timestamp::from_unix(
+            NoContext,
+            at.timestamp() as u64,
+            at.timestamp_subsec_nanos(),
+        );
+        StoredRun {
+            run: Run {
+                request_id: Uuid::new_v7(ts),
+                agent_id: Uuid::now_v7(),
+                version: 1,
+                status,
+                output: None,
+                error: None,
+                created_at: at,
+                started_at: Some(at),
+                finished_at: status.is_final().then_some(at),
+                push: None,
+            },
+            mode: Mode::Async,
+            input: serde_json::json!({}),
+            member: None,
+            idempotency_key: None,
+            push_enabled: false,
+        }
+    };
+    let two_hours = Duration::hours(2);
+    let old: Vec<StoredRun> = (0..300)
+        .map(|_| run(two_hours, RunStatus::Succeeded))
+        .collect();
+    let in_flight = run(two_hours, RunStatus::Running);
+    let mut pushing = run(two_hours, RunStatus::Succeeded);
+    pushing.run.push = Some(PushState::pending(Utc::now()));
+    let recent = run(Duration::seconds(1), RunStatus::Succeeded);
+    for r in old.iter().chain([&in_flight, &pushing, &recent]) {
+        runs.put(r).expect("put");
+    }
+    let purged = runs.purge(Utc::now() - Duration::hours(1)).expect("purge");
+    assert_eq!(purged, 300);
+    for r in &old {
+        assert!(runs.get(r.run.request_id).expect("get").is_none());
+    }
+    for r in [&in_flight, &pushing, &recent] {
+        assert!(runs.get(r.run.request_id).expect("get").is_some());
+    }
+    // The recent run goes once the cutoff passes it.
+    assert_eq!(
+        runs.purge(Utc::now() + Duration::seconds(1))
+            .expect("purge"),
+        1
+    );
+}

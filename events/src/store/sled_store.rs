@@ -617,6 +617,28 @@ mod tests {
         assert_eq!(lsn, 100, "one lsn per logged transaction");
     }
 
+    /// Guards against logged writes that no one waits for (a purge's removals) piling up in
+    /// memory: past a bound, the flusher writes them on its own.
+    #[test]
+    fn unwaited_records_are_written_without_a_waiter() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = open(dir.path());
+        let t = store.db().open_tree("t").expect("tree");
+        for i in 0..3_000u32 {
+            store
+                .transact(&[&t], |tx| {
+                    tx[0].insert(i.to_be_bytes(), vec![7; 1000])?;
+                    Ok::<_, ConflictableTransactionError<()>>(())
+                })
+                .expect("commits");
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while fs_len(dir.path()) < 1 << 20 {
+            assert!(std::time::Instant::now() < deadline, "nothing written");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
     fn fs_len(dir: &Path) -> u64 {
         std::fs::metadata(dir.join(wal::FILE)).map_or(0, |m| m.len())
     }

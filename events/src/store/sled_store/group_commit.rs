@@ -21,6 +21,9 @@ use super::wal;
 
 type Waiter = oneshot::Sender<Result<(), Error>>;
 
+/// How many bytes of records may wait in memory for a flush that no writer asked for.
+const UNWAITED_BYTES: usize = 1 << 20;
+
 /// The flusher thread and the queue of appends waiting for it.
 pub(super) struct GroupCommit {
     shared: Arc<Shared>,
@@ -128,7 +131,14 @@ impl GroupCommit {
     /// Queues the write-ahead record of a transaction sled has just applied. Called in lsn order
     /// (under the store's writer lock), so the log keeps that order.
     pub(super) fn log(&self, lsn: u64, ops: &[wal::Op]) {
-        wal::encode(lsn, ops, &mut self.shared.lock().records);
+        let mut queue = self.shared.lock();
+        wal::encode(lsn, ops, &mut queue.records);
+        // Records nobody waits for (a purge's removals under sync-only load) would pile up in
+        // memory without bound: past UNWAITED_BYTES they are written for a waiter nobody awaits.
+        if queue.records.len() >= UNWAITED_BYTES && queue.waiters.is_empty() {
+            queue.waiters.push(oneshot::channel().0);
+            self.shared.wake.notify_one();
+        }
     }
 
     /// [`GroupCommit::log`] for a transaction sled failed to apply whole; refuses further writes
