@@ -3,6 +3,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
@@ -30,6 +31,13 @@ impl Stats {
     pub fn p99_ms(&self) -> f64 {
         self.hist.value_at_quantile(0.99) as f64 / 1000.0
     }
+    pub fn figure(&self) -> Figure {
+        Figure {
+            rate: self.rate(),
+            p50_ms: self.p50_ms(),
+            p99_ms: self.p99_ms(),
+        }
+    }
 }
 
 pub fn histogram() -> Histogram<u64> {
@@ -50,6 +58,21 @@ pub fn run<F>(addr: SocketAddr, token: Option<&str>, c: usize, dur: Duration, op
 where
     F: Fn(usize, u64, &mut Conn) -> Outcome + Sync,
 {
+    run_while(addr, token, c, dur, &AtomicBool::new(true), op)
+}
+
+/// [`run`], ending early once `going` turns false (the soak stops when the disk fills up).
+pub fn run_while<F>(
+    addr: SocketAddr,
+    token: Option<&str>,
+    c: usize,
+    dur: Duration,
+    going: &AtomicBool,
+    op: F,
+) -> Stats
+where
+    F: Fn(usize, u64, &mut Conn) -> Outcome + Sync,
+{
     let barrier = Barrier::new(c + 1);
     let (op, barrier) = (&op, &barrier);
     let (results, secs) = std::thread::scope(|scope| {
@@ -62,7 +85,7 @@ where
                     barrier.wait();
                     let deadline = Instant::now() + dur;
                     let mut i = 0u64;
-                    while Instant::now() < deadline {
+                    while Instant::now() < deadline && going.load(Ordering::Relaxed) {
                         let t0 = Instant::now();
                         match op(t, i, &mut conn) {
                             Ok(true) => {
@@ -201,10 +224,15 @@ pub struct Figure {
 
 impl Figure {
     pub fn of(rounds: &[Stats]) -> Figure {
+        Figure::median(&rounds.iter().map(Stats::figure).collect::<Vec<_>>())
+    }
+
+    /// Each figure's median over rounds measured by any client (this one's or wrk).
+    pub fn median(rounds: &[Figure]) -> Figure {
         Figure {
-            rate: median(rounds.iter().map(Stats::rate).collect()),
-            p50_ms: median(rounds.iter().map(Stats::p50_ms).collect()),
-            p99_ms: median(rounds.iter().map(Stats::p99_ms).collect()),
+            rate: median(rounds.iter().map(|f| f.rate).collect()),
+            p50_ms: median(rounds.iter().map(|f| f.p50_ms).collect()),
+            p99_ms: median(rounds.iter().map(|f| f.p99_ms).collect()),
         }
     }
 }

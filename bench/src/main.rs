@@ -6,7 +6,14 @@
 //! cargo run --release -p hangar-bench                 # full run (< 15 min)
 //! cargo run --release -p hangar-bench -- --quick      # smoke run (1 s rounds, 10k events, 1k agents)
 //! cargo run --release -p hangar-bench -- --only sync,writes --duration 3s --rounds 5
+//! cargo run --release -p hangar-bench -- --only soak  # memory and disk under 5 min of load
 //! ```
+//!
+//! # Layout
+//! - `server`: builds and starts `hangar serve`, reads its RSS; `baseline`: the bare actix-web
+//!   server; `http`: the minimal client and the loopback receivers; `load`: the built-in load
+//!   loop and its histograms; `wrk`: wrk as the sync scenario's load generator when installed.
+//! - `scenarios`: the seven scenarios of the performance issue; `soak`: the long-running one.
 //!
 //! Only 127.0.0.1 is ever contacted; every loop is bounded in time and count; every process and
 //! thread it starts is stopped before it exits.
@@ -16,12 +23,18 @@ mod http;
 mod load;
 mod scenarios;
 mod server;
+mod soak;
+mod wrk;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-pub const SCENARIOS: [&str; 7] = [
+pub const SCENARIOS: [&str; 8] = [
+    "sync", "async", "push", "writes", "replay", "memory", "undeploy", "soak",
+];
+/// What a run without `--only` measures: not the soak, which takes minutes by design.
+const DEFAULT_SCENARIOS: [&str; 7] = [
     "sync", "async", "push", "writes", "replay", "memory", "undeploy",
 ];
 
@@ -40,6 +53,16 @@ pub struct Opts {
     pub in_flight: usize,
     /// Keep the scratch directory (data directories, server logs) for a closer look.
     pub keep: bool,
+    /// Drive the sync scenario with the built-in client even when wrk is installed.
+    pub no_wrk: bool,
+    /// wrk's threads (event loops).
+    pub wrk_threads: usize,
+    /// Length of the soak.
+    pub soak: Duration,
+    /// `HANGAR_RUN_RETENTION` of the soak's server.
+    pub soak_retention: Duration,
+    /// `HANGAR_CACHE_MB` of the soak's server, and the base of its memory target.
+    pub cache_mb: u64,
 }
 
 const USAGE: &str = "\
@@ -50,11 +73,17 @@ usage: cargo run --release -p hangar-bench [-- OPTIONS]
   --quick            short smoke run: 1 s rounds, 10,000 events, 1,000 agents
   --duration D       length of one measured round: 5s (default; --quick: 1s), 500ms, 2
   --rounds N         rounds per figure; the median is reported (default 3)
-  --only A,B         run only these scenarios: sync, async, push, writes, replay, memory, undeploy
+  --only A,B         run only these scenarios: sync, async, push, writes, replay, memory, undeploy,
+                     soak (not run unless named: it takes minutes)
   --events N         events in the replay agent's log (default 100000; --quick: 10000)
   --agents N         agents for the memory scenario (default 10000; --quick: 1000)
   --in-flight N      runs in flight when undeploying (default 1000)
   --keep             keep the scratch directory (each server's data directory and log)
+  --no-wrk           sync scenario: the built-in client even if wrk is installed
+  --wrk-threads N    sync scenario: wrk's threads (default 2)
+  --soak-seconds N   soak: how long the load lasts (default 300)
+  --soak-retention D soak: the server's HANGAR_RUN_RETENTION (default 30s)
+  --cache-mb N       soak: the server's HANGAR_CACHE_MB (default 128)
   -h, --help         this text
 ";
 
@@ -78,11 +107,16 @@ fn parse_args() -> Result<Option<Opts>, String> {
         quick,
         duration: Duration::from_secs(if quick { 1 } else { 5 }),
         rounds: 3,
-        only: SCENARIOS.iter().map(|s| s.to_string()).collect(),
+        only: DEFAULT_SCENARIOS.iter().map(|s| s.to_string()).collect(),
         events: if quick { 10_000 } else { 100_000 },
         agents: if quick { 1_000 } else { 10_000 },
         in_flight: 1_000,
         keep: false,
+        no_wrk: false,
+        wrk_threads: 2,
+        soak: Duration::from_secs(300),
+        soak_retention: Duration::from_secs(30),
+        cache_mb: 128,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -106,6 +140,19 @@ fn parse_args() -> Result<Option<Opts>, String> {
             "-h" | "--help" => return Ok(None),
             "--quick" => {}
             "--keep" => o.keep = true,
+            "--no-wrk" => o.no_wrk = true,
+            "--wrk-threads" => o.wrk_threads = number(flag, value(flag)?, 64)?,
+            "--soak-seconds" => {
+                o.soak = Duration::from_secs(number(flag, value(flag)?, 86_400)? as u64)
+            }
+            "--soak-retention" => {
+                let d = parse_duration(&value(flag)?)?;
+                if d.as_secs() == 0 || d.subsec_nanos() != 0 {
+                    return Err("--soak-retention must be whole seconds, e.g. 60s".into());
+                }
+                o.soak_retention = d;
+            }
+            "--cache-mb" => o.cache_mb = number(flag, value(flag)?, 1_048_576)? as u64,
             "--duration" => o.duration = parse_duration(&value(flag)?)?,
             "--rounds" => o.rounds = number(flag, value(flag)?, 25)?,
             "--events" => o.events = number(flag, value(flag)?, 2_000_000)?,
@@ -196,6 +243,8 @@ impl Row {
 /// What every scenario shares: the binary, the options, a scratch directory, the results.
 pub struct Ctx {
     pub bin: PathBuf,
+    /// wrk, when installed (and not `--no-wrk`): the sync scenario's load generator.
+    pub wrk: Option<wrk::Wrk>,
     pub opts: Opts,
     pub work: tempfile::TempDir,
     pub rows: Vec<Row>,
@@ -334,7 +383,32 @@ fn main() -> ExitCode {
             );
         }
     }
+    let wrk = match (opts.no_wrk, wrk::find()) {
+        (true, _) => {
+            println!("load generator of the sync scenario: the built-in client (--no-wrk)");
+            None
+        }
+        (false, Some(path)) => {
+            println!(
+                "load generator of the sync scenario: {} ({} threads)",
+                path.display(),
+                opts.wrk_threads
+            );
+            Some(wrk::Wrk::new(path, work.path(), opts.wrk_threads))
+        }
+        (false, None) => {
+            if opts.only.iter().any(|s| s == "sync") {
+                println!(
+                    "WARNING: wrk is not installed (apt-get install wrk): the sync scenario falls \
+                     back to the built-in client, which caps the bare baseline (~66k req/s on 2 \
+                     cores where wrk drives it past 110k/s), so its ratios flatter Hangar"
+                );
+            }
+            None
+        }
+    };
     let mut ctx = Ctx {
+        wrk,
         bin,
         opts: opts.clone(),
         work,
@@ -352,6 +426,7 @@ fn main() -> ExitCode {
             "replay" => scenarios::replay(&mut ctx),
             "memory" => scenarios::memory(&mut ctx),
             "undeploy" => scenarios::undeploy(&mut ctx),
+            "soak" => soak::soak(&mut ctx),
             _ => unreachable!("checked in parse_args"),
         };
         if let Err(e) = result {

@@ -12,17 +12,18 @@ use crate::baseline::Baseline;
 use crate::http::{Conn, Receiver, Resp, Sink};
 use crate::load::{self, median, Figure, Outcome, Stats};
 use crate::server::{Hangar, TOKEN};
+use crate::wrk::WrkRound;
 use crate::{Ctx, Row, Verdict};
 
-const INVOKE_BODY: &str = r#"{"input": {"name": "x"}}"#;
+pub(crate) const INVOKE_BODY: &str = r#"{"input": {"name": "x"}}"#;
 /// Concurrency of the loaded scenarios.
-const C: usize = 32;
+pub(crate) const C: usize = 32;
 
 type Result<T> = std::result::Result<T, String>;
 
 // ---------- formatting ----------
 
-fn thousands(n: u64) -> String {
+pub(crate) fn thousands(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, ch) in s.chars().enumerate() {
@@ -34,14 +35,14 @@ fn thousands(n: u64) -> String {
     out
 }
 
-fn rate(x: f64) -> String {
+pub(crate) fn rate(x: f64) -> String {
     if !x.is_finite() {
         return "n/a".into();
     }
     format!("{}/s", thousands(x.round() as u64))
 }
 
-fn ms(x: f64) -> String {
+pub(crate) fn ms(x: f64) -> String {
     if !x.is_finite() {
         "n/a".into()
     } else if x < 10.0 {
@@ -53,7 +54,7 @@ fn ms(x: f64) -> String {
     }
 }
 
-fn fig(f: &Figure) -> String {
+pub(crate) fn fig(f: &Figure) -> String {
     format!(
         "{} · p50 {} · p99 {}",
         rate(f.rate),
@@ -62,7 +63,7 @@ fn fig(f: &Figure) -> String {
     )
 }
 
-fn round_line(label: &str, s: &Stats) {
+pub(crate) fn round_line(label: &str, s: &Stats) {
     let mut line = format!(
         "    {label}: {} ok in {:.2} s = {} · p50 {} · p99 {}",
         thousands(s.ok),
@@ -83,11 +84,11 @@ fn round_line(label: &str, s: &Stats) {
 
 // ---------- HTTP helpers ----------
 
-fn short(text: &str) -> String {
+pub(crate) fn short(text: &str) -> String {
     text.chars().take(300).collect()
 }
 
-fn expect(r: std::io::Result<Resp>, status: u16, what: &str) -> Result<Resp> {
+pub(crate) fn expect(r: std::io::Result<Resp>, status: u16, what: &str) -> Result<Resp> {
     let r = r.map_err(|e| format!("{what}: {e}"))?;
     if r.status == status {
         Ok(r)
@@ -101,7 +102,7 @@ fn expect(r: std::io::Result<Resp>, status: u16, what: &str) -> Result<Resp> {
 }
 
 /// An operation's outcome: `Ok(true)` on `status`, else the status and body as the error.
-fn outcome(r: std::io::Result<Resp>, status: u16) -> Outcome {
+pub(crate) fn outcome(r: std::io::Result<Resp>, status: u16) -> Outcome {
     match r {
         Ok(r) if r.status == status => Ok(true),
         Ok(r) => Err(format!("HTTP {}: {}", r.status, short(&r.text()))),
@@ -109,7 +110,7 @@ fn outcome(r: std::io::Result<Resp>, status: u16) -> Outcome {
     }
 }
 
-fn admin(h: &Hangar) -> Conn {
+pub(crate) fn admin(h: &Hangar) -> Conn {
     Conn::new(h.addr, Some(TOKEN))
 }
 
@@ -149,7 +150,7 @@ fn deploy(c: &mut Conn, id: &str) -> Result<()> {
     .map(drop)
 }
 
-fn greet_agent(c: &mut Conn, name: &str) -> Result<String> {
+pub(crate) fn greet_agent(c: &mut Conn, name: &str) -> Result<String> {
     let id = create(c, &greet_spec(name, &format!("{name} answers greetings")))?;
     deploy(c, &id)?;
     Ok(id)
@@ -194,6 +195,59 @@ where
 
 // ---------- 1. sync invoke vs the baseline ----------
 
+/// Who drives a round of the sync scenario.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Client {
+    Wrk,
+    Builtin,
+}
+
+fn wrk_line(label: &str, r: &WrkRound) {
+    let mut line = format!(
+        "    {label}: {} ok in {:.2} s = {} · p50 {} · p99 {} (wrk)",
+        thousands(r.requests.saturating_sub(r.non_2xx)),
+        r.secs,
+        rate(r.rate()),
+        ms(r.p50_ms),
+        ms(r.p99_ms)
+    );
+    if r.non_2xx > 0 {
+        line.push_str(&format!(" · {} answers not 2xx", thousands(r.non_2xx)));
+    }
+    if let Some(e) = &r.socket_errors {
+        line.push_str(&format!(" · {e}"));
+    }
+    println!("{line}");
+}
+
+/// One round of `POST path` at concurrency `c`, printed under `label` unless it is a warm-up.
+#[allow(clippy::too_many_arguments)]
+fn post_round(
+    ctx: &Ctx,
+    client: Client,
+    label: Option<&str>,
+    addr: std::net::SocketAddr,
+    path: &str,
+    token: Option<&str>,
+    c: usize,
+    dur: Duration,
+) -> Result<Figure> {
+    if let (Client::Wrk, Some(wrk)) = (client, &ctx.wrk) {
+        let r = wrk.post(addr, path, token, INVOKE_BODY, c, dur)?;
+        if let Some(label) = label {
+            wrk_line(label, &r);
+        }
+        return Ok(r.figure());
+    }
+    let s = load::run(addr, token, c, dur, |_, _, conn| {
+        outcome(conn.post(path, INVOKE_BODY), 200)
+    });
+    if let Some(label) = label {
+        round_line(label, &s);
+    }
+    Ok(s.figure())
+}
+
 pub fn sync(ctx: &mut Ctx) -> Result<()> {
     let base = Baseline::start()?;
     let h = ctx.fresh_server("sync", &[])?;
@@ -217,22 +271,47 @@ pub fn sync(ctx: &mut Ctx) -> Result<()> {
         "  hangar {} · baseline (in-process actix-web) {}",
         h.addr, base.addr
     );
-    let hop = |_: usize, _: u64, conn: &mut Conn| outcome(conn.post(&path, INVOKE_BODY), 200);
-    let bop = |_: usize, _: u64, conn: &mut Conn| outcome(conn.post(bpath, INVOKE_BODY), 200);
+    let (client, by) = match &ctx.wrk {
+        Some(w) => (Client::Wrk, format!("wrk, {} threads", w.threads())),
+        None => (Client::Builtin, "the built-in client".to_string()),
+    };
+    println!("  load generator: {by}");
+    let hangar = |label: Option<&str>, conc, dur| {
+        post_round(ctx, client, label, h.addr, &path, Some(TOKEN), conc, dur)
+    };
+    let baseline = |client, label: Option<&str>, conc, dur| {
+        post_round(ctx, client, label, base.addr, bpath, None, conc, dur)
+    };
+    let mut rows = Vec::new();
     for conc in [1usize, C] {
         // Interleaved rounds, so drift (page cache, sled growth) hits both alike.
-        let _ = load::run(h.addr, Some(TOKEN), conc, ctx.warmup(), hop);
-        let _ = load::run(base.addr, None, conc, ctx.warmup(), bop);
-        let (mut hs, mut bs) = (Vec::new(), Vec::new());
-        for i in 0..ctx.opts.rounds {
-            let s = load::run(h.addr, Some(TOKEN), conc, ctx.opts.duration, hop);
-            round_line(&format!("hangar   c={conc} round {}", i + 1), &s);
-            hs.push(s);
-            let s = load::run(base.addr, None, conc, ctx.opts.duration, bop);
-            round_line(&format!("baseline c={conc} round {}", i + 1), &s);
-            bs.push(s);
+        hangar(None, conc, ctx.warmup())?;
+        baseline(client, None, conc, ctx.warmup())?;
+        let (mut hs, mut bs, mut builtin) = (Vec::new(), Vec::new(), Vec::new());
+        for i in 1..=ctx.opts.rounds {
+            let dur = ctx.opts.duration;
+            hs.push(hangar(
+                Some(&format!("hangar   c={conc} round {i}")),
+                conc,
+                dur,
+            )?);
+            bs.push(baseline(
+                client,
+                Some(&format!("baseline c={conc} round {i}")),
+                conc,
+                dur,
+            )?);
+            if client == Client::Wrk {
+                // The same baseline under the built-in client, to show what it would have said.
+                builtin.push(baseline(
+                    Client::Builtin,
+                    Some(&format!("baseline c={conc} round {i}, built-in client")),
+                    conc,
+                    dur,
+                )?);
+            }
         }
-        let (hf, bf) = (Figure::of(&hs), Figure::of(&bs));
+        let (hf, bf) = (Figure::median(&hs), Figure::median(&bs));
         println!(
             "  c={conc}: hangar {} | baseline {} | throughput {:.2}× · p50 +{} · p99 {:.1}×",
             fig(&hf),
@@ -241,9 +320,10 @@ pub fn sync(ctx: &mut Ctx) -> Result<()> {
             ms(hf.p50_ms - bf.p50_ms),
             hf.p99_ms / bf.p99_ms
         );
+        let by = if client == Client::Wrk { " (wrk)" } else { "" };
         if conc == 1 {
-            ctx.rows.push(
-                Row::new("sync invoke c=1", fig(&hf))
+            rows.push(
+                Row::new(format!("sync invoke c=1{by}"), fig(&hf))
                     .baseline(
                         fig(&bf),
                         format!(
@@ -258,17 +338,17 @@ pub fn sync(ctx: &mut Ctx) -> Result<()> {
                     ),
             );
         } else {
-            ctx.rows.push(
-                Row::new(format!("sync invoke c={conc}"), fig(&hf))
+            rows.push(
+                Row::new(format!("sync invoke c={conc}{by}"), fig(&hf))
                     .baseline(fig(&bf), format!("{:.2}× req/s", hf.rate / bf.rate))
                     .target(
                         "≥ 0.7× baseline req/s",
                         Verdict::of(hf.rate >= 0.7 * bf.rate),
                     ),
             );
-            ctx.rows.push(
+            rows.push(
                 Row::new(
-                    format!("sync invoke c={conc} p99"),
+                    format!("sync invoke c={conc} p99{by}"),
                     format!("p99 {}", ms(hf.p99_ms)),
                 )
                 .baseline(
@@ -281,7 +361,25 @@ pub fn sync(ctx: &mut Ctx) -> Result<()> {
                 ),
             );
         }
+        if !builtin.is_empty() {
+            let own = Figure::median(&builtin);
+            println!(
+                "  c={conc}: the baseline under the built-in client: {} = {:.2}× of its rate under wrk \
+                 (a ratio to it would read {:.2}× instead of {:.2}×)",
+                fig(&own),
+                own.rate / bf.rate,
+                hf.rate / own.rate,
+                hf.rate / bf.rate
+            );
+            rows.push(
+                Row::new(format!("baseline c={conc}, built-in client"), fig(&own)).baseline(
+                    format!("{} (wrk)", fig(&bf)),
+                    format!("{:.2}× of wrk's req/s", own.rate / bf.rate),
+                ),
+            );
+        }
     }
+    ctx.rows.extend(rows);
     Ok(())
 }
 
@@ -644,7 +742,7 @@ pub fn replay(ctx: &mut Ctx) -> Result<()> {
     Ok(())
 }
 
-fn dir_size(dir: &std::path::Path) -> u64 {
+pub(crate) fn dir_size(dir: &std::path::Path) -> u64 {
     let mut total = 0;
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {

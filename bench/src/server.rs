@@ -167,6 +167,11 @@ impl Hangar {
         rss_kib(self.pid()?)
     }
 
+    /// The server's log (its stderr).
+    pub fn log(&self) -> &Path {
+        &self.log
+    }
+
     /// The `hangar` binary (for the offline tools).
     pub fn bin(&self) -> &Path {
         &self.bin

@@ -559,6 +559,13 @@ pub async fn purge_keeps_what_must_stay(store: Arc<dyn RunStores>) {
         run
     };
     let plain = finished_long_ago(new_run(agent, Mode::Async, json!({"p": 1})));
+    // More than one batch of a store that purges in batches.
+    let many: Vec<StoredRun> = (0..300)
+        .map(|i| finished_long_ago(new_run(agent, Mode::Async, json!({ "many": i }))))
+        .collect();
+    for run in &many {
+        store.finish(run.clone(), None).await.expect("finish");
+    }
     let mut pushing = finished_long_ago(new_run(agent, Mode::Async, json!({"p": 2})));
     pushing.push_enabled = true;
     let due = pushing.schedule_push();
@@ -586,8 +593,11 @@ pub async fn purge_keeps_what_must_stay(store: Arc<dyn RunStores>) {
         .purge(Utc::now() - Duration::days(7))
         .await
         .expect("purge");
-    assert!(purged >= 1);
+    assert!(purged >= 301);
     assert_eq!(get(&*store, plain.run.request_id).await, None);
+    for run in &many {
+        assert_eq!(get(&*store, run.run.request_id).await, None);
+    }
     let events = store
         .run_events(plain.run.request_id, 0, 10)
         .await
