@@ -231,7 +231,9 @@ fn queued_inputs_are_held_to_the_agent_quota() {
     let dir = tempfile::tempdir().expect("temp dir");
     let s = Server::start_with(dir, &[("HANGAR_AGENT_QUOTA_MB", "1")]);
     let slow =
-        FakeServer::start(|_| Reply::json(200, json!({"ok": 1})).slow(Duration::from_millis(700)));
+        // Slow enough that the first run still holds the one slot while the test fills the queue,
+        // even on a loaded machine (700 ms was not, under a benchmark running beside it).
+        FakeServer::start(|_| Reply::json(200, json!({"ok": 1})).slow(Duration::from_millis(3000)));
     let mut spec = valid_spec("Queued");
     spec["flow"]["start"] = json!("call");
     spec["flow"]["nodes"] = json!([
