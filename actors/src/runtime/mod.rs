@@ -295,11 +295,15 @@ impl Runtime {
     /// The request once final, or as it is when `max` has passed (long-poll).
     pub async fn wait(&self, agent: Uuid, rid: Uuid, max: Duration) -> Result<StoredRun, Error> {
         let woken = self.inner.waiters.register(rid);
-        let run = self.run(agent, rid)?;
-        if run.run.status.is_final() || max.is_zero() {
-            return Ok(run);
+        let run = self.run(agent, rid);
+        if !matches!(&run, Ok(r) if !r.run.status.is_final() && !max.is_zero()) {
+            // Unregistered, or every poll of a finished or unknown run would leave an entry.
+            drop(woken);
+            self.inner.waiters.forget(rid);
+            return run;
         }
         let _ = tokio::time::timeout(max, woken).await;
+        self.inner.waiters.forget(rid);
         self.run(agent, rid)
     }
 
