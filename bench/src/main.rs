@@ -383,25 +383,31 @@ fn main() -> ExitCode {
             );
         }
     }
+    // wrk drives the sync scenario only (see `wrk.rs`); the others keep the built-in client.
+    let sync = opts.only.iter().any(|s| s == "sync");
     let wrk = match (opts.no_wrk, wrk::find()) {
         (true, _) => {
-            println!("load generator of the sync scenario: the built-in client (--no-wrk)");
+            if sync {
+                println!("load generator of the sync scenario: the built-in client (--no-wrk)");
+            }
             None
         }
         (false, Some(path)) => {
-            println!(
-                "load generator of the sync scenario: {} ({} threads)",
-                path.display(),
-                opts.wrk_threads
-            );
+            if sync {
+                println!(
+                    "load generator of the sync scenario: {} ({} threads)",
+                    path.display(),
+                    opts.wrk_threads
+                );
+            }
             Some(wrk::Wrk::new(path, work.path(), opts.wrk_threads))
         }
         (false, None) => {
-            if opts.only.iter().any(|s| s == "sync") {
+            if sync {
                 println!(
                     "WARNING: wrk is not installed (apt-get install wrk): the sync scenario falls \
                      back to the built-in client, which caps the bare baseline (~66k req/s on 2 \
-                     cores where wrk drives it past 110k/s), so its ratios flatter Hangar"
+                     cores where wrk drives it past 100k/s), so its ratios flatter Hangar"
                 );
             }
             None
