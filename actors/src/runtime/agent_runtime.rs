@@ -2,10 +2,11 @@
 //! `max_concurrency`, feeds queued async requests to executors as slots free up, and cancels
 //! everything at once on undeploy.
 //!
-//! Every store call is a future. Two kinds of them hold the actor until they resolve
-//! (`ctx.wait`): claiming queued runs and cancelling a queued run, so that the two never race
-//! inside one actor and a slot is never given twice. The others (accepting, finishing) run beside
-//! the actor, with the slots they need counted in `reserved` meanwhile.
+//! Every store call is a future, and they run beside the actor: the slots a keyed accept or a
+//! claim of queued runs will need are counted in `reserved` until it lands, and one claim at a
+//! time is on its way (`claiming`), so a slot is never given twice. Only cancelling a queued run
+//! holds the actor (`ctx.wait`): cancels are rare, and one that races a claim is answered when
+//! the claim lands (`cancel_on_start`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::ready;
