@@ -103,6 +103,8 @@ pub struct AgentRuntime {
     /// Cancels that found their run neither queued nor running while a claim was on its way:
     /// the claim may hold it. Answered when the claim lands (the run cancelled before it starts).
     cancel_on_start: HashMap<Uuid, Vec<Answer>>,
+    /// An undeploy that came while a claim was on its way: carried out when it lands.
+    shutdown_after_claim: Option<(&'static str, oneshot::Sender<Result<usize, Error>>)>,
 }
 
 fn answer(replies: Vec<Answer>, result: &Result<StoredRun, Error>) {
@@ -134,6 +136,7 @@ impl AgentRuntime {
             claiming: false,
             pump_again: false,
             cancel_on_start: HashMap::new(),
+            shutdown_after_claim: None,
         }
     }
 
@@ -399,6 +402,13 @@ impl AgentRuntime {
                 for tx in cancels {
                     act.answer_cancel_from_store(rid, tx);
                 }
+            }
+            if let Some((reason, tx)) = act.shutdown_after_claim.take() {
+                let done = act.shut_down(reason, ctx);
+                actix::spawn(async move {
+                    let _ = tx.send(done.await);
+                });
+                return;
             }
             if std::mem::take(&mut act.pump_again) {
                 act.pump(ctx);
@@ -759,6 +769,23 @@ impl Handler<Shutdown> for AgentRuntime {
 
     fn handle(&mut self, msg: Shutdown, ctx: &mut Self::Context) -> Self::Result {
         self.closed = true;
+        if self.claiming {
+            // Stopping now would drop the claim on its way, and the runs it took would stay
+            // `running` until a restart: shut down once it lands (its runs end cancelled).
+            let (tx, rx) = oneshot::channel();
+            self.shutdown_after_claim = Some((msg.reason, tx));
+            return Box::pin(async move {
+                rx.await
+                    .map_err(|_| Error::Unavailable("the agent's runtime stopped".into()))?
+            });
+        }
+        self.shut_down(msg.reason, ctx)
+    }
+}
+
+impl AgentRuntime {
+    fn shut_down(&mut self, reason: &'static str, ctx: &mut Context<Self>) -> Reply<usize> {
+        let msg = Shutdown { reason };
         let in_flight: Vec<Uuid> = self.running.keys().copied().collect();
         for entry in self.running.values() {
             entry.executor.do_send(Abort);
