@@ -208,8 +208,9 @@ fn content_hash(doc_without_hash: &Value, prev_hash: &str) -> String {
     hex::encode(h.finalize())
 }
 
-/// JSON with sorted keys and no whitespace, whatever map order serde_json was built with.
-fn write_canonical(v: &Value, out: &mut Vec<u8>) {
+/// JSON with sorted keys and no whitespace, whatever map order serde_json was built with. The
+/// hash chain's form, and the run body's fingerprint.
+pub(crate) fn write_canonical(v: &Value, out: &mut Vec<u8>) {
     match v {
         Value::Object(map) => {
             let mut keys: Vec<&String> = map.keys().collect();

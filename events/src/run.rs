@@ -173,38 +173,9 @@ pub struct Turn {
 /// keys sorted: `{"a":1,"b":2}` and `{"b":2,"a":1}` are the same request.
 pub fn fingerprint(input: &Value) -> String {
     use sha2::{Digest, Sha256};
-    fn canonical(v: &Value, out: &mut String) {
-        match v {
-            Value::Object(map) => {
-                let mut keys: Vec<&String> = map.keys().collect();
-                keys.sort();
-                out.push('{');
-                for (i, k) in keys.into_iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    out.push_str(&Value::String(k.clone()).to_string());
-                    out.push(':');
-                    canonical(&map[k], out);
-                }
-                out.push('}');
-            }
-            Value::Array(items) => {
-                out.push('[');
-                for (i, item) in items.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    canonical(item, out);
-                }
-                out.push(']');
-            }
-            other => out.push_str(&other.to_string()),
-        }
-    }
-    let mut text = String::new();
-    canonical(input, &mut text);
-    hex::encode(Sha256::digest(text.as_bytes()))
+    let mut text = Vec::new();
+    crate::envelope::write_canonical(input, &mut text);
+    hex::encode(Sha256::digest(&text))
 }
 
 impl PushState {
