@@ -60,6 +60,34 @@ fn tool_agent(s: &Server, server: &str, max_concurrency: u32) -> String {
     id
 }
 
+/// A tool server that answers after `delay` when the request body says "slow", at once otherwise.
+fn slow_when_asked(delay: Duration) -> FakeServer {
+    FakeServer::start(move |r| {
+        let reply = Reply::json(200, json!({}));
+        if r.body.contains("slow") {
+            reply.slow(delay)
+        } else {
+            reply
+        }
+    })
+}
+
+/// POSTs `body` to `path` with the admin token on a thread of its own; joins to its status.
+fn post_in_background(
+    base: &str,
+    path: String,
+    body: Value,
+) -> std::thread::JoinHandle<Result<u16, String>> {
+    let url = format!("{base}{path}");
+    std::thread::spawn(move || {
+        ureq::post(&url)
+            .set("Authorization", &format!("Bearer {TOKEN}"))
+            .send_json(body)
+            .map(|r| r.status())
+            .map_err(|e| e.to_string())
+    })
+}
+
 /// Guards against a keyed sync call running twice when the server dies right after answering:
 /// the request must be on disk before its run starts, and its answer before the 200.
 #[test]
@@ -151,13 +179,7 @@ fn keys_belong_to_their_caller_and_their_body() {
 /// limit: the limit is for new work.
 #[test]
 fn a_repeat_is_answered_even_when_the_agent_is_saturated() {
-    let tool = FakeServer::start(|r| {
-        if r.body.contains("slow") {
-            Reply::json(200, json!({})).slow(Duration::from_secs(3))
-        } else {
-            Reply::json(200, json!({}))
-        }
-    });
+    let tool = slow_when_asked(Duration::from_secs(3));
     let s = Server::start();
     let id = tool_agent(&s, &tool.url, 1);
     let path = format!("/v1/agents/{id}/invoke");
@@ -169,14 +191,11 @@ fn a_repeat_is_answered_even_when_the_agent_is_saturated() {
         json!({"input": {"n": 1}}),
     );
     assert_eq!(first.status, 200, "{}", first.body);
-    let base = s.base.clone();
-    let slow = std::thread::spawn(move || {
-        ureq::post(&format!("{base}/v1/agents/{id}/invoke"))
-            .set("Authorization", &format!("Bearer {TOKEN}"))
-            .send_json(json!({"input": {"n": "slow"}}))
-            .map(|r| r.status())
-            .map_err(|e| e.to_string())
-    });
+    let slow = post_in_background(
+        &s.base,
+        format!("/v1/agents/{id}/invoke"),
+        json!({"input": {"n": "slow"}}),
+    );
     tool.wait_requests(2, Duration::from_secs(10));
     let fresh = post_as(&s, TOKEN, &path, &[], json!({"input": {"n": 2}}));
     assert_eq!(fresh.status, 429, "new work is refused: {}", fresh.body);
@@ -195,24 +214,14 @@ fn a_repeat_is_answered_even_when_the_agent_is_saturated() {
 /// Guards against the preview of a draft taking the live endpoint's only slot.
 #[test]
 fn a_running_preview_takes_no_live_slot() {
-    let tool = FakeServer::start(|r| {
-        if r.body.contains("slow") {
-            Reply::json(200, json!({})).slow(Duration::from_secs(3))
-        } else {
-            Reply::json(200, json!({}))
-        }
-    });
+    let tool = slow_when_asked(Duration::from_secs(3));
     let s = Server::start();
     let id = tool_agent(&s, &tool.url, 1);
-    let base = s.base.clone();
-    let preview_id = id.clone();
-    let preview = std::thread::spawn(move || {
-        ureq::post(&format!("{base}/v1/agents/{preview_id}/preview"))
-            .set("Authorization", &format!("Bearer {TOKEN}"))
-            .send_json(json!({"input": {"n": "slow"}}))
-            .map(|r| r.status())
-            .map_err(|e| e.to_string())
-    });
+    let preview = post_in_background(
+        &s.base,
+        format!("/v1/agents/{id}/preview"),
+        json!({"input": {"n": "slow"}}),
+    );
     tool.wait_requests(1, Duration::from_secs(10));
     let live = post_as(
         &s,
@@ -233,13 +242,7 @@ fn a_running_preview_takes_no_live_slot() {
 /// long-polls that time out, leave nothing waiting.
 #[test]
 fn polling_leaves_no_waiters_behind() {
-    let tool = FakeServer::start(|r| {
-        if r.body.contains("slow") {
-            Reply::json(200, json!({})).slow(Duration::from_secs(4))
-        } else {
-            Reply::json(200, json!({}))
-        }
-    });
+    let tool = slow_when_asked(Duration::from_secs(4));
     let s = Server::start();
     let id = tool_agent(&s, &tool.url, 4);
     let done = post_as(
