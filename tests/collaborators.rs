@@ -86,6 +86,16 @@ fn child_slot_is_free(s: &Server, child: &str) -> bool {
     false
 }
 
+/// The child's tool call was dropped and its slot is free again.
+fn assert_child_cancelled(s: &Server, tool: &FakeServer, child: &str) {
+    let dropped = tool.wait_dropped(1, Duration::from_secs(5));
+    assert_eq!(dropped.len(), 1, "the child's tool call was dropped");
+    assert!(
+        child_slot_is_free(s, child),
+        "the child's slot is free again"
+    );
+}
+
 #[test]
 fn cancelling_the_parent_cancels_its_collaborator_at_once() {
     let tool = slow_tool();
@@ -104,12 +114,7 @@ fn cancelling_the_parent_cancels_its_collaborator_at_once() {
     );
     let c = s.delete(&format!("/v1/agents/{parent}/requests/{rid}"));
     assert_eq!(c.status, 200, "{}", c.body);
-    let dropped = tool.wait_dropped(1, Duration::from_secs(5));
-    assert_eq!(dropped.len(), 1, "the child's tool call was dropped");
-    assert!(
-        child_slot_is_free(&s, &child),
-        "the child's slot is free again"
-    );
+    assert_child_cancelled(&s, &tool, &child);
 }
 
 #[test]
@@ -123,12 +128,7 @@ fn a_parent_node_timeout_cancels_its_collaborator() {
     );
     assert_eq!(r.status, 504, "{}", r.body);
     assert_eq!(r.body["error"]["details"]["limit"], "node", "{}", r.body);
-    let dropped = tool.wait_dropped(1, Duration::from_secs(5));
-    assert_eq!(dropped.len(), 1, "the child's tool call was dropped");
-    assert!(
-        child_slot_is_free(&s, &child),
-        "the child's slot is free again"
-    );
+    assert_child_cancelled(&s, &tool, &child);
 }
 
 #[test]
@@ -144,10 +144,5 @@ fn undeploying_the_parent_cancels_its_collaborator() {
     tool.wait_requests(1, Duration::from_secs(10));
     let u = s.post(&format!("/v1/agents/{parent}/undeploy"), &json!({}));
     assert_eq!(u.status, 200, "{}", u.body);
-    let dropped = tool.wait_dropped(1, Duration::from_secs(5));
-    assert_eq!(dropped.len(), 1, "the child's tool call was dropped");
-    assert!(
-        child_slot_is_free(&s, &child),
-        "the child's slot is free again"
-    );
+    assert_child_cancelled(&s, &tool, &child);
 }
