@@ -309,15 +309,21 @@ pub fn dir_contains(dir: &Path, needle: &str) -> Option<PathBuf> {
     })
 }
 
-/// Edits event `seq` of `agent` in a stopped server's store in place, replacing `from` by `to` in
-/// its stored bytes, as someone with disk access might. The store is opened once first, so that
-/// its write-ahead log is replayed into sled and emptied; then sled is edited underneath it.
-pub fn tamper_event(data: &Path, agent: &str, seq: u64, from: &str, to: &str) {
+/// A stopped server's sled database, opened underneath the store, as someone with disk access
+/// might. The store is opened once first, so that its write-ahead log is replayed into sled and
+/// emptied.
+fn raw_sled(data: &Path) -> sled::Db {
     let path = data.join("store");
     let store = events::store::SledStore::open(&path).expect("opens");
     store.checkpoint_blocking().expect("checkpoints");
     drop(store);
-    let db = sled::open(&path).expect("sled opens");
+    sled::open(&path).expect("sled opens")
+}
+
+/// Edits event `seq` of `agent` in a stopped server's store in place, replacing `from` by `to` in
+/// its stored bytes, as someone with disk access might ([`raw_sled`]).
+pub fn tamper_event(data: &Path, agent: &str, seq: u64, from: &str, to: &str) {
+    let db = raw_sled(data);
     let tree = db.open_tree("events").expect("tree");
     let uuid: uuid::Uuid = agent.parse().expect("uuid");
     let mut key = uuid.as_bytes().to_vec();
@@ -336,11 +342,7 @@ pub fn tamper_event(data: &Path, agent: &str, seq: u64, from: &str, to: &str) {
 /// envelopes (JSON, oldest first) and changes the last one's `data`; that event is then hashed
 /// again and the stream's head moved to it, so `hangar verify` finds nothing wrong.
 pub fn forge_last_event(data: &Path, agent: &str, edit: impl FnOnce(&mut [Value])) {
-    let path = data.join("store");
-    let store = events::store::SledStore::open(&path).expect("opens");
-    store.checkpoint_blocking().expect("checkpoints");
-    drop(store);
-    let db = sled::open(&path).expect("sled opens");
+    let db = raw_sled(data);
     let tree = db.open_tree("events").expect("tree");
     let uuid: uuid::Uuid = agent.parse().expect("uuid");
     let mut docs: Vec<Value> = tree
