@@ -7,13 +7,16 @@ use base64::Engine;
 use rand::RngCore;
 use uuid::Uuid;
 
-use crate::connection::{admit_member_auth, check_member_name, Auth, Connection, CredentialMode};
+use crate::check::CheckOutcome;
+use crate::connection::{
+    admit_member_auth, check_member_name, Auth, Connection, CredentialMode, Environment,
+};
 use crate::endpoint::EndpointInput;
 use crate::event::*;
 use crate::secret::{Cipher, Place};
 use crate::spec::{limits, AgentSpec};
 use crate::state::{AgentState, ConnectionState, Status};
-use crate::validation::{validate, Directory};
+use crate::validation::{validate_agent, Directory};
 use crate::Rejection;
 
 #[derive(Debug, Clone)]
@@ -41,7 +44,18 @@ pub enum Command {
     SetMemberCredential {
         connection: String,
         member: String,
+        /// Which of the member's credentials: the draft ones (previews, and live runs while
+        /// there are no live ones) or the live ones.
+        environment: Environment,
         auth: Auth<String>,
+    },
+    /// Record what a check of a connection's credentials found (the check itself is I/O, made
+    /// by the caller).
+    RecordConnectionCheck {
+        connection: String,
+        environment: Environment,
+        member: Option<String>,
+        outcome: CheckOutcome,
     },
     /// Deploy the draft, or with `version` re-deploy that earlier version's snapshot (rollback).
     Deploy {
@@ -174,6 +188,7 @@ pub fn decide(
         Command::SetMemberCredential {
             connection,
             member,
+            environment,
             auth,
         } => {
             let stored = state
@@ -181,14 +196,40 @@ pub fn decide(
                 .get(connection)
                 .ok_or_else(|| Rejection::not_found(format!("connection '{connection}'")))?;
             check_member_name(member)?;
-            let auth = admit_member_auth(state.id, &stored.connection, member, auth, ctx.cipher)?;
+            let auth = admit_member_auth(
+                state.id,
+                &stored.connection,
+                member,
+                *environment,
+                auth,
+                ctx.cipher,
+            )?;
             Ok(Decision::one(Event::MemberCredentialSet(
                 MemberCredentialSet {
                     connection: connection.clone(),
                     member: member.clone(),
                     auth,
+                    environment: *environment,
                 },
             )))
+        }
+        Command::RecordConnectionCheck {
+            connection,
+            environment,
+            member,
+            outcome,
+        } => {
+            let stored = state
+                .connections
+                .get(connection)
+                .ok_or_else(|| Rejection::not_found(format!("connection '{connection}'")))?;
+            check_checked_member(&stored.connection, member.as_deref())?;
+            Ok(Decision::one(Event::ConnectionChecked(ConnectionChecked {
+                connection: connection.clone(),
+                environment: *environment,
+                member: member.clone(),
+                outcome: outcome.clone(),
+            })))
         }
         Command::Deploy { version } => deploy(state, *version, ctx),
         Command::IssueKey { member } => {
@@ -224,6 +265,32 @@ pub fn decide(
     }
 }
 
+/// Whose credentials a check may be of: a member connection's are a member's, a team
+/// connection's the team's.
+pub fn check_checked_member(
+    connection: &Connection<crate::secret::Sealed>,
+    member: Option<&str>,
+) -> Result<(), Rejection> {
+    match (connection.credentials, member) {
+        (CredentialMode::Member, None) => Err(Rejection::invalid(
+            "member",
+            format!(
+                "connection '{}' uses member credentials: name the member whose credentials to check",
+                connection.id
+            ),
+        )),
+        (CredentialMode::Team, Some(_)) => Err(Rejection::invalid(
+            "member",
+            format!(
+                "connection '{}' uses team credentials: leave member out",
+                connection.id
+            ),
+        )),
+        (_, Some(m)) => check_member_name(m),
+        (_, None) => Ok(()),
+    }
+}
+
 /// Stored credentials were given for the connection's current `server`; they never follow a new
 /// one. So a new server needs the team secrets in the same request (not `***`), and is refused
 /// while members hold credentials of their own: those cannot be sent again by this request, and
@@ -239,14 +306,20 @@ fn check_server_move(
         return Ok(());
     }
     let id = &stored.connection.id;
-    if !stored.members.is_empty() {
+    if !stored.members.is_empty() || !stored.live_members.is_empty() {
+        let members: std::collections::BTreeSet<String> = stored
+            .members
+            .keys()
+            .chain(stored.live_members.keys())
+            .cloned()
+            .collect();
         return Err(Rejection::MembersHoldCredentials {
             connection: id.clone(),
-            members: stored.members.keys().cloned().collect(),
+            members: members.into_iter().collect(),
         });
     }
     if update.credentials == CredentialMode::Team {
-        if let Some(field) = update.auth.unsent_secret() {
+        if let Some(field) = update.unsent_secret() {
             return Err(Rejection::secret_required(
                 field,
                 format!(
@@ -281,13 +354,9 @@ fn deploy(
                 )
             })?,
     };
-    // A rollback is checked again too: a collaborator it names may no longer be live.
-    let report = validate(
-        state.id,
-        &snapshot.spec,
-        &snapshot.connections,
-        ctx.directory,
-    );
+    // A rollback is checked again too: a collaborator it names may no longer be live, a
+    // connection's credentials may have been rejected since.
+    let report = validate_agent(state, &snapshot.spec, &snapshot.connections, ctx.directory);
     if !report.ok() {
         return Err(Rejection::ValidationFailed(report));
     }
@@ -573,6 +642,7 @@ mod tests {
             Command::SetMemberCredential {
                 connection: "crm".into(),
                 member: "alice".into(),
+                environment: Environment::Draft,
                 auth: bearer("t"),
             },
             deploy(None),
@@ -892,6 +962,7 @@ mod tests {
         let err = stream.refused(Command::SetMemberCredential {
             connection: "weather".into(),
             member: "alice".into(),
+            environment: Environment::Draft,
             auth: serde_json::from_value(json!({"type": "api_key", "key": "mine"}))
                 .expect("auth parses"),
         });
@@ -899,6 +970,7 @@ mod tests {
         let err = stream.refused(Command::SetMemberCredential {
             connection: "crm".into(),
             member: "alice".into(),
+            environment: Environment::Draft,
             auth: bearer("t"),
         });
         assert!(matches!(err, Rejection::NotFound { .. }), "{err:?}");
@@ -907,12 +979,14 @@ mod tests {
         let err = stream.refused(Command::SetMemberCredential {
             connection: "crm".into(),
             member: String::new(),
+            environment: Environment::Draft,
             auth: bearer("t"),
         });
         assert_eq!(invalid_field(&err), Some("member"), "{err:?}");
         let d = stream.ok(Command::SetMemberCredential {
             connection: "crm".into(),
             member: "alice".into(),
+            environment: Environment::Draft,
             auth: bearer("alice-token"),
         });
         assert!(matches!(&d.events[..], [Event::MemberCredentialSet(_)]));
@@ -971,6 +1045,7 @@ mod tests {
             stream.ok(Command::SetMemberCredential {
                 connection: "crm".into(),
                 member: member.into(),
+                environment: Environment::Draft,
                 auth: bearer(member),
             });
         }
@@ -1018,6 +1093,7 @@ mod tests {
         stream.ok(Command::SetMemberCredential {
             connection: "crm".into(),
             member: "alice".into(),
+            environment: Environment::Draft,
             auth: bearer("alice-token"),
         });
         let mut moved = crm();
@@ -1068,7 +1144,7 @@ mod tests {
     fn random_command(rng: &mut Rng, state: &AgentState) -> Command {
         let ids = ["weather", "crm", "maps"];
         let members = ["alice", "bob", ""];
-        match rng.below(14) {
+        match rng.below(15) {
             0 => Command::Create {
                 spec: AgentSpec {
                     name: rng.pick(&["Weather helper", ""]).into(),
@@ -1120,6 +1196,7 @@ mod tests {
             8 => Command::SetMemberCredential {
                 connection: rng.pick(&ids).into(),
                 member: rng.pick(&members).into(),
+                environment: Environment::Draft,
                 auth: bearer("member-token"),
             },
             9 | 10 => {
@@ -1131,6 +1208,24 @@ mod tests {
             }
             11 => Command::Undeploy,
             12 => Command::IssueKey { member: None },
+            13 => {
+                let connection = rng.pick(&ids);
+                Command::RecordConnectionCheck {
+                    connection: connection.into(),
+                    environment: *[Environment::Draft, Environment::Live]
+                        .get(rng.below(2) as usize)
+                        .unwrap_or(&Environment::Draft),
+                    member: (connection == "crm").then(|| rng.pick(&members).to_owned()),
+                    outcome: CheckOutcome {
+                        status: crate::check::CheckStatus::of_answer(
+                            [200, 204, 404, 401][rng.below(4) as usize],
+                        ),
+                        http_status: Some(200),
+                        latency_ms: rng.below(100),
+                        detail: None,
+                    },
+                }
+            }
             _ => Command::RevokeKey {
                 id: match state.keys.keys().next() {
                     Some(id) if rng.below(4) > 0 => id.clone(),
@@ -1146,7 +1241,7 @@ mod tests {
         let mut stream = Stream::new();
         let mut accepted = BTreeMap::<&str, usize>::new();
         let mut refused = 0;
-        for step in 0..200 {
+        for step in 0..500 {
             let command = random_command(&mut rng, &stream.state);
             match stream.run(command.clone()) {
                 Ok(decision) => {

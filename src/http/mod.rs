@@ -2,6 +2,7 @@
 //! responses. Routes are grouped by resource, one module each; `openapi` describes them all.
 
 mod agents;
+mod connection_checks;
 mod connections;
 mod deployment;
 pub mod error;
@@ -37,6 +38,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .configure(invoke::routes)
         .configure(agents::routes)
         .configure(connections::routes)
+        .configure(connection_checks::routes)
         .configure(deployment::routes)
         .configure(log::routes)
         .configure(keys::routes)

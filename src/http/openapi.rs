@@ -15,7 +15,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::error::{ApiError, ErrorBody};
 use super::responses::*;
-use super::{agents, connections, deployment, invoke, keys, log};
+use super::{agents, connection_checks, connections, deployment, invoke, keys, log};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -47,6 +47,7 @@ use super::{agents, connections, deployment, invoke, keys, log};
         connections::update,
         connections::remove,
         connections::set_member,
+        connection_checks::check,
         deployment::deploy,
         deployment::undeploy,
         deployment::deployment,

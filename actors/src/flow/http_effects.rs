@@ -10,7 +10,6 @@
 //! a run with no time limit at all (async `timeout_s: null`, no node or model limit) waits for
 //! its tool or model as long as it takes, or until it is cancelled. Only connecting is capped.
 
-use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,10 +18,11 @@ use awc::http::header::{HeaderName, HeaderValue, AUTHORIZATION};
 use awc::http::Method;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use events::connection::{Auth, Connection, CredentialMode};
+use events::connection::{Auth, Connection, CredentialMode, Environment};
 use events::event::Snapshot;
 use events::secret::{Cipher, Sealed};
 use events::spec::Model;
+use events::AgentState;
 use futures_util::future::LocalBoxFuture;
 use futures_util::FutureExt;
 use serde_json::{json, Value};
@@ -45,9 +45,13 @@ pub struct HttpEffects {
     pub agent_id: Uuid,
     /// The version being run: its connections (sealed) are the only servers a tool may reach.
     pub snapshot: Arc<Snapshot>,
-    /// The agent's members' own credentials, `connection id → member → auth`, as they stand
-    /// now: members rotate them without a redeploy.
-    pub member_credentials: BTreeMap<String, BTreeMap<String, Auth<Sealed>>>,
+    /// The agent as it stands now, for the credentials a run takes from it rather than from its
+    /// version: members' own (they rotate them without a redeploy) and the live environment's
+    /// (a rollback keeps using the connection's current live credentials).
+    pub current: Arc<AgentState>,
+    /// Which credentials this run uses: `Live` for runs of a deployed version, `Draft` for
+    /// previews, which never send live credentials.
+    pub environment: Environment,
     /// The member the caller acts as (its key's member, or the admin's `X-Hangar-Member`), which
     /// picks the credentials of `member` connections.
     pub member: Option<String>,
@@ -62,7 +66,7 @@ thread_local! {
     static CLIENT: awc::Client = build_client();
 }
 
-fn client() -> awc::Client {
+pub(crate) fn client() -> awc::Client {
     CLIENT.with(Clone::clone)
 }
 
@@ -106,7 +110,7 @@ impl NoAnswer {
     }
 }
 
-type Headers = Vec<(HeaderName, HeaderValue)>;
+pub(crate) type Headers = Vec<(HeaderName, HeaderValue)>;
 
 impl HttpEffects {
     /// The connection `id` of this version and the headers that authenticate with it.
@@ -124,8 +128,12 @@ impl HttpEffects {
                     ),
                 )
             })?;
-        let (sealed, member) = match connection.credentials {
-            CredentialMode::Team => (&connection.auth, None),
+        let current = self.current.connections.get(id);
+        let (sealed, member, sealed_in) = match connection.credentials {
+            CredentialMode::Team => {
+                let (auth, env) = self.team_credentials(connection, current);
+                (auth, None, env)
+            }
             CredentialMode::Member => {
                 let member = self.member.as_deref().ok_or_else(|| {
                     EffectError::new(
@@ -136,10 +144,8 @@ impl HttpEffects {
                         ),
                     )
                 })?;
-                let auth = self
-                    .member_credentials
-                    .get(id)
-                    .and_then(|members| members.get(member))
+                let (auth, env) = current
+                    .and_then(|c| c.credentials(Some(member), self.environment))
                     .ok_or_else(|| {
                         EffectError::new(
                             "missing_member_credentials",
@@ -149,15 +155,15 @@ impl HttpEffects {
                             ),
                         )
                     })?;
-                (auth, Some(member))
+                (auth, Some(member), env)
             }
         };
-        // Opened at their place: this agent, this connection with this version's server, and the
-        // member. Credentials copied there from elsewhere in the log, or set for another server
-        // than the one this version calls, do not open, and nothing is sent.
+        // Opened at their place: this agent, this connection with this version's server, the
+        // member and the environment. Credentials copied there from elsewhere in the log, or set
+        // for another server than the one this version calls, do not open, and nothing is sent.
         let opened = sealed
             .open(&self.cipher, |field| {
-                connection.place(self.agent_id, member, field)
+                connection.place_in(self.agent_id, member, sealed_in, field)
             })
             .map_err(|_| {
                 EffectError::new(
@@ -176,6 +182,28 @@ impl HttpEffects {
             _ => "",
         };
         Ok((connection, auth_headers(id, &opened, fallback_header)?))
+    }
+
+    /// The team credentials of `connection` (this version's) for this run, and the environment
+    /// they were sealed for. A live run uses the connection's live credentials as they stand
+    /// now while it still goes to this version's server (a rollback included); when it was
+    /// moved or removed since, the live credentials this version was deployed with; and with
+    /// no live credentials at all, the version's `auth`, as before environments existed.
+    fn team_credentials<'a>(
+        &self,
+        connection: &'a Connection<Sealed>,
+        current: Option<&'a events::state::ConnectionState>,
+    ) -> (&'a Auth<Sealed>, Environment) {
+        if self.environment == Environment::Live {
+            let live = match current.filter(|c| c.connection.server == connection.server) {
+                Some(now) => now.connection.live_auth(),
+                None => connection.live_auth(),
+            };
+            if let Some(auth) = live {
+                return (auth, Environment::Live);
+            }
+        }
+        (&connection.auth, Environment::Draft)
     }
 
     /// A connection's credentials go only to its own server's origin. Validation refuses a draft
@@ -344,7 +372,7 @@ async fn send(
 
 /// The headers of one credential set. A secret that is missing is an error, not a request sent
 /// without it.
-fn auth_headers(
+pub(crate) fn auth_headers(
     id: &str,
     auth: &Auth<String>,
     fallback_header: &str,
@@ -435,6 +463,8 @@ mod tests {
             sso: false,
             credentials,
             auth: serde_json::from_value(auth).expect("auth parses"),
+            environments: None,
+            check_path: None,
         }
         .admit(AGENT, c)
         .expect("admitted")
@@ -449,13 +479,29 @@ mod tests {
                 endpoint: Default::default(),
                 connections,
             }),
-            member_credentials: BTreeMap::new(),
+            current: Arc::new(AgentState::new(AGENT)),
+            environment: Environment::Live,
             member: None,
             cipher,
             agent: Rc::new(|agent, input| {
                 async move { Ok(json!({"agent": agent.to_string(), "input": input})) }.boxed_local()
             }),
         }
+    }
+
+    /// Stores `auth` as `member`'s draft credentials for `connection` in the agent as it is now.
+    fn set_member(
+        fx: &mut HttpEffects,
+        connection: &Connection<Sealed>,
+        member: &str,
+        auth: Auth<Sealed>,
+    ) {
+        Arc::make_mut(&mut fx.current)
+            .connections
+            .entry(connection.id.clone())
+            .or_insert_with(|| events::state::ConnectionState::new(connection.clone()))
+            .members
+            .insert(member.into(), auth);
     }
 
     fn tool(connection: &str, method: &str, path: &str, body: Option<Value>) -> Tool {
@@ -608,11 +654,9 @@ mod tests {
         let mut fx = effects(vec![conn.clone()], c.clone());
         for (member, key) in [("alice", "a-key"), ("bob", "b-key")] {
             let auth = serde_json::from_value(json!({"type": "api_key", "key": key})).unwrap();
-            let sealed = admit_member_auth(AGENT, &conn, member, &auth, &c).expect("member auth");
-            fx.member_credentials
-                .entry("m".into())
-                .or_default()
-                .insert(member.into(), sealed);
+            let sealed = admit_member_auth(AGENT, &conn, member, Environment::Draft, &auth, &c)
+                .expect("member auth");
+            set_member(&mut fx, &conn, member, sealed);
         }
         let t = tool("m", "GET", "", None);
         for (member, key) in [("alice", "a-key"), ("bob", "b-key")] {
@@ -685,12 +729,10 @@ mod tests {
         );
         let auth = serde_json::from_value(json!({"type": "bearer", "token": "alice-token"}))
             .expect("auth parses");
-        let alices = admit_member_auth(AGENT, &m, "alice", &auth, &c).expect("member auth");
-        let mut fx = effects(vec![m], c.clone());
-        fx.member_credentials
-            .entry("m".into())
-            .or_default()
-            .insert("mallory".into(), alices);
+        let alices = admit_member_auth(AGENT, &m, "alice", Environment::Draft, &auth, &c)
+            .expect("member auth");
+        let mut fx = effects(vec![m.clone()], c.clone());
+        set_member(&mut fx, &m, "mallory", alices);
         fx.member = Some("mallory".into());
         let err = call(&fx, &tool("m", "GET", "", None), "/x", None)
             .await

@@ -8,17 +8,16 @@
 //! holds the actor (`ctx.wait`): cancels are rare, and one that races a claim is answered when
 //! the claim lands (`cancel_on_start`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::future::ready;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use chrono::Utc;
-use events::connection::Auth;
+use events::connection::Environment;
 use events::event::Snapshot;
 use events::run::{fingerprint, json_len};
-use events::secret::Sealed;
 use events::store::Accepted;
 use events::{AgentState, Rejection};
 use serde_json::{json, Value};
@@ -169,15 +168,6 @@ impl AgentRuntime {
             .map_or(0, |(_, s)| s.endpoint.max_concurrency as usize)
     }
 
-    fn members(&self) -> BTreeMap<String, BTreeMap<String, Auth<Sealed>>> {
-        self.state()
-            .connections
-            .iter()
-            .filter(|(_, c)| !c.members.is_empty())
-            .map(|(id, c)| (id.clone(), c.members.clone()))
-            .collect()
-    }
-
     fn new_run(&self, version: u32, mode: Mode, request: &Request, push: bool) -> StoredRun {
         let now = Utc::now();
         StoredRun {
@@ -231,7 +221,13 @@ impl AgentRuntime {
             snapshot,
             input: run.input.clone(),
             member: run.member.clone(),
-            members: self.members(),
+            current: self.state(),
+            // A preview runs the draft, with the draft's credentials only.
+            environment: if persist {
+                Environment::Live
+            } else {
+                Environment::Draft
+            },
             cipher: self.rt.cipher().clone(),
             limit,
             collaborator: self.rt.collaborator_call(self.agent, rid, depth),

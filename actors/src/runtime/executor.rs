@@ -2,14 +2,14 @@
 //! stopping the actor drops the future — and with it any tool or model HTTP call in flight: the
 //! connection is closed, not awaited.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use events::connection::Auth;
+use events::connection::Environment;
 use events::event::Snapshot;
-use events::secret::{Cipher, Sealed};
+use events::secret::Cipher;
+use events::AgentState;
 use serde_json::Value;
 use tracing::Instrument;
 use uuid::Uuid;
@@ -23,8 +23,10 @@ pub struct Job {
     pub input: Value,
     /// The caller's member name (`X-Hangar-Member`).
     pub member: Option<String>,
-    /// Members' own credentials, as the agent has them now.
-    pub members: BTreeMap<String, BTreeMap<String, Auth<Sealed>>>,
+    /// The agent as it is now: members' own credentials and live credentials come from it.
+    pub current: Arc<AgentState>,
+    /// Live for a deployed version's run, draft for a preview.
+    pub environment: Environment,
     pub cipher: Arc<Cipher>,
     /// The agent (endpoint) limit: the outermost timeout.
     pub limit: Option<Duration>,
@@ -64,7 +66,8 @@ impl Actor for Executor {
         let effects = HttpEffects {
             agent_id: self.agent,
             snapshot: job.snapshot.clone(),
-            member_credentials: job.members,
+            current: job.current,
+            environment: job.environment,
             member: job.member,
             cipher: job.cipher,
             agent: job.collaborator,

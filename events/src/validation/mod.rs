@@ -25,6 +25,7 @@ use crate::connection::Connection;
 use crate::secret::Sealed;
 use crate::spec::AgentSpec;
 
+mod checks;
 mod collaborators;
 mod flow;
 mod graph;
@@ -98,6 +99,20 @@ pub fn validate(
     collaborators::check_collaborators(agent_id, &spec.collaborators, directory, &mut report);
     flow::check_flow(agent_id, spec, &jinja, &mut report);
     tools::check_unused_connections(spec, connections, &mut report);
+    report
+}
+
+/// [`validate`], plus what agent `state` knows of the connections beyond the spec: the latest
+/// checks of their credentials (`connection_rejected`). What deploy, the validation route and
+/// the summary run.
+pub fn validate_agent(
+    state: &crate::AgentState,
+    spec: &AgentSpec,
+    connections: &[Connection<Sealed>],
+    directory: &dyn Directory,
+) -> Report {
+    let mut report = validate(state.id, spec, connections, directory);
+    checks::check_rejected(connections, &state.connections, &mut report);
     report
 }
 

@@ -13,7 +13,7 @@ use std::path::Path;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use events::command::{decide, Command, Context};
-use events::connection::{Auth, Connection};
+use events::connection::{Auth, Connection, Environment};
 use events::endpoint::EndpointInput;
 use events::envelope::GENESIS_HASH;
 use events::secret::Cipher;
@@ -201,6 +201,7 @@ fn lifecycle() -> Writer {
     .run(Command::SetMemberCredential {
         connection: "crm".into(),
         member: "alice@example.com".into(),
+        environment: Environment::Draft,
         auth: auth(json!({"type": "bearer", "token": secret("alice-token")})),
     })
     .run(Command::EditDraft {
@@ -271,11 +272,13 @@ fn members() -> Writer {
     .run(Command::SetMemberCredential {
         connection: "crm".into(),
         member: "alice".into(),
+        environment: Environment::Draft,
         auth: auth(json!({"type": "api_key", "key": secret("alice-crm-key")})),
     })
     .run(Command::SetMemberCredential {
         connection: "crm".into(),
         member: "bob".into(),
+        environment: Environment::Draft,
         auth: auth(json!({"type": "api_key", "key": secret("bob-crm-key")})),
     })
     .run(Command::UpdateConnection {
@@ -285,6 +288,7 @@ fn members() -> Writer {
     .run(Command::SetMemberCredential {
         connection: "crm".into(),
         member: "alice".into(),
+        environment: Environment::Draft,
         auth: auth(json!({"type": "bearer", "token": secret("alice-crm-token")})),
     })
     .run(Command::AddConnection {
