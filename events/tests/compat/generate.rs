@@ -12,6 +12,7 @@ use std::io::Write;
 use std::path::Path;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
+use events::check::{CheckOutcome, CheckStatus};
 use events::command::{decide, Command, Context};
 use events::connection::{Auth, Connection, Environment};
 use events::endpoint::EndpointInput;
@@ -23,7 +24,7 @@ use events::{AgentState, Envelope, NewEvent};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::{fixture_dir, secret, FIXTURE_KEY, KEYS, LIFECYCLE, MEMBERS, STOPPED};
+use super::{fixture_dir, secret, CHECKS, FIXTURE_KEY, KEYS, LIFECYCLE, MEMBERS, STOPPED};
 
 struct NoAgents;
 
@@ -323,6 +324,94 @@ fn keys() -> Writer {
     w
 }
 
+/// Connection checks and live credentials: a team connection with its own live credentials,
+/// checked in both environments; a member with draft and live credentials, checked live; the
+/// team connection updated (its checks forgotten) and checked again, unreachable.
+fn checks() -> Writer {
+    let start = Utc.with_ymd_and_hms(2025, 5, 12, 16, 0, 0).unwrap();
+    let mut w = Writer::new(CHECKS, start);
+    let desk = || {
+        connection(json!({"id": "desk", "display_name": "Help desk API",
+            "server": "https://desk.example.com", "check_path": "/api/me",
+            "auth": {"type": "bearer", "token": secret("desk-draft-token")},
+            "environments": {"live": {"auth": {"type": "bearer",
+                                               "token": secret("desk-live-token")}}}}))
+    };
+    let checked = |connection: &str,
+                   environment: Environment,
+                   member: Option<&str>,
+                   status: CheckStatus,
+                   http_status: Option<u16>,
+                   detail: Option<&str>| Command::RecordConnectionCheck {
+        connection: connection.into(),
+        environment,
+        member: member.map(str::to_owned),
+        outcome: CheckOutcome {
+            status,
+            http_status,
+            latency_ms: 87,
+            detail: detail.map(str::to_owned),
+        },
+    };
+    w.run(Command::Create {
+        spec: spec(json!({"name": "Help desk", "description": "Opens tickets"})),
+    })
+    .run(Command::AddConnection { connection: desk() })
+    .run(checked(
+        "desk",
+        Environment::Draft,
+        None,
+        CheckStatus::Rejected,
+        Some(401),
+        None,
+    ))
+    .run(checked(
+        "desk",
+        Environment::Live,
+        None,
+        CheckStatus::Authenticated,
+        Some(200),
+        None,
+    ))
+    .run(Command::AddConnection {
+        connection: connection(json!({"id": "crm", "server": "https://crm.example.com",
+            "credentials": "member", "auth": {"type": "bearer"}})),
+    })
+    .run(Command::SetMemberCredential {
+        connection: "crm".into(),
+        member: "carol".into(),
+        environment: Environment::Draft,
+        auth: auth(json!({"type": "bearer", "token": secret("carol-draft-token")})),
+    })
+    .run(Command::SetMemberCredential {
+        connection: "crm".into(),
+        member: "carol".into(),
+        environment: Environment::Live,
+        auth: auth(json!({"type": "bearer", "token": secret("carol-live-token")})),
+    })
+    .run(checked(
+        "crm",
+        Environment::Live,
+        Some("carol"),
+        CheckStatus::Authenticated,
+        Some(204),
+        None,
+    ))
+    .run(Command::UpdateConnection {
+        id: "desk".into(),
+        connection: desk(),
+    })
+    .run(checked(
+        "desk",
+        Environment::Draft,
+        None,
+        CheckStatus::Unreachable,
+        None,
+        Some("no answer from https://desk.example.com within 10 s"),
+    ));
+    w
+}
+
 #[test]
 #[ignore = "writes the missing fixtures of the current schema version; run by hand"]
 fn schema_fixtures() {
@@ -331,4 +420,5 @@ fn schema_fixtures() {
     stopped().write(&dir, "stopped.jsonl");
     members().write(&dir, "members.jsonl");
     keys().write(&dir, "keys.jsonl");
+    checks().write(&dir, "checks.jsonl");
 }
