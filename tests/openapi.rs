@@ -35,6 +35,7 @@ const ROUTES: &[(&str, &[&str])] = &[
         "/v1/agents/{id}/connections/{cid}/members/{member}",
         &["put"],
     ),
+    ("/v1/agents/{id}/connections/{cid}/check", &["post"]),
     ("/v1/agents/{id}/keys", &["get", "post"]),
     ("/v1/agents/{id}/keys/{kid}", &["delete"]),
     ("/v1/agents/{id}/events", &["get"]),

@@ -4,24 +4,23 @@
 //! the agent's actor like any command (event `ConnectionChecked`, no secret in it).
 
 use actix_web::http::Method;
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use actors::connection_check;
 use actors::Registry;
 use events::check::Check;
 use events::command::{check_checked_member, Command};
 use events::connection::{CredentialMode, Environment};
 use events::state::ConnectionState;
-use events::AgentState;
 use serde::Deserialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::error::{ApiError, ErrorBody};
-use super::extract::{agent_id, Admin, OptionalBody};
+use super::extract::{agent_id, if_match, Admin, IfMatchHeader, OptionalBody};
 use super::resource;
 use super::responses::{
-    BadRequest, Forbidden, PayloadTooLarge, RequestTimeout, Unauthorized, Unavailable,
-    UnsupportedMediaType,
+    BadRequest, Forbidden, PayloadTooLarge, PreconditionFailed, RequestTimeout, Unauthorized,
+    Unavailable, UnsupportedMediaType,
 };
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -56,6 +55,7 @@ pub(super) struct CheckBody {
     params(
         ("id" = Uuid, Path, description = "The agent's id"),
         ("cid" = String, Path, description = "The connection's id"),
+        IfMatchHeader,
     ),
     request_body(content = Option<CheckBody>, description = "Optional: `{\"member\", \"environment\"}`"),
     responses(
@@ -66,6 +66,7 @@ pub(super) struct CheckBody {
         (status = 404, description = "not_found: no such agent or connection", body = ErrorBody),
         (status = 408, response = RequestTimeout),
         (status = 409, description = "conflict: the agent was changed concurrently; retry", body = ErrorBody),
+        (status = 412, response = PreconditionFailed),
         (status = 413, response = PayloadTooLarge),
         (status = 415, response = UnsupportedMediaType),
         (status = 422, description = "invalid_request: a member named for a team connection, none for a member connection, or a member without credentials (details.field names it); credentials_unreadable: the stored credentials do not open (set them again)", body = ErrorBody),
@@ -76,30 +77,22 @@ pub(super) async fn check(
     _: Admin,
     reg: web::Data<Registry>,
     path: web::Path<(String, String)>,
+    req: HttpRequest,
     OptionalBody(body): OptionalBody<CheckBody>,
 ) -> Result<HttpResponse, ApiError> {
     let (id, cid) = path.into_inner();
     let agent = agent_id(&id)?;
+    // Judged when the check is recorded: a stream that moved on meanwhile records nothing.
+    let expected = if_match(&req)?;
     let state = reg.state(agent).await?;
-    let checked = check_one(&reg, &state, &cid, body.member, body.environment).await?;
-    Ok(HttpResponse::Ok().json(checked))
-}
-
-/// Checks one set of credentials of connection `cid` and records what was found.
-async fn check_one(
-    reg: &Registry,
-    state: &AgentState,
-    cid: &str,
-    member: Option<String>,
-    environment: Environment,
-) -> Result<Check, ApiError> {
     let connection = state
         .connections
-        .get(cid)
+        .get(&cid)
         .ok_or_else(|| ApiError::not_found(format!("connection '{cid}'")))?;
+    let (member, environment) = (body.member, body.environment);
     check_checked_member(&connection.connection, member.as_deref())?;
     let outcome = connection_check::check(
-        state.id,
+        agent,
         connection,
         member.as_deref(),
         environment,
@@ -107,7 +100,8 @@ async fn check_one(
     )
     .await
     .map_err(refused)?;
-    record(reg, state.id, cid, member, environment, outcome).await
+    let checked = record(&reg, agent, &cid, member, environment, outcome, expected).await?;
+    Ok(HttpResponse::Ok().json(checked))
 }
 
 async fn record(
@@ -117,6 +111,7 @@ async fn record(
     member: Option<String>,
     environment: Environment,
     outcome: events::check::CheckOutcome,
+    expected: Option<u64>,
 ) -> Result<Check, ApiError> {
     let command = Command::RecordConnectionCheck {
         connection: cid.to_owned(),
@@ -124,7 +119,7 @@ async fn record(
         member: member.clone(),
         outcome,
     };
-    let out = reg.execute(agent, command, None).await?;
+    let out = reg.execute(agent, command, expected).await?;
     out.state
         .connections
         .get(cid)
@@ -218,7 +213,7 @@ pub(super) async fn check_draft_connections(reg: &Registry, agent: Uuid) -> Resu
         let cid = &connection.connection.id;
         match outcome {
             Ok(outcome) => {
-                record(reg, agent, cid, member.clone(), *environment, outcome).await?;
+                record(reg, agent, cid, member.clone(), *environment, outcome, None).await?;
             }
             Err(e) => {
                 tracing::info!(agent = %agent, connection = %cid, error = %e, "connection check not made")
