@@ -127,3 +127,83 @@ impl ConnectionStatus {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::connection::{Auth, Connection};
+    use crate::secret::Sealed;
+
+    fn connection(credentials: CredentialMode) -> ConnectionState {
+        ConnectionState::new(Connection::<Sealed> {
+            id: "crm".into(),
+            display_name: "CRM".into(),
+            server: "https://crm.example".into(),
+            sso: false,
+            credentials,
+            auth: Auth::Bearer { token: None },
+            environments: None,
+            check_path: None,
+        })
+    }
+
+    fn checked(member: &str, status: CheckStatus, minute: u32) -> Check {
+        Check {
+            environment: Environment::Draft,
+            member: Some(member.into()),
+            outcome: CheckOutcome {
+                status,
+                http_status: None,
+                latency_ms: 1,
+                detail: None,
+            },
+            checked_at: Utc.with_ymd_and_hms(2025, 1, 1, 0, minute, 0).unwrap(),
+        }
+    }
+
+    #[test]
+    fn only_401_and_403_reject() {
+        for code in [200, 204, 301, 404, 500, 503] {
+            assert_eq!(
+                CheckStatus::of_answer(code),
+                CheckStatus::Authenticated,
+                "{code}"
+            );
+        }
+        for code in [401, 403] {
+            assert_eq!(
+                CheckStatus::of_answer(code),
+                CheckStatus::Rejected,
+                "{code}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_worst_latest_check_is_the_status() {
+        let mut c = connection(CredentialMode::Member);
+        assert_eq!(status(&c), (ConnectionStatus::NeedsMemberCredentials, None));
+        c.members.insert("bob".into(), Auth::Bearer { token: None });
+        assert_eq!(status(&c), (ConnectionStatus::Unchecked, None));
+        c.checks
+            .push(checked("alice", CheckStatus::Authenticated, 1));
+        assert_eq!(status(&c).0, ConnectionStatus::Authenticated);
+        // Bob's refused credentials are not hidden by alice's later success.
+        c.checks.push(checked("bob", CheckStatus::Rejected, 2));
+        c.checks
+            .push(checked("carol", CheckStatus::Authenticated, 3));
+        assert_eq!(
+            status(&c),
+            (ConnectionStatus::Rejected, Some(c.checks[1].checked_at))
+        );
+        c.checks.remove(1);
+        c.checks.push(checked("dan", CheckStatus::Unreachable, 4));
+        assert_eq!(status(&c).0, ConnectionStatus::Unreachable);
+        assert_eq!(
+            status(&connection(CredentialMode::Team)),
+            (ConnectionStatus::Unchecked, None)
+        );
+    }
+}

@@ -1119,6 +1119,126 @@ mod tests {
         assert_eq!(invalid_field(&err), Some("server"), "{err:?}");
     }
 
+    fn checked(
+        connection: &str,
+        member: Option<&str>,
+        environment: Environment,
+        http_status: u16,
+    ) -> Command {
+        Command::RecordConnectionCheck {
+            connection: connection.into(),
+            environment,
+            member: member.map(str::to_owned),
+            outcome: CheckOutcome {
+                status: crate::check::CheckStatus::of_answer(http_status),
+                http_status: Some(http_status),
+                latency_ms: 3,
+                detail: None,
+            },
+        }
+    }
+
+    fn warnings(stream: &Stream) -> Vec<String> {
+        let report = validate_agent(
+            &stream.state,
+            &stream.state.draft,
+            &stream.state.draft_connections(),
+            &NoAgents,
+        );
+        report.warnings.into_iter().map(|p| p.code).collect()
+    }
+
+    #[test]
+    fn a_rejected_check_blocks_deploy_until_a_check_passes_or_credentials_change() {
+        let mut stream = Stream::created();
+        stream.ok(Command::EditDraft {
+            spec: with_weather_tool(),
+        });
+        stream.ok(Command::AddConnection {
+            connection: weather("k"),
+        });
+        stream.ok(checked("weather", None, Environment::Draft, 401));
+        assert_eq!(warnings(&stream), ["connection_rejected"]);
+        let err = stream.refused(deploy(None));
+        assert!(
+            matches!(&err, Rejection::ValidationFailed(r) if r.warnings[0].path == "connections.weather"),
+            "{err:?}"
+        );
+        // A passing check of the live credentials does not outweigh the refused draft ones...
+        stream.ok(checked("weather", None, Environment::Live, 200));
+        stream.refused(deploy(None));
+        // ...a passing check of the same ones does.
+        stream.ok(checked("weather", None, Environment::Draft, 200));
+        assert!(warnings(&stream).is_empty());
+        stream.ok(deploy(None));
+
+        // A rejected check blocks a rollback too; new credentials are unchecked, which does not.
+        stream.ok(checked("weather", None, Environment::Live, 403));
+        stream.refused(deploy(Some(1)));
+        stream.ok(Command::UpdateConnection {
+            id: "weather".into(),
+            connection: weather("k2"),
+        });
+        assert!(stream.state.connections["weather"].checks.is_empty());
+        stream.ok(deploy(Some(1)));
+    }
+
+    #[test]
+    fn checks_name_whose_credentials_they_are() {
+        let mut stream = Stream::created();
+        stream.ok(Command::AddConnection { connection: crm() });
+        stream.ok(Command::AddConnection {
+            connection: weather("k"),
+        });
+        for (connection, member) in [("crm", None), ("weather", Some("alice")), ("crm", Some(""))] {
+            let err = stream.refused(checked(connection, member, Environment::Draft, 200));
+            assert_eq!(
+                invalid_field(&err),
+                Some("member"),
+                "{connection} {member:?}"
+            );
+        }
+        let err = stream.refused(checked("nope", None, Environment::Draft, 200));
+        assert!(matches!(err, Rejection::NotFound { .. }), "{err:?}");
+
+        for member in ["alice", "bob"] {
+            stream.ok(checked("crm", Some(member), Environment::Draft, 401));
+            stream.ok(checked("crm", Some(member), Environment::Live, 200));
+        }
+        assert_eq!(stream.state.connections["crm"].checks.len(), 4);
+        // A member's new credentials forget that member's checks, and no one else's.
+        stream.ok(Command::SetMemberCredential {
+            connection: "crm".into(),
+            member: "alice".into(),
+            environment: Environment::Live,
+            auth: bearer("alice-live"),
+        });
+        let left: Vec<(Option<&str>, Environment)> = stream.state.connections["crm"]
+            .checks
+            .iter()
+            .map(|c| (c.member.as_deref(), c.environment))
+            .collect();
+        assert_eq!(
+            left,
+            [
+                (Some("bob"), Environment::Draft),
+                (Some("bob"), Environment::Live)
+            ]
+        );
+        let crm = &stream.state.connections["crm"];
+        assert!(crm.members.is_empty());
+        let opened = crm.live_members["alice"]
+            .open(&stream.cipher, |f| {
+                crm.connection
+                    .place_in(stream.state.id, Some("alice"), Environment::Live, f)
+            })
+            .expect("opens at alice's live place");
+        assert_eq!(opened, bearer("alice-live"));
+        // The log holds what was found, never a secret.
+        let (_, bytes) = stream.log.last().expect("logged");
+        assert!(!String::from_utf8_lossy(bytes).contains("alice-live"));
+    }
+
     /// A small deterministic PRNG (xorshift64*), so the sequence below needs no new dependency
     /// and a failure reproduces from its seed.
     struct Rng(u64);

@@ -726,4 +726,92 @@ mod tests {
             }
         );
     }
+
+    #[test]
+    fn live_credentials_are_sealed_apart_and_checked_like_the_draft_ones() {
+        let c = Cipher::from_key(&[0; 32]);
+        let mut team = conn(
+            CredentialMode::Team,
+            serde_json::json!({"type": "api_key", "header": "X-Key", "key": "draft-k"}),
+        );
+        team.environments = Some(
+            serde_json::from_value(serde_json::json!({"live": {"auth":
+                {"type": "api_key", "key": "live-k"}}}))
+            .expect("environments parse"),
+        );
+        let stored = team.admit(AGENT, &c).expect("admitted");
+        let live = stored.live_auth().expect("live credentials kept");
+        let opened = live
+            .open(&c, |f| stored.place_in(AGENT, None, Environment::Live, f))
+            .expect("opens at the live place");
+        // The header is the connection's.
+        assert_eq!(
+            opened,
+            Auth::ApiKey {
+                header: "X-Key".into(),
+                key: Some("live-k".into())
+            }
+        );
+        assert!(live.open(&c, |f| stored.place(AGENT, None, f)).is_err());
+        assert!(stored
+            .auth
+            .open(&c, |f| stored.place_in(AGENT, None, Environment::Live, f))
+            .is_err());
+        let shown = serde_json::to_value(stored.redacted()).expect("serializes");
+        assert_eq!(shown["environments"]["live"]["auth"]["key"], "***");
+
+        let refused = |live: serde_json::Value, credentials: CredentialMode| {
+            let mut bad = conn(
+                credentials,
+                serde_json::json!({"type": "bearer", "token": "t"}),
+            );
+            bad.environments = Some(serde_json::from_value(live).expect("environments parse"));
+            bad.admit(AGENT, &c).expect_err("refused")
+        };
+        let err = refused(
+            serde_json::json!({"live": {"auth": {"type": "basic", "username": "u", "password": "p"}}}),
+            CredentialMode::Team,
+        );
+        assert_eq!(err.field(), Some("environments.live.auth.type"));
+        let err = refused(
+            serde_json::json!({"live": {"auth": {"type": "bearer"}}}),
+            CredentialMode::Team,
+        );
+        assert_eq!(err.field(), Some("environments.live.auth.token"));
+        let err = refused(
+            serde_json::json!({"live": {"auth": {"type": "bearer", "token": "t"}}}),
+            CredentialMode::Member,
+        );
+        assert_eq!(err.field(), Some("environments.live"));
+    }
+
+    #[test]
+    fn a_check_path_stays_on_the_server() {
+        let c = Cipher::from_key(&[0; 32]);
+        let with_path = |path: &str| {
+            let mut x = conn(
+                CredentialMode::Team,
+                serde_json::json!({"type": "bearer", "token": "t"}),
+            );
+            x.check_path = Some(path.into());
+            x.admit(AGENT, &c)
+        };
+        for ok in ["/", "/v1/me", "/health?deep=1", "/a/b.c"] {
+            let stored = with_path(ok).expect(ok);
+            assert_eq!(stored.check_path(), ok);
+        }
+        for bad in [
+            "",
+            "me",
+            "//evil.example/x",
+            "/../admin",
+            "/a/./b",
+            "/x#y",
+            "/a b",
+            "/\n",
+        ] {
+            let err = with_path(bad).expect_err(bad);
+            assert_eq!(err.field(), Some("check_path"), "{bad:?}");
+        }
+    }
 }

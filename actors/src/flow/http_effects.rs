@@ -677,6 +677,81 @@ mod tests {
         assert!(err.message.contains("X-Hangar-Member"), "{err}");
     }
 
+    /// A team connection with live credentials, as `admit` stores it.
+    fn with_live(
+        id: &str,
+        server: &str,
+        draft: &str,
+        live: &str,
+        c: &Cipher,
+    ) -> Connection<Sealed> {
+        Connection::<String> {
+            id: id.into(),
+            display_name: String::new(),
+            server: server.into(),
+            sso: false,
+            credentials: CredentialMode::Team,
+            auth: serde_json::from_value(json!({"type": "bearer", "token": draft}))
+                .expect("auth parses"),
+            environments: Some(
+                serde_json::from_value(
+                    json!({"live": {"auth": {"type": "bearer", "token": live}}}),
+                )
+                .expect("environments parse"),
+            ),
+            check_path: None,
+        }
+        .admit(AGENT, c)
+        .expect("admitted")
+    }
+
+    /// Calls `t` and answers the `Authorization` the server saw.
+    async fn sent_token(
+        fx: &HttpEffects,
+        t: &Tool,
+        rx: &std::sync::mpsc::Receiver<super::super::loopback::Seen>,
+    ) -> String {
+        assert_eq!(call(fx, t, "/x", None).await.expect("answered").status, 200);
+        recv(rx).headers["authorization"].clone()
+    }
+
+    #[actix_rt::test]
+    async fn live_runs_send_the_current_live_credentials_and_previews_the_draft_ones() {
+        let (base, rx) = serve(vec![(200, "{}"); 5]);
+        let c = cipher();
+        let version = with_live("svc", &base, "draft-t", "live-deployed", &c);
+        let mut fx = effects(vec![version.clone()], c.clone());
+        let t = tool("svc", "GET", "", None);
+        // The version's own live credentials while the agent has no newer ones.
+        assert_eq!(sent_token(&fx, &t, &rx).await, "Bearer live-deployed");
+        // The connection's live credentials as they stand now, for the same server.
+        let now = with_live("svc", &base, "draft-2", "live-now", &c);
+        Arc::make_mut(&mut fx.current)
+            .connections
+            .insert("svc".into(), events::state::ConnectionState::new(now));
+        assert_eq!(sent_token(&fx, &t, &rx).await, "Bearer live-now");
+        // Moved to another server since: the version keeps what it was deployed with.
+        let moved = with_live("svc", "https://elsewhere.example", "d", "live-moved", &c);
+        Arc::make_mut(&mut fx.current)
+            .connections
+            .insert("svc".into(), events::state::ConnectionState::new(moved));
+        assert_eq!(sent_token(&fx, &t, &rx).await, "Bearer live-deployed");
+        // A preview sends the version's draft credentials, whatever live ones exist.
+        fx.environment = Environment::Draft;
+        assert_eq!(sent_token(&fx, &t, &rx).await, "Bearer draft-t");
+        // Without live credentials a live run sends `auth`, as before environments.
+        let plain = connection(
+            "svc",
+            &base,
+            CredentialMode::Team,
+            json!({"type": "bearer", "token": "only-t"}),
+            &c,
+        );
+        let mut fx = effects(vec![plain], c.clone());
+        fx.environment = Environment::Live;
+        assert_eq!(sent_token(&fx, &t, &rx).await, "Bearer only-t");
+    }
+
     /// Sealed credentials copied to another place in the log (by someone who can rewrite and
     /// re-hash it) do not open there, so nothing is sent: a member's to another member, a
     /// connection's to a connection on another server, any to another agent.
