@@ -3,6 +3,7 @@
 
 mod agents;
 mod connections;
+mod console;
 mod deployment;
 pub mod error;
 pub mod extract;
@@ -40,6 +41,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .configure(deployment::routes)
         .configure(log::routes)
         .configure(keys::routes)
+        .configure(console::routes)
         .service(resource("/metrics", [(Method::GET, web::to(metrics))]));
 }
 
