@@ -90,7 +90,11 @@ pub(super) async fn page(req: HttpRequest) -> HttpResponse {
     security(()),
     params(("asset" = String, Path, description = "A file name such as `app.js`")),
     responses(
-        (status = 200, description = "The file (JavaScript, CSS or SVG)", body = String, content_type = "text/plain"),
+        (status = 200, description = "The file: a script, the style sheet or the icon", content(
+            (String = "text/javascript"),
+            (String = "text/css"),
+            (String = "image/svg+xml"),
+        )),
         (status = 304, description = "Not modified (`If-None-Match` named the current `ETag`)"),
         (status = 404, response = NotFound),
     ),
