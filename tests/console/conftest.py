@@ -171,7 +171,8 @@ class Console:
 
     def shot(self, name, full_page=True):
         PAGES.mkdir(parents=True, exist_ok=True)
-        # Hide the caret and toasts' timing from the picture.
+        # A toast from the step before would cover the page.
+        self.page.evaluate("() => document.getElementById('notice').replaceChildren()")
         self.page.screenshot(path=str(PAGES / f"{name}.png"), full_page=full_page, animations="disabled", caret="hide")
 
     def storage(self):

@@ -279,6 +279,7 @@ def test_a_deploy_blocked_by_a_warning_then_fixed(console, hangar):
     node = page.locator('[data-path="flow.nodes[2]"]')
     expect(node.locator(".problem-warning")).to_contain_text("Warning")
     expect(page.locator('[data-path="flow.nodes[0]"] .problem')).to_have_count(0)
+    node.scroll_into_view_if_needed()
     console.shot("draft-problems", full_page=False)
     node.get_by_role("button", name="Remove this node").click()
     page.get_by_role("button", name="Save draft").click()
