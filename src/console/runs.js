@@ -89,8 +89,8 @@ async function runPage(actx, rid) {
     if (err.name === "AbortError") return;
     if (!api.isMissingRoute(err) && err.status !== 404) timeline.after(errorBox(err));
   }
-  // No run events: follow the record until it is final.
-  while (!FINAL.includes(run.status) && !controller.signal.aborted) {
+  // No run events: follow the record while it moves by itself (a paused run waits for input).
+  while (["queued", "running"].includes(run.status) && !controller.signal.aborted) {
     try {
       run = await api.get(actx.path(`/requests/${encodeURIComponent(rid)}?wait=20`), { signal: controller.signal });
       drawRun(run);

@@ -291,6 +291,26 @@ def test_a_deploy_blocked_by_a_warning_then_fixed(console, hangar):
     expect(page.locator(".agent-head .live")).to_have_text("live v1")
 
 
+def test_a_preview_of_a_draft_that_cannot_run_shows_its_problems(console, hangar):
+    page = console.page
+    spec = valid_spec("Broken")
+    spec["flow"]["nodes"][0]["next"] = "nowhere"
+    agent = hangar.create(spec)
+    console.sign_in()
+    section(console, agent, "preview")
+    page.get_by_label("JSON input").check()
+    page.get_by_label("Message").fill('{"message": "hi"')
+    page.get_by_role("button", name="Send").click()
+    expect(page.locator('[data-path="input"] .problem')).to_contain_text("Not valid JSON")
+    page.get_by_label("Message").fill('{"message": "hi"}')
+    page.get_by_role("button", name="Send").click()
+    reply = page.locator(".msg-error")
+    expect(reply).to_contain_text("The draft cannot run yet")
+    expect(reply.locator(".problem-error").first).to_contain_text("flow.nodes[0].next")
+    reply.get_by_role("link", name="Open the draft editor").click()
+    expect(page.locator('[data-path="flow.nodes[0]"] .problem-error').first).to_contain_text("nowhere")
+
+
 def test_a_draft_changed_by_someone_else_is_a_conflict_with_a_reload(console, hangar):
     page = console.page
     agent = hangar.create(valid_spec("Shared"))
