@@ -9,6 +9,7 @@ import { endpointSection, versionsSection } from "./endpoint.js";
 import { connectionsSection } from "./connections.js";
 import { keysSection } from "./keys.js";
 import { runsSection } from "./runs.js";
+import { threadsSection } from "./threads.js";
 import { auditSection } from "./audit.js";
 
 const SECTIONS = [
@@ -20,6 +21,7 @@ const SECTIONS = [
   ["connections", "Connections", connectionsSection],
   ["keys", "Keys", keysSection],
   ["runs", "Runs", runsSection],
+  ["threads", "Threads", threadsSection],
   ["audit", "Audit log", auditSection],
 ];
 

@@ -47,9 +47,14 @@ export function agentsPage(ctx) {
 }
 
 function createForm(ctx) {
+  const open = ctx.main.querySelector("form.create");
+  if (open) {
+    open.querySelector("input").focus();
+    return;
+  }
   const name = h("input", { type: "text", required: true, maxlength: "200", autocomplete: "off" });
   const description = h("textarea", { rows: "2" });
-  const form = h("form", { class: "card", onsubmit: submit },
+  const form = h("form", { class: "card create", onsubmit: submit },
     h("h2", {}, "Create an agent"),
     h("p", { class: "muted" }, "Only the name is needed now; validation blocks deploying, not saving."),
     field("Name", name, { path: "name" }),

@@ -38,9 +38,21 @@ export async function connectionsSection(actx) {
       h("td", {}, c.credentials === "member" ? `member (${c.members.length ? c.members.join(", ") : "none set"})` : "team"),
       h("td", {}, badge(c.status.replace(/_/g, " "), c.status === "ready" ? "ok" : "warn")),
       h("td", { class: "row-actions" },
+        h("button", { type: "button", onclick: () => check(c) }, "Check"),
         h("button", { type: "button", onclick: () => edit(c) }, "Edit"),
         c.credentials === "member" ? h("button", { type: "button", onclick: () => memberCredentials(c) }, "Member credentials") : null,
         h("button", { type: "button", class: "danger", onclick: () => remove(c) }, "Remove"))))));
+  }
+
+  /** Proves the credentials against the server (`GET <server><check_path>`), when this server can. */
+  async function check(c) {
+    try {
+      const r = await api.post(actx.path(`/connections/${encodeURIComponent(c.id)}/check`), {});
+      notice(`${c.id}: ${r.status}${r.http_status ? ` (HTTP ${r.http_status}, ${r.latency_ms} ms)` : ""}`, r.status === "authenticated" ? "ok" : "error");
+      await draw();
+    } catch (err) {
+      notice(api.isMissingRoute(err) ? "This server cannot check connections yet." : err.explanation, "error");
+    }
   }
 
   async function remove(c) {

@@ -34,11 +34,31 @@ export async function endpointSection(actx) {
       return;
     }
     drawStatus();
-    fill(tabBox, tabs("Endpoint kinds", [
+    const protocols = h("div", {});
+    fill(tabBox, protocols);
+    drawProtocols(protocols);
+    tabBox.prepend(tabs("Endpoint kinds", [
       { id: "sync", title: "Sync", render: syncTab },
       { id: "async-poll", title: "Async poll", render: pollTab },
       { id: "async-push", title: "Async push", render: pushTab },
     ], tab, (id) => { tab = id; }));
+  }
+
+  /** The same agent over other protocols, when this server speaks them (A2A, OpenAI). */
+  async function drawProtocols(box) {
+    if (!deployment) return;
+    const base = deployment.endpoints.sync.replace(/\/v1\/agents\/.*$/, "");
+    const parts = [];
+    try {
+      await api.get(`/a2a/${encodeURIComponent(actx.id)}/.well-known/agent-card.json`);
+      const url = `${base}/a2a/${actx.id}/.well-known/agent-card.json`;
+      parts.push(urlRow("A2A card", url));
+    } catch { /* no A2A on this server */ }
+    try {
+      await api.get(actx.path("/models"));
+      parts.push(urlRow("OpenAI base_url", `${base}/v1/agents/${actx.id}`));
+    } catch { /* no OpenAI-compatible endpoint on this server */ }
+    if (parts.length) fill(box, h("h3", {}, "Other protocols"), parts);
   }
 
   function drawStatus() {

@@ -121,9 +121,43 @@ async function runPage(actx, rid) {
         r.push ? item(`push-${r.push.status}`, r.push.delivered_at, `Push ${r.push.status} after ${r.push.attempts} attempt(s)${r.push.last_status ? `, last answer ${r.push.last_status}` : ""}`) : null);
     }
     fill(detail,
+      r.status === "input_required" && r.pending ? pendingPanel(r) : null,
       r.output !== null && r.output !== undefined ? [h("h3", {}, "Output"), h("pre", {}, json(r.output))] : null,
       r.error ? [h("h3", {}, "Error"), h("pre", { class: "error-text" }, json(r.error))] : null);
   }
+}
+
+/** A paused run: approve or refuse the tool call it waits on, or give the input it asks for. */
+function pendingPanel(r) {
+  const p = r.pending;
+  const out = h("div", { "aria-live": "polite" });
+  const path = api.agentPath(r.agent_id, `/requests/${r.request_id}/input`);
+  const send = async (body) => {
+    try {
+      await api.post(path, body);
+      fill(out, h("p", { class: "ok" }, "Sent: the run continues in the background."));
+      setTimeout(() => window.dispatchEvent(new HashChangeEvent("hashchange")), 800);
+    } catch (err) {
+      fill(out, errorBox(err));
+    }
+  };
+  if (p.kind === "approval") {
+    return h("div", { class: "card" }, h("h3", {}, "Waiting for approval"),
+      h("p", {}, `Node ${p.node} wants to call the tool ${p.tool} with:`), h("pre", {}, json(p.args)),
+      h("div", { class: "actions" },
+        h("button", { type: "button", class: "primary", onclick: () => send({ approve: true }) }, "Approve"),
+        h("button", { type: "button", class: "danger", onclick: () => send({ approve: false }) }, "Refuse")), out);
+  }
+  const input = h("textarea", { rows: "3", class: "code", spellcheck: "false" }, "{}");
+  const form = h("form", { onsubmit: (e) => {
+    e.preventDefault();
+    try {
+      send({ input: JSON.parse(input.value || "{}") });
+    } catch (err) {
+      fill(out, h("p", { class: "problem problem-error" }, `Not valid JSON: ${err.message}`));
+    }
+  } }, field(`Input for ${p.node}`, input, { hint: p.prompt || "" }), h("div", { class: "actions" }, h("button", { type: "submit", class: "primary" }, "Send")), out);
+  return h("div", { class: "card" }, h("h3", {}, "Waiting for input"), form);
 }
 
 function item(kind, at, text) {

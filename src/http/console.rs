@@ -54,6 +54,7 @@ static ASSETS: &[Asset] = assets! {
     "connections.js" => JS,
     "keys.js" => JS,
     "runs.js" => JS,
+    "threads.js" => JS,
     "audit.js" => JS,
     "favicon.svg" => "image/svg+xml",
 };
