@@ -4,6 +4,7 @@ Each test is something a team does in the console; the harness (conftest.py) als
 every test that the admin token never went into a URL or localStorage.
 """
 
+import json
 import re
 
 from playwright.sync_api import expect
@@ -421,3 +422,40 @@ def test_usable_on_a_narrow_window_and_by_keyboard(console, hangar):
     page.keyboard.press("Escape")
     expect(page.get_by_role("dialog")).to_be_hidden()
     expect(deploy).to_be_focused()
+
+
+def test_a_run_page_draws_the_run_events_when_the_server_streams_them(console, hangar):
+    """The hook for run events (`GET …/requests/{rid}/events`, being built beside the console):
+    served here by the test in the contract's wire format, over a real run of a real server."""
+    page = console.page
+    agent = hangar.create(valid_spec("Streamed"))
+    assert hangar.call("POST", f"/v1/agents/{agent}/deploy", {})[0] == 200
+    status, run, _ = hangar.call("POST", f"/v1/agents/{agent}/invoke", {"input": {"message": "Ada"}})
+    assert status == 200, run
+    rid = run["request_id"]
+    events = [
+        ("run.queued", {}),
+        ("run.started", {"version": 1, "request_id": rid}),
+        ("node.started", {"node": "greet", "type": "transform"}),
+        ("node.finished", {"node": "greet", "output": {"text": "Hello Ada"}}),
+        ("node.started", {"node": "done", "type": "end"}),
+        ("node.finished", {"node": "done", "output": run["output"]}),
+        ("run.finished", {"run": run}),
+    ]
+    body = "".join(f"id: {i}\nevent: {kind}\ndata: {json.dumps(data)}\n\n" for i, (kind, data) in enumerate(events, 1))
+    asked = []
+
+    def serve(route):
+        asked.append(route.request.headers.get("authorization"))
+        route.fulfill(status=200, content_type="text/event-stream", body=": keep-alive\n\n" + body)
+
+    page.route(f"**/v1/agents/{agent}/requests/{rid}/events", serve)
+    console.sign_in()
+    section(console, agent, f"runs/{rid}")
+    timeline = page.locator(".timeline li")
+    expect(timeline).to_have_count(len(events))
+    expect(timeline.nth(1)).to_have_text(re.compile("Started on version 1"))
+    expect(timeline.nth(2)).to_contain_text("Node greet (transform) started")
+    expect(timeline.nth(6)).to_contain_text("Finished: succeeded")
+    expect(page.locator(".title-row .badge")).to_have_text("succeeded")
+    assert asked == [f"Bearer {TOKEN}"], "the stream is read with the token in a header"
