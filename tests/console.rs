@@ -12,8 +12,18 @@ use common::Server;
 struct Got {
     status: u16,
     content_type: String,
-    header: Box<dyn Fn(&str) -> Option<String>>,
+    /// Every header, its name in lower case.
+    headers: Vec<(String, String)>,
     body: String,
+}
+
+impl Got {
+    fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == &name.to_ascii_lowercase())
+            .map(|(_, v)| v.clone())
+    }
 }
 
 fn get(server: &Server, path: &str, headers: &[(&str, &str)]) -> Got {
@@ -26,7 +36,7 @@ fn get(server: &Server, path: &str, headers: &[(&str, &str)]) -> Got {
         Err(ureq::Error::Status(_, r)) => r,
         Err(e) => panic!("GET {path}: {e}"),
     };
-    let names: Vec<(String, String)> = res
+    let headers: Vec<(String, String)> = res
         .headers_names()
         .into_iter()
         .filter_map(|n| {
@@ -37,12 +47,7 @@ fn get(server: &Server, path: &str, headers: &[(&str, &str)]) -> Got {
     Got {
         status: res.status(),
         content_type: res.content_type().to_owned(),
-        header: Box::new(move |name| {
-            names
-                .iter()
-                .find(|(n, _)| n == &name.to_ascii_lowercase())
-                .map(|(_, v)| v.clone())
-        }),
+        headers,
         body: res.into_string().unwrap_or_default(),
     }
 }
@@ -68,7 +73,7 @@ fn the_console_is_served_whole_from_this_origin_without_a_token() {
     let page = get(&server, "/console", &[]);
     assert_eq!(page.status, 200, "{}", page.body);
     assert_eq!(page.content_type, "text/html");
-    let csp = (page.header)("content-security-policy").expect("a CSP");
+    let csp = page.header("content-security-policy").expect("a CSP");
     for directive in [
         "default-src 'none'",
         "script-src 'self'",
@@ -78,11 +83,11 @@ fn the_console_is_served_whole_from_this_origin_without_a_token() {
         assert!(csp.contains(directive), "{csp}");
     }
     assert_eq!(
-        (page.header)("x-content-type-options").as_deref(),
+        page.header("x-content-type-options").as_deref(),
         Some("nosniff")
     );
     assert_eq!(
-        (page.header)("referrer-policy").as_deref(),
+        page.header("referrer-policy").as_deref(),
         Some("no-referrer")
     );
 
@@ -125,8 +130,8 @@ fn the_console_is_served_whole_from_this_origin_without_a_token() {
 fn files_are_revalidated_and_unknown_ones_are_404() {
     let server = Server::start();
     let first = get(&server, "/console/app.js", &[]);
-    let etag = (first.header)("etag").expect("an ETag");
-    assert_eq!((first.header)("cache-control").as_deref(), Some("no-cache"));
+    let etag = first.header("etag").expect("an ETag");
+    assert_eq!(first.header("cache-control").as_deref(), Some("no-cache"));
     let again = get(&server, "/console/app.js", &[("If-None-Match", &etag)]);
     assert_eq!(again.status, 304);
     assert!(again.body.is_empty());

@@ -37,11 +37,11 @@ export async function connectionsSection(actx) {
       h("td", {}, AUTH_TYPES[c.auth?.type] || c.auth?.type),
       h("td", {}, c.credentials === "member" ? `member (${c.members.length ? c.members.join(", ") : "none set"})` : "team"),
       h("td", {}, badge(c.status.replace(/_/g, " "), c.status === "ready" ? "ok" : "warn")),
-      h("td", { class: "row-actions" },
+      h("td", {}, h("div", { class: "row-actions" },
         h("button", { type: "button", onclick: () => check(c) }, "Check"),
         h("button", { type: "button", onclick: () => edit(c) }, "Edit"),
         c.credentials === "member" ? h("button", { type: "button", onclick: () => memberCredentials(c) }, "Member credentials") : null,
-        h("button", { type: "button", class: "danger", onclick: () => remove(c) }, "Remove"))))));
+        h("button", { type: "button", class: "danger", onclick: () => remove(c) }, "Remove")))))));
   }
 
   /** Proves the credentials against the server (`GET <server><check_path>`), when this server can. */
