@@ -2,7 +2,7 @@
 // fragment (`#/agents/ID/endpoint`), which holds ids only: never the token.
 
 import * as api from "./api.js";
-import { h, fill, field, errorBox } from "./dom.js";
+import { h, fill, field, errorBox, unsaved } from "./dom.js";
 import { agentsPage } from "./agents.js";
 import { agentPage } from "./agent.js";
 
@@ -11,7 +11,18 @@ const main = () => document.getElementById("main");
 /** What the current page cleans up when the user leaves it (open streams, timers). */
 let leave = null;
 
+/** The fragment shown now: where to go back to when leaving unsaved work is declined. */
+let current = location.hash;
+
 function route() {
+  if (unsaved.what && location.hash !== current) {
+    if (!window.confirm(`Leave without saving ${unsaved.what}? Your changes will be lost.`)) {
+      history.replaceState(null, "", current || "#/");
+      return;
+    }
+  }
+  unsaved.what = null;
+  current = location.hash;
   if (leave) {
     try { leave(); } catch { /* a page that failed to clean up must not block the next */ }
     leave = null;
@@ -102,5 +113,8 @@ api.onTokenRefused((err) => {
 });
 
 window.addEventListener("hashchange", route);
+window.addEventListener("beforeunload", (e) => {
+  if (unsaved.what) e.preventDefault();
+});
 // A module script runs once the document is parsed.
 route();

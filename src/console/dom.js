@@ -33,6 +33,12 @@ export function fill(el, ...children) {
   return el;
 }
 
+/**
+ * Unsaved work on the page: while `unsaved.what` is set, leaving the page (another section, a
+ * reload, closing the tab) asks first.
+ */
+export const unsaved = { what: null };
+
 let uid = 0;
 /** A fresh id for label/field pairs. */
 export function nextId(prefix = "f") {

@@ -4,7 +4,7 @@
 // seq the editor was loaded at: a draft someone else saved meanwhile is a 412, never overwritten.
 
 import * as api from "./api.js";
-import { h, fill, field, errorBox, notice, json, showError, clearErrors, addProblem, findFieldFor } from "./dom.js";
+import { h, fill, field, errorBox, notice, json, showError, clearErrors, addProblem, findFieldFor, unsaved } from "./dom.js";
 
 const NODE_TEMPLATES = {
   transform: { id: "step", type: "transform", output: { text: "{{ input.message }}" }, next: "done" },
@@ -53,7 +53,14 @@ export async function draftSection(actx) {
 
     const saveBtn = h("button", { type: "submit", class: "primary" }, "Save draft");
     const dirty = h("span", { class: "muted small", "aria-live": "polite" });
-    form.addEventListener("input", () => { dirty.textContent = "Unsaved changes"; });
+    unsaved.what = null;
+    const changed = () => { dirty.textContent = "Unsaved changes"; unsaved.what = "the draft"; };
+    form.addEventListener("input", changed);
+    // Adding or removing an item changes the draft too; the problem links and the reload do not.
+    form.addEventListener("click", (e) => {
+      const button = e.target.closest("button[type=button]");
+      if (button && !button.closest(".problem-summary, .conflict")) changed();
+    });
 
     form.append(
       conflict, summary,

@@ -459,3 +459,23 @@ def test_a_run_page_draws_the_run_events_when_the_server_streams_them(console, h
     expect(timeline.nth(6)).to_contain_text("Finished: succeeded")
     expect(page.locator(".title-row .badge")).to_have_text("succeeded")
     assert asked == [f"Bearer {TOKEN}"], "the stream is read with the token in a header"
+
+
+def test_leaving_unsaved_edits_asks_first(console, hangar):
+    page = console.page
+    agent = hangar.create(valid_spec("Careful"))
+    console.sign_in()
+    section(console, agent, "draft")
+    page.get_by_label("Description").fill("Half-typed")
+    asked = []
+
+    page.once("dialog", lambda d: (asked.append(d.message), d.dismiss()))
+    page.get_by_role("link", name="Flow").click()
+    expect(page.get_by_label("Description")).to_have_value("Half-typed")
+    assert asked and "without saving the draft" in asked[0]
+    assert page.url.endswith(f"#/agents/{agent}/draft")
+
+    page.once("dialog", lambda d: d.accept())
+    page.get_by_role("link", name="Flow").click()
+    expect(page.locator('svg.flow g[data-node="greet"]')).to_be_visible()
+    assert hangar.call("GET", f"/v1/agents/{agent}")[1]["draft"]["description"] == "Careful answers greetings"
