@@ -59,7 +59,7 @@ export async function connectionsSection(actx) {
     const ok = await confirmDialog(`Remove ${c.display_name || c.id}?`, "Its stored secrets and every member's credentials for it are deleted. Tools that use it fail validation until it is back.", "Remove");
     if (!ok) return;
     try {
-      await api.del(actx.path(`/connections/${encodeURIComponent(c.id)}`), { ifMatch: null });
+      await api.del(actx.path(`/connections/${encodeURIComponent(c.id)}`), { ifMatch: actx.seq });
       await actx.refresh();
       notice(`Connection ${c.id} removed.`);
       await draw();
@@ -90,7 +90,8 @@ export async function connectionsSection(actx) {
         const base = existing ? Object.fromEntries(Object.entries(existing).filter(([k]) => !["status", "members"].includes(k))) : {};
         const body = { ...base, id: id.value.trim(), display_name: displayName.value.trim(), server: server.value.trim(), credentials: mode.value, auth: read() };
         try {
-          if (existing) await api.put(actx.path(`/connections/${encodeURIComponent(existing.id)}`), body);
+          // If-Match: an edit replaces the connection whole, so it must not undo someone else's.
+          if (existing) await api.put(actx.path(`/connections/${encodeURIComponent(existing.id)}`), body, { ifMatch: actx.seq });
           else await api.post(actx.path("/connections"), body);
           await actx.refresh();
           notice(existing ? `Connection ${body.id} saved.` : `Connection ${body.id} added.`);

@@ -111,10 +111,17 @@ export function showError(form, err) {
     return true;
   }
   const box = form.querySelector(":scope .error-box") || form.appendChild(h("div", { class: "error-box" }));
-  fill(box, h("p", {}, err.explanation || err.message || String(err)));
+  fill(box, h("p", {}, err.explanation || err.message || String(err)),
+    err.status === 412 ? h("button", { type: "button", onclick: reloadPage }, "Reload to see the current state") : null);
   box.hidden = false;
   box.setAttribute("role", "alert");
   return false;
+}
+
+/** Draws the current page again from the server (closing any dialog first). */
+export function reloadPage() {
+  document.querySelectorAll("dialog[open]").forEach((d) => d.close());
+  window.dispatchEvent(new HashChangeEvent("hashchange"));
 }
 
 /** The field wrapper that best matches a path: itself, else its nearest listed ancestor. */

@@ -102,7 +102,8 @@ export async function endpointSection(actx) {
       if (!form.reportValidity()) return;
       const body = collect();
       try {
-        const saved = await api.put(actx.path("/endpoint"), body);
+        // If-Match: the settings are replaced whole, so they must not undo someone else's.
+        const saved = await api.put(actx.path("/endpoint"), body, { ifMatch: actx.seq });
         settings = saved;
         await actx.refresh();
         notice("Endpoint settings saved; they go live at the next deploy.");

@@ -479,3 +479,26 @@ def test_leaving_unsaved_edits_asks_first(console, hangar):
     page.get_by_role("link", name="Flow").click()
     expect(page.locator('svg.flow g[data-node="greet"]')).to_be_visible()
     assert hangar.call("GET", f"/v1/agents/{agent}")[1]["draft"]["description"] == "Careful answers greetings"
+
+
+def test_settings_changed_by_someone_else_are_not_overwritten(console, hangar):
+    page = console.page
+    agent = hangar.create(valid_spec("Settings"))
+    console.sign_in()
+    section(console, agent, "endpoint")
+    expect(page.get_by_label("Sync timeout (seconds)")).to_have_value("180")
+
+    assert hangar.call("PUT", f"/v1/agents/{agent}/endpoint", {"sync_timeout_s": 240})[0] == 200
+    page.get_by_label("Max concurrent runs").fill("8")
+    page.get_by_role("button", name="Save settings").click()
+    expect(page.locator("form.settings .error-box")).to_contain_text("Someone else changed this agent")
+    settings = hangar.call("GET", f"/v1/agents/{agent}/endpoint")[1]
+    assert (settings["sync_timeout_s"], settings["max_concurrency"]) == (240, 64)
+
+    page.get_by_role("button", name="Reload to see the current state").click()
+    expect(page.get_by_label("Sync timeout (seconds)")).to_have_value("240")
+    page.get_by_label("Max concurrent runs").fill("8")
+    page.get_by_role("button", name="Save settings").click()
+    expect(page.get_by_text("Endpoint settings saved")).to_be_visible()
+    settings = hangar.call("GET", f"/v1/agents/{agent}/endpoint")[1]
+    assert (settings["sync_timeout_s"], settings["max_concurrency"]) == (240, 8)
