@@ -61,6 +61,7 @@ export async function agentPage(ctx, id, section, rest) {
   function drawHead() {
     const a = actx.agent;
     ctx.crumbs([[a.name || "(unnamed)", `#/agents/${id}`], [entry[1], null]]);
+    document.title = `${entry[1]} · ${a.name || "(unnamed)"} · Hangar`;
     fill(head,
       h("div", { class: "title-row" }, h("h1", {}, a.name || "(unnamed)"), liveMarker(a)),
       h("p", { class: "muted" }, a.description || "No description yet."),

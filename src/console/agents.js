@@ -5,6 +5,7 @@ import { h, fill, field, errorBox, liveMarker, fmtTime, showError, table } from 
 
 export function agentsPage(ctx) {
   ctx.crumbs([]);
+  document.title = "Agents · Hangar";
   const q = h("input", { type: "search", placeholder: "Name or description", autocomplete: "off" });
   const status = h("select", {},
     h("option", { value: "" }, "All"), h("option", { value: "live" }, "Live"), h("option", { value: "draft" }, "Draft"));

@@ -68,6 +68,7 @@ function renderSession() {
  * script (it cannot be) would carry nothing, and the form posts nowhere. */
 function signIn(reason) {
   setCrumbs([]);
+  document.title = "Sign in · Hangar";
   const input = h("input", { type: "password", autocomplete: "current-password", required: true, spellcheck: "false" });
   const err = errorBox(reason);
   const submit = h("button", { type: "submit", class: "primary" }, "Sign in");

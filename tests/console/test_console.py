@@ -67,6 +67,7 @@ def test_the_whole_lifecycle(console, hangar):
     console.shot("deploy-summary", full_page=False)
     dialog.get_by_role("button", name="Confirm and deploy").click()
     expect(page.get_by_text("version 1 is live")).to_be_visible()
+    expect(page).to_have_title("Endpoint · Weather helper · Hangar")
     marker = page.locator(".agent-head .live")
     expect(marker).to_have_text("live v1")
     expect(marker).to_have_attribute("title", re.compile(r"^Deployed .+\(version 1\)$"))
