@@ -72,7 +72,8 @@ export async function endpointSection(actx) {
       h("p", {}, a.status === "live"
         ? [h("strong", {}, `Live: version ${a.live_version}`), `, deployed ${fmtTime(a.deployed_at)}. Settings changed here take effect at the next deploy.`]
         : [h("strong", {}, "Not deployed."), " Deploy to serve these endpoints; the URLs never change across redeploys."]),
-      h("div", { class: "actions" }, deployBtn, undeployBtn));
+      h("div", { class: "actions" }, deployBtn, undeployBtn,
+        a.status === "live" ? h("a", { href: `#/agents/${actx.id}/flow` }, "View the live flow") : null));
   }
 
   async function reload() {

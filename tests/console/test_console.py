@@ -72,6 +72,12 @@ def test_the_whole_lifecycle(console, hangar):
     expect(marker).to_have_text("live v1")
     expect(marker).to_have_attribute("title", re.compile(r"^Deployed .+\(version 1\)$"))
 
+    # The live flow, read-only, from the endpoint page.
+    page.get_by_role("link", name="View the live flow").click()
+    expect(page.get_by_text("Version 1, deployed")).to_be_visible()
+    assert page.locator("svg.flow").count() == 2
+    section(console, agent, "endpoint")
+
     # Sync tab: the URL and snippets, copied.
     expect(page.locator(".url-row code").first).to_have_text(f"{hangar.base}/v1/agents/{agent}/invoke")
     page.get_by_role("button", name="Copy curl").click()
