@@ -509,3 +509,15 @@ def test_settings_changed_by_someone_else_are_not_overwritten(console, hangar):
     expect(page.get_by_text("Endpoint settings saved")).to_be_visible()
     settings = hangar.call("GET", f"/v1/agents/{agent}/endpoint")[1]
     assert (settings["sync_timeout_s"], settings["max_concurrency"]) == (240, 8)
+
+
+def test_an_unknown_agent_or_page_says_so(console, hangar):
+    page = console.page
+    console.sign_in()
+    console.go("#/agents/01900000-0000-7000-8000-000000000000/endpoint")
+    expect(page.get_by_role("alert")).to_contain_text("not found")
+    expect(page.get_by_role("link", name="Back to the agents")).to_be_visible()
+    console.go("#/nowhere")
+    expect(page.get_by_role("heading", name="Not found")).to_be_visible()
+    page.get_by_role("link", name="Back to the agents").click()
+    expect(page.get_by_role("heading", name="Agents", exact=True)).to_be_visible()
