@@ -44,10 +44,18 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/v1/agents/{id}/invoke", &["post"]),
     ("/v1/agents/{id}/invoke/async", &["post"]),
     ("/v1/agents/{id}/requests/{rid}", &["get", "delete"]),
+    ("/console", &["get"]),
+    ("/console/{asset}", &["get"]),
 ];
 
 /// Routes anyone may call.
-const PUBLIC: &[&str] = &["/healthz", "/metrics", "/openapi.json"];
+const PUBLIC: &[&str] = &[
+    "/healthz",
+    "/metrics",
+    "/openapi.json",
+    "/console",
+    "/console/{asset}",
+];
 
 fn document(server: &Server) -> Value {
     let r = server.call("GET", "/openapi.json", None, &[], None);
@@ -100,7 +108,8 @@ fn every_listed_route_is_served() {
             .replace("{cid}", "none")
             .replace("{member}", "alice")
             .replace("{kid}", "key_none")
-            .replace("{rid}", &rid);
+            .replace("{rid}", &rid)
+            .replace("{asset}", "app.js");
         for method in *methods {
             let body = matches!(*method, "post" | "put").then_some("{}");
             let r = server.call(
@@ -132,7 +141,8 @@ fn other_methods_answer_405_with_allow() {
             .replace("{cid}", "c")
             .replace("{member}", "m")
             .replace("{kid}", "k")
-            .replace("{rid}", &unknown_id());
+            .replace("{rid}", &unknown_id())
+            .replace("{asset}", "app.js");
         let resp = match agent
             .request("PATCH", &format!("{}{concrete}", server.base))
             .call()

@@ -4,6 +4,7 @@
 mod agents;
 mod connection_checks;
 mod connections;
+mod console;
 mod deployment;
 pub mod error;
 pub mod extract;
@@ -42,6 +43,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .configure(deployment::routes)
         .configure(log::routes)
         .configure(keys::routes)
+        .configure(console::routes)
         .service(resource("/metrics", [(Method::GET, web::to(metrics))]));
 }
 

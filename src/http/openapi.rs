@@ -15,7 +15,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::error::{ApiError, ErrorBody};
 use super::responses::*;
-use super::{agents, connection_checks, connections, deployment, invoke, keys, log};
+use super::{agents, connection_checks, connections, console, deployment, invoke, keys, log};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -62,6 +62,8 @@ use super::{agents, connection_checks, connections, deployment, invoke, keys, lo
         invoke::submit,
         invoke::poll,
         invoke::cancel,
+        console::page,
+        console::asset,
     ),
     components(
         schemas(ErrorBody),
@@ -92,6 +94,7 @@ use super::{agents, connection_checks, connections, deployment, invoke, keys, lo
         (name = "audit", description = "The hash-chained event log, the agent at any point of it, and the check of the chain"),
         (name = "invocation", description = "The deployed endpoints: sync, async, poll, cancel (admin token or the agent's invocation key)"),
         (name = "server", description = "Health, metrics, this document (no auth)"),
+        (name = "console", description = "The web console's page and files, compiled into the binary (no auth: the page asks for the admin token)"),
     ),
 )]
 pub struct ApiDoc;
