@@ -15,7 +15,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::error::{ApiError, ErrorBody};
 use super::responses::*;
-use super::{agents, connections, deployment, invoke, keys, log};
+use super::{agents, cluster, connections, deployment, invoke, keys, log};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -28,7 +28,8 @@ use super::{agents, connections, deployment, invoke, keys, log};
             answers `{\"error\": {\"code\", \"message\", \"details\"}}`.",
     ),
     paths(
-        super::healthz,
+        cluster::healthz,
+        cluster::cluster,
         super::metrics,
         document,
         agents::create,

@@ -19,6 +19,7 @@
 //! `target_session_attrs=read-write`).
 
 mod log;
+mod nodes;
 mod runs;
 mod schema;
 #[cfg(any(test, feature = "conformance"))]
@@ -36,6 +37,7 @@ use tokio_postgres::NoTls;
 use super::runs::StoreFuture;
 use super::Error;
 
+pub use nodes::{NodeRecord, NODE_TIMEOUT_SECS};
 pub use schema::SCHEMA_VERSION;
 
 /// How long one store operation may take before it fails as [`Error::Unavailable`]: under the
@@ -76,6 +78,20 @@ impl PgStore {
     /// schema migrations this build knows and refuses a schema newer than it. `node` names this
     /// process in the rows it claims (runs it runs) and in the node table.
     pub fn connect(url: &str, node: &str) -> Result<PgStore> {
+        let store = PgStore::open(url, node)?;
+        store.block(schema::migrate(store.pool.clone()))?;
+        Ok(store)
+    }
+
+    /// Connects to an existing Hangar database without migrating it (the offline tools): its
+    /// schema must be the one this build writes.
+    pub fn connect_existing(url: &str) -> Result<PgStore> {
+        let store = PgStore::open(url, &format!("offline-{}", std::process::id()))?;
+        store.block(schema::check(store.pool.clone()))?;
+        Ok(store)
+    }
+
+    fn open(url: &str, node: &str) -> Result<PgStore> {
         let mut config: tokio_postgres::Config = url
             .parse()
             .map_err(|e| Error::Io(format!("the store URL is not a PostgreSQL URL: {e}")))?;
@@ -120,7 +136,6 @@ impl PgStore {
             run_events: Arc::default(),
             _runtime: Arc::new(OwnedRuntime(Some(runtime))),
         };
-        store.block(schema::migrate(store.pool.clone()))?;
         Ok(store)
     }
 

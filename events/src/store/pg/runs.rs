@@ -497,11 +497,19 @@ impl RunStore for PgStore {
     }
 
     fn running(&self) -> StoreFuture<Vec<StoredRun>> {
-        let pool = self.pool.clone();
+        let store = self.clone();
         self.spawn(async move {
-            let client = pool.get().await.map_err(pool_error)?;
+            let client = store.pool.get().await.map_err(pool_error)?;
+            // Left behind: this node's (by an earlier process with the same id), those of no
+            // node, and those of nodes no longer alive; not those other live nodes are running.
             let rows = client
-                .query("SELECT body FROM runs WHERE status = 'running'", &[])
+                .query(
+                    "SELECT body FROM runs WHERE status = 'running'
+                       AND (node IS NULL OR node = $1 OR node NOT IN (
+                           SELECT id FROM nodes
+                           WHERE last_seen > now() - make_interval(secs => $2)))",
+                    &[&store.node(), &(super::NODE_TIMEOUT_SECS as f64)],
+                )
                 .await
                 .map_err(pg_error)?;
             rows.iter().map(run_of).collect()

@@ -127,3 +127,30 @@ pub(super) async fn migrate(pool: Pool) -> Result<()> {
     }
     tx.commit().await.map_err(pg_error)
 }
+
+/// Checks, without changing anything, that the database holds a Hangar schema this build reads
+/// (for the offline tools, which must not migrate a live cluster's database).
+pub(super) async fn check(pool: Pool) -> Result<()> {
+    let client = pool.get().await.map_err(pool_error)?;
+    let row = client
+        .query_one("SELECT to_regclass('hangar_schema') IS NOT NULL", &[])
+        .await
+        .map_err(pg_error)?;
+    if !row.get::<_, bool>(0) {
+        return Err(Error::Io(
+            "the database holds no Hangar store (no hangar_schema table)".into(),
+        ));
+    }
+    let row = client
+        .query_one("SELECT COALESCE(MAX(version), 0) FROM hangar_schema", &[])
+        .await
+        .map_err(pg_error)?;
+    let current: i32 = row.get(0);
+    if current != SCHEMA_VERSION {
+        return Err(Error::Io(format!(
+            "the database's Hangar schema is version {current}; this build reads version \
+             {SCHEMA_VERSION}: use the Hangar that serves it"
+        )));
+    }
+    Ok(())
+}
