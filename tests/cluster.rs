@@ -90,7 +90,8 @@ fn a_stale_if_match_is_refused_on_every_node_and_the_log_never_forks() {
     assert_eq!(blind.status, 200, "{}", blind.body);
     assert_eq!(blind.etag.as_deref(), Some("\"4\""));
 
-    // Concurrent blind writes from both nodes: every one lands, one after another.
+    // Concurrent blind writes from both nodes: each lands after the others (re-decided on the
+    // current log) or, if it lost every retry, is refused as a conflict; none forks the log.
     let writers: Vec<_> = [a.base.clone(), b.base.clone()]
         .into_iter()
         .enumerate()
@@ -108,8 +109,10 @@ fn a_stale_if_match_is_refused_on_every_node_and_the_log_never_forks() {
                         .put(&format!("{base}/v1/agents/{id}/draft"))
                         .set("Authorization", &format!("Bearer {TOKEN}"))
                         .send_json(spec);
-                    if r.is_ok() {
-                        ok += 1;
+                    match r {
+                        Ok(_) => ok += 1,
+                        Err(ureq::Error::Status(409, _)) => {}
+                        Err(e) => panic!("a racing write failed: {e}"),
                     }
                 }
                 ok
@@ -117,9 +120,10 @@ fn a_stale_if_match_is_refused_on_every_node_and_the_log_never_forks() {
         })
         .collect();
     let landed: u64 = writers.into_iter().map(|w| w.join().expect("writer")).sum();
-    assert_eq!(landed, 20, "every blind write lands");
-    assert_eq!(a.seq(&id), 24);
-    assert_eq!(b.seq(&id), 24);
+    assert!(landed > 0);
+    let head = 4 + landed;
+    assert_eq!(a.seq(&id), head, "one event per write that landed");
+    assert_eq!(b.seq(&id), head);
     for node in [a, b] {
         let v = node.get(&format!("/v1/agents/{id}/verify"));
         assert_eq!(v.status, 200, "{}", v.body);
@@ -134,13 +138,14 @@ fn a_stale_if_match_is_refused_on_every_node_and_the_log_never_forks() {
         "{text}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(text.contains("1 agents, 24 events"), "{text}");
+    assert!(text.contains(&format!("1 agents, {head} events")), "{text}");
     let log = Command::new(bin())
         .args(["events", "--store", &c.url, &id])
         .output()
         .expect("hangar events runs");
     assert!(log.status.success());
-    assert_eq!(String::from_utf8_lossy(&log.stdout).lines().count(), 24);
+    let lines = String::from_utf8_lossy(&log.stdout).lines().count();
+    assert_eq!(lines as u64, head);
 }
 
 #[test]

@@ -79,7 +79,7 @@ impl AgentActor {
 
     /// Appends that found the stream moved (another node wrote it) are decided again on the
     /// log as it now is, at most this many times.
-    const CONFLICT_RETRIES: usize = 3;
+    const CONFLICT_RETRIES: usize = 10;
 
     fn execute(&mut self, msg: Execute) -> Result<(Commit, Option<String>), Error> {
         let mut attempt = 0;
@@ -92,7 +92,7 @@ impl AgentActor {
                     // shared store): our state is stale. Read it again and decide again, so a
                     // stale If-Match is refused and a command without one applies to the
                     // current state; the log never forks (the append was fenced).
-                    self.rebuild();
+                    self.catch_up();
                     attempt += 1;
                 }
                 Err(e @ Error::Store(store::Error::Conflict { .. })) => {
