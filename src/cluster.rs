@@ -1,8 +1,11 @@
 //! Which store a node serves from, and the node itself: its id, address and, in Postgres mode,
 //! its heartbeat in the store's node table (`docs/cluster.md`).
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actors::runtime::Runtime;
+use actors::Registry;
 
 use chrono::{DateTime, Utc};
 use events::store::{self, PgStore};
@@ -10,6 +13,17 @@ use events::store::{self, PgStore};
 /// How often a node records that it is alive: well inside the timeout after which the others
 /// count it dead (`events::store::pg::NODE_TIMEOUT_SECS`).
 const HEARTBEAT: Duration = Duration::from_secs(3);
+
+/// How often a node asks which agents other nodes changed: an undeploy elsewhere cancels this
+/// node's runs within this (plus a round trip), under the contract's 1 s.
+const CHANGES_POLL: Duration = Duration::from_millis(250);
+
+/// How far back each changes poll looks past the previous one: a transaction's `now()` is its
+/// start, so a write may commit a little after the time it carries.
+const CHANGES_OVERLAP: chrono::Duration = chrono::Duration::seconds(5);
+
+/// How often a node looks for dead nodes' runs and for queued runs nobody is taking.
+const ADOPT_EVERY: Duration = Duration::from_secs(5);
 
 /// What `--store` names.
 #[derive(Debug, Clone, PartialEq)]
@@ -40,6 +54,9 @@ pub struct Node {
     pub addr: String,
     pub started_at: DateTime<Utc>,
     pub store: NodeStore,
+    /// Since when this node's heartbeats have succeeded without a break: a node that was cut
+    /// off from the store itself must not judge others dead by their stale rows.
+    pub beating_since: Mutex<Option<Instant>>,
 }
 
 pub enum NodeStore {
@@ -102,10 +119,19 @@ impl Node {
             return;
         };
         let (pg, addr, started_at) = (pg.clone(), self.addr.clone(), self.started_at);
+        let node = self.clone();
         actix_web::rt::spawn(async move {
             let mut failing = false;
             loop {
-                match pg.heartbeat(addr.clone(), started_at).await {
+                let beat = pg.heartbeat(addr.clone(), started_at).await;
+                if let Ok(mut since) = node.beating_since.lock() {
+                    match (&beat, *since) {
+                        (Ok(()), None) => *since = Some(Instant::now()),
+                        (Err(_), _) => *since = None,
+                        _ => {}
+                    }
+                }
+                match beat {
                     Ok(()) if failing => {
                         tracing::info!("the store answers again");
                         failing = false;
@@ -118,6 +144,69 @@ impl Node {
                     Err(_) => {}
                 }
                 actix_web::rt::time::sleep(HEARTBEAT).await;
+            }
+        });
+    }
+}
+
+impl Node {
+    /// Whether this node has been in touch with the store long enough to tell dead nodes from
+    /// its own outage.
+    fn settled(&self) -> bool {
+        let timeout = Duration::from_secs(store::pg::NODE_TIMEOUT_SECS as u64);
+        self.beating_since
+            .lock()
+            .ok()
+            .and_then(|s| *s)
+            .is_some_and(|since| since.elapsed() > timeout)
+    }
+
+    /// Cluster mode's background work (`docs/cluster.md`): follow other nodes' changes to the
+    /// agents this node serves, and adopt what dead nodes left (their running runs end
+    /// `interrupted`; queued runs are claimed here).
+    pub fn start_cluster_tasks(self: &Arc<Self>, runtime: Runtime, registry: Registry) {
+        let NodeStore::Postgres(pg) = &self.store else {
+            return;
+        };
+        let (pg, adopting, rt) = (pg.clone(), pg.clone(), runtime.clone());
+        actix_web::rt::spawn(async move {
+            let mut since = Utc::now() - CHANGES_OVERLAP;
+            loop {
+                actix_web::rt::time::sleep(CHANGES_POLL).await;
+                let Ok((changed, now)) = pg.changed_streams(since - CHANGES_OVERLAP).await else {
+                    continue;
+                };
+                since = now;
+                for (agent, seq) in changed {
+                    if registry.cached(agent).is_some_and(|s| s.seq >= seq) {
+                        continue;
+                    }
+                    if let Err(e) = rt.changed_elsewhere(agent).await {
+                        tracing::warn!(%agent, error = %e, "could not follow another node's change");
+                    }
+                }
+            }
+        });
+        let (node, pg) = (self.clone(), adopting);
+        actix_web::rt::spawn(async move {
+            loop {
+                actix_web::rt::time::sleep(ADOPT_EVERY).await;
+                if !node.settled() {
+                    continue;
+                }
+                match pg.orphaned_runs().await {
+                    Ok(runs) if !runs.is_empty() => match runtime.interrupt(runs).await {
+                        Ok(n) => {
+                            tracing::warn!(runs = n, "ended a dead node's runs as interrupted")
+                        }
+                        Err(e) => tracing::warn!(error = %e, "could not end a dead node's runs"),
+                    },
+                    Ok(_) => {}
+                    Err(e) => tracing::debug!(error = %e, "could not look for dead nodes' runs"),
+                }
+                if let Err(e) = runtime.restart_queues().await {
+                    tracing::debug!(error = %e, "could not look at the queues");
+                }
             }
         });
     }

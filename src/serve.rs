@@ -120,6 +120,7 @@ pub fn run(opts: Options) -> Result<ExitCode> {
                 addr: local.to_string(),
                 started_at: chrono::Utc::now(),
                 store: NodeStore::Sled,
+                beating_since: Default::default(),
             };
             let events: Arc<dyn EventStore> = store.clone();
             let runs: Arc<dyn RunStores> = Arc::new(SledRuns::open(store.clone())?);
@@ -141,6 +142,7 @@ pub fn run(opts: Options) -> Result<ExitCode> {
                 addr: local.to_string(),
                 started_at: chrono::Utc::now(),
                 store: NodeStore::Postgres(pg.clone()),
+                beating_since: Default::default(),
             };
             let stores: (Arc<dyn EventStore>, Arc<dyn RunStores>) =
                 (Arc::new(pg.clone()), Arc::new(pg));
@@ -178,6 +180,7 @@ async fn serve(
         );
     }
     runtime.start_retention();
+    node.start_cluster_tasks(runtime.clone(), registry.clone());
     runtime.start_pusher(push_schedule()?);
     let registry = web::Data::new(registry);
     let draining = runtime.clone();

@@ -8,6 +8,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::cluster::{Cluster, SECRET_KEY};
+use common::fake_http::{FakeServer, Reply};
 use common::{bin, valid_spec, Resp, Server, TOKEN};
 use serde_json::{json, Value};
 
@@ -306,4 +307,164 @@ fn while_postgres_is_away_nodes_answer_503_then_recover_by_themselves() {
     assert_eq!(edit(a, &id, "After", None).status, 200);
     let h = a.call("GET", "/healthz", None, &[], None);
     assert_eq!(h.status, 200);
+}
+
+/// A tool server that answers after 30 s when the body says "slow", at once otherwise.
+fn slow_tool() -> FakeServer {
+    FakeServer::start(|r| {
+        let reply = Reply::json(200, json!({}));
+        if r.body.contains("slow") {
+            reply.slow(Duration::from_secs(30))
+        } else {
+            reply
+        }
+    })
+}
+
+/// A deployed agent whose one node calls `tool` with the input's `n`.
+fn tool_agent(s: &Server, tool: &FakeServer, max_concurrency: u32) -> String {
+    let spec = json!({
+        "name": "Tooled", "description": "Calls a tool once per run",
+        "model": {"provider": "echo", "name": "echo-1"},
+        "instructions": "Be brief.",
+        "tools": [{"name": "t", "connection": "svc", "security": "bearer", "method": "POST",
+                   "path": "/do", "body": {"n": "{{ args.n }}"}}],
+        "flow": {"start": "call", "nodes": [
+            {"id": "call", "type": "tool", "tool": "t", "args": {"n": "{{ input.n }}"}, "next": "done"},
+            {"id": "done", "type": "end", "output": {"status": "{{ nodes.call.status }}"}}
+        ]}
+    });
+    let id = s.create(&spec);
+    let c = s.post(
+        &format!("/v1/agents/{id}/connections"),
+        &json!({"id": "svc", "server": tool.url, "credentials": "team", "auth": {"type": "bearer", "token": "tok"}}),
+    );
+    assert_eq!(c.status, 201, "{}", c.body);
+    let e = s.put(
+        &format!("/v1/agents/{id}/endpoint"),
+        &json!({"max_concurrency": max_concurrency}),
+    );
+    assert_eq!(e.status, 200, "{}", e.body);
+    deploy(s, &id);
+    id
+}
+
+fn submit(s: &Server, id: &str, n: &str) -> String {
+    let r = s.post(
+        &format!("/v1/agents/{id}/invoke/async"),
+        &json!({"input": {"n": n}}),
+    );
+    assert_eq!(r.status, 202, "{}", r.body);
+    r["request_id"].as_str().expect("rid").to_owned()
+}
+
+/// Polls until the run has `status`; panics after `max`.
+fn until_status(s: &Server, id: &str, rid: &str, status: &str, max: Duration) -> Value {
+    let start = Instant::now();
+    loop {
+        let r = s.get(&format!("/v1/agents/{id}/requests/{rid}"));
+        if r.status == 200 && r["status"] == status {
+            return r.body;
+        }
+        assert!(
+            start.elapsed() < max,
+            "run {rid} not {status} after {max:?}: {}",
+            r.body
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn undeploy_on_one_node_cancels_the_runs_of_another() {
+    let Some(c) = Cluster::start(2) else { return };
+    let (a, b) = (&c[0], &c[1]);
+    let tool = slow_tool();
+    let id = tool_agent(a, &tool, 4);
+    // Accepted, and so run, by B.
+    let rid = submit(b, &id, "slow");
+    until_status(b, &id, &rid, "running", Duration::from_secs(10));
+    tool.wait_requests(1, Duration::from_secs(10));
+    let undeployed = Instant::now();
+    let r = a.post(&format!("/v1/agents/{id}/undeploy"), &json!({}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    // The contract's bound is 1 s; the slack is for this shared 2-core machine.
+    let run = until_status(a, &id, &rid, "cancelled", Duration::from_secs(3));
+    assert!(undeployed.elapsed() < Duration::from_secs(3));
+    assert!(run["error"].is_object(), "{run}");
+    // And B no longer takes requests for it.
+    let refused = b.post(
+        &format!("/v1/agents/{id}/invoke/async"),
+        &json!({"input": {"n": "1"}}),
+    );
+    assert_eq!(refused.status, 409, "{}", refused.body);
+}
+
+#[test]
+fn a_killed_nodes_running_runs_end_interrupted_and_its_queue_runs_elsewhere() {
+    let Some(mut c) = Cluster::start(2) else {
+        return;
+    };
+    let tool = slow_tool();
+    let id = tool_agent(&c[0], &tool, 1);
+    let running = submit(&c[0], &id, "slow");
+    until_status(&c[0], &id, &running, "running", Duration::from_secs(10));
+    tool.wait_requests(1, Duration::from_secs(10));
+    // The agent's one slot on A is taken: this one waits in the queue.
+    let queued = submit(&c[0], &id, "fast");
+    c.nodes[0].kill();
+    let killed = Instant::now();
+    let b = &c.nodes[1];
+    let failed = until_status(b, &id, &running, "failed", Duration::from_secs(45));
+    assert_eq!(failed["error"]["code"], "interrupted", "{failed}");
+    let done = until_status(b, &id, &queued, "succeeded", Duration::from_secs(45));
+    assert_eq!(done["output"]["status"], 200, "{done}");
+    // Within the contract's 30 s of the node's death (B may need its own 15 s of heartbeats
+    // first, which a node that started with A has had).
+    assert!(killed.elapsed() < Duration::from_secs(45));
+    let cluster = b.get("/v1/cluster");
+    assert_eq!(
+        cluster["nodes"].as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        cluster.body
+    );
+}
+
+#[test]
+fn each_push_is_delivered_by_one_node() {
+    let Some(c) = Cluster::start_with(3, &[("HANGAR_PUSH_SCHEDULE", "1,1,1")]) else {
+        return;
+    };
+    let receiver = FakeServer::start(|_| Reply::json(200, json!({})));
+    let a = &c[0];
+    let id = a.create(&json!({
+        "name": "Pusher", "description": "pushes results",
+        "model": {"provider": "echo", "name": "echo-1"},
+        "flow": {"start": "done", "nodes": [{"id": "done", "type": "end", "output": {"echo": "{{ input.msg }}"}}]}
+    }));
+    let ep = a.put(
+        &format!("/v1/agents/{id}/endpoint"),
+        &json!({"async": {"push_enabled": true, "url": format!("{}/hook", receiver.url), "token": "hook-token-0123456789"}}),
+    );
+    assert_eq!(ep.status, 200, "{}", ep.body);
+    deploy(a, &id);
+    let rids: Vec<String> = (0..6)
+        .map(|i| {
+            let r = c[i % 3].post(
+                &format!("/v1/agents/{id}/invoke/async"),
+                &json!({"input": {"msg": format!("m{i}")}}),
+            );
+            assert_eq!(r.status, 202, "{}", r.body);
+            r["request_id"].as_str().expect("rid").to_owned()
+        })
+        .collect();
+    receiver.wait_requests(6, Duration::from_secs(20));
+    // Every pusher polls the outbox several times a second: give them time to repeat one.
+    std::thread::sleep(Duration::from_secs(2));
+    let got = receiver.requests();
+    for rid in &rids {
+        let n = got.iter().filter(|r| r.body.contains(rid.as_str())).count();
+        assert_eq!(n, 1, "push of {rid} delivered {n} times");
+    }
 }

@@ -93,8 +93,9 @@ async fn append(
         Err(e) => return Err(pg_error(e)),
     }
     tx.execute(
-        "INSERT INTO heads (stream, seq, hash) VALUES ($1, $2, $3)
-         ON CONFLICT (stream) DO UPDATE SET seq = EXCLUDED.seq, hash = EXCLUDED.hash",
+        "INSERT INTO heads (stream, seq, hash, changed_at) VALUES ($1, $2, $3, now())
+         ON CONFLICT (stream) DO UPDATE SET seq = EXCLUDED.seq, hash = EXCLUDED.hash,
+             changed_at = now()",
         &[&stream, &last_seq, &last_hash],
     )
     .await
@@ -187,6 +188,42 @@ impl EventStore for PgStore {
                 .map_err(pg_error)?;
             row.map(|row| Ok((seq_of(stream, row.get(0))?, row.get(1))))
                 .transpose()
+        })
+    }
+}
+
+/// Streams that changed, with their seq now, and the database's time of the query.
+pub type Changes = (Vec<(Uuid, u64)>, chrono::DateTime<chrono::Utc>);
+
+impl PgStore {
+    /// Streams whose head moved at or after `since` (the database's clock, give or take the
+    /// length of a transaction: callers overlap their windows), with their seq now, and the
+    /// database's time now for the next call. The cheap "agents changed" query every node
+    /// polls, so that it learns of other nodes' writes (an undeploy) within its poll period.
+    pub fn changed_streams(
+        &self,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> crate::store::StoreFuture<Changes> {
+        let pool = self.pool.clone();
+        self.spawn(async move {
+            let client = pool.get().await.map_err(pool_error)?;
+            let now: chrono::DateTime<chrono::Utc> = client
+                .query_one("SELECT now()", &[])
+                .await
+                .map_err(pg_error)?
+                .get(0);
+            let rows = client
+                .query(
+                    "SELECT stream, seq FROM heads WHERE changed_at >= $1",
+                    &[&since],
+                )
+                .await
+                .map_err(pg_error)?;
+            let changed = rows
+                .iter()
+                .map(|row| Ok((row.get(0), seq_of(row.get(0), row.get(1))?)))
+                .collect::<Result<Vec<_>>>()?;
+            Ok((changed, now))
         })
     }
 }

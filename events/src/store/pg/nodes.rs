@@ -5,7 +5,9 @@
 use chrono::{DateTime, Utc};
 
 use super::{pg_error, pool_error, PgStore};
+use crate::run::StoredRun;
 use crate::store::runs::StoreFuture;
+use crate::store::Error;
 
 /// How long a node may go without a heartbeat before the others count it dead.
 pub const NODE_TIMEOUT_SECS: i64 = 15;
@@ -60,6 +62,30 @@ impl PgStore {
                     last_seen: row.get(3),
                 })
                 .collect())
+        })
+    }
+
+    /// Runs left `running` by nodes that are no longer alive (not this one): a dead node's
+    /// runs, for a live node to end as interrupted.
+    pub fn orphaned_runs(&self) -> StoreFuture<Vec<StoredRun>> {
+        let store = self.clone();
+        self.spawn(async move {
+            let client = store.pool.get().await.map_err(pool_error)?;
+            let rows = client
+                .query(
+                    "SELECT body FROM runs WHERE status = 'running' AND node <> $1
+                       AND node NOT IN (SELECT id FROM nodes
+                           WHERE last_seen > now() - make_interval(secs => $2))",
+                    &[&store.node(), &(NODE_TIMEOUT_SECS as f64)],
+                )
+                .await
+                .map_err(pg_error)?;
+            rows.iter()
+                .map(|row| {
+                    serde_json::from_slice(row.get::<_, &[u8]>(0))
+                        .map_err(|e| Error::Io(format!("unreadable run: {e}")))
+                })
+                .collect()
         })
     }
 

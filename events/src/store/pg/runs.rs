@@ -35,6 +35,9 @@ use crate::store::Error;
 /// Runs removed per transaction by a purge, so that it never holds many row locks for long.
 const PURGE_BATCH: i64 = 500;
 
+/// How long a node holds the push outbox entries it took: past a delivery's timeout.
+const PUSH_LEASE_SECS: f64 = 60.0;
+
 /// How often an insert that numbers a row (a run event, a turn) is retried when another node
 /// took the same number first.
 const NUMBERING_ATTEMPTS: usize = 8;
@@ -516,35 +519,59 @@ impl RunStore for PgStore {
         })
     }
 
+    /// Leases the entries it returns to this node for [`PUSH_LEASE_SECS`]: another node's
+    /// pusher skips them meanwhile, so each attempt is made by one node; a node that dies
+    /// mid-delivery leaves them to the others once the lease ends.
     fn due_pushes(&self, now: DateTime<Utc>, limit: usize) -> StoreFuture<Vec<DuePush>> {
-        let pool = self.pool.clone();
+        let store = self.clone();
         self.spawn(async move {
-            let client = pool.get().await.map_err(pool_error)?;
+            let client = store.pool.get().await.map_err(pool_error)?;
             let rows = client
                 .query(
-                    "SELECT due_ms, rid FROM push_outbox WHERE due_ms <= $1
-                     ORDER BY due_ms, rid LIMIT $2",
-                    &[&millis(now), &bigint(limit)],
+                    "UPDATE push_outbox SET leased_by = $3,
+                         leased_until = now() + make_interval(secs => $4)
+                     WHERE (due_ms, rid) IN (
+                         SELECT due_ms, rid FROM push_outbox
+                         WHERE due_ms <= $1 AND (leased_by IS NULL OR leased_by = $3
+                                                 OR leased_until < now())
+                         ORDER BY due_ms, rid LIMIT $2 FOR UPDATE SKIP LOCKED)
+                     RETURNING due_ms, rid",
+                    &[
+                        &millis(now),
+                        &bigint(limit),
+                        &store.node(),
+                        &PUSH_LEASE_SECS,
+                    ],
                 )
                 .await
                 .map_err(pg_error)?;
-            rows.iter()
+            let mut due = rows
+                .iter()
                 .map(|row| {
                     Ok(DuePush {
                         due: from_millis(row.get(0))?,
                         rid: row.get(1),
                     })
                 })
-                .collect()
+                .collect::<Result<Vec<_>>>()?;
+            due.sort_by_key(|e| (e.due, e.rid));
+            Ok(due)
         })
     }
 
+    /// For this node: an entry another node holds a lease on is due when the lease ends.
     fn next_push_due(&self) -> StoreFuture<Option<DateTime<Utc>>> {
-        let pool = self.pool.clone();
+        let store = self.clone();
         self.spawn(async move {
-            let client = pool.get().await.map_err(pool_error)?;
+            let client = store.pool.get().await.map_err(pool_error)?;
             let row = client
-                .query_one("SELECT MIN(due_ms) FROM push_outbox", &[])
+                .query_one(
+                    "SELECT MIN(CASE WHEN leased_by <> $1 AND leased_until > now()
+                         THEN GREATEST(due_ms, (extract(epoch FROM leased_until) * 1000)::bigint)
+                         ELSE due_ms END)
+                     FROM push_outbox",
+                    &[&store.node()],
+                )
                 .await
                 .map_err(pg_error)?;
             row.get::<_, Option<i64>>(0).map(from_millis).transpose()

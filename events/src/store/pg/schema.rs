@@ -29,8 +29,10 @@ CREATE TABLE events (
 CREATE TABLE heads (
     stream uuid PRIMARY KEY,
     seq bigint NOT NULL,
-    hash text NOT NULL
+    hash text NOT NULL,
+    changed_at timestamptz NOT NULL DEFAULT now()
 );
+CREATE INDEX heads_changed ON heads (changed_at);
 CREATE TABLE snapshots (
     stream uuid PRIMARY KEY,
     seq bigint NOT NULL,
@@ -66,6 +68,8 @@ CREATE INDEX idempotency_accepted ON idempotency (accepted_ms);
 CREATE TABLE push_outbox (
     due_ms bigint NOT NULL,
     rid uuid NOT NULL,
+    leased_by text,
+    leased_until timestamptz,
     PRIMARY KEY (due_ms, rid)
 );
 CREATE TABLE run_events (
