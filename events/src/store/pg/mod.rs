@@ -58,7 +58,63 @@ pub struct PgStore {
     rt: Handle,
     node: Arc<str>,
     run_events: Arc<runs::RunEventOrder>,
+    breaker: Arc<Breaker>,
     _runtime: Arc<OwnedRuntime>,
+}
+
+/// Fails operations fast while the database is away: after an operation found it unreachable,
+/// others fail at once with [`Error::Unavailable`] except one probe per [`PROBE_EVERY`], so an
+/// outage does not hold every HTTP worker and actor thread for a connect timeout each.
+#[derive(Default)]
+struct Breaker {
+    /// Milliseconds since `epoch` when the database was last found away; 0 while it answers.
+    down_at_ms: std::sync::atomic::AtomicU64,
+    /// When the last probe was let through, in the same clock.
+    probe_at_ms: std::sync::atomic::AtomicU64,
+    epoch: std::sync::OnceLock<std::time::Instant>,
+}
+
+/// How often one operation is let through to find out whether the database is back.
+const PROBE_EVERY: Duration = Duration::from_millis(250);
+
+impl Breaker {
+    fn now_ms(&self) -> u64 {
+        let epoch = self.epoch.get_or_init(std::time::Instant::now);
+        u64::try_from(epoch.elapsed().as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1)
+    }
+
+    /// Whether an operation may go to the database now.
+    fn admit(&self) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.down_at_ms.load(Relaxed) == 0 {
+            return true;
+        }
+        let now = self.now_ms();
+        let last = self.probe_at_ms.load(Relaxed);
+        let due = now.saturating_sub(last) >= PROBE_EVERY.as_millis() as u64;
+        due && self
+            .probe_at_ms
+            .compare_exchange(last, now, Relaxed, Relaxed)
+            .is_ok()
+    }
+
+    fn record<T>(&self, result: &Result<T>) {
+        use std::sync::atomic::Ordering::Relaxed;
+        match result {
+            Err(Error::Unavailable(_)) => {
+                let _ = self
+                    .down_at_ms
+                    .compare_exchange(0, self.now_ms(), Relaxed, Relaxed);
+            }
+            _ => self.down_at_ms.store(0, Relaxed),
+        }
+    }
+}
+
+fn refused() -> Error {
+    Error::Unavailable("PostgreSQL is unreachable; retrying in the background".into())
 }
 
 /// The store's runtime, shut down without waiting when the last clone goes (a runtime dropped
@@ -134,6 +190,7 @@ impl PgStore {
             rt: runtime.handle().clone(),
             node: node.into(),
             run_events: Arc::default(),
+            breaker: Arc::default(),
             _runtime: Arc::new(OwnedRuntime(Some(runtime))),
         };
         Ok(store)
@@ -151,14 +208,20 @@ impl PgStore {
         T: Send + 'static,
         F: Future<Output = Result<T>> + Send + 'static,
     {
+        if !self.breaker.admit() {
+            return Box::pin(std::future::ready(Err(refused())));
+        }
         let task = self.rt.spawn(tokio::time::timeout(DEADLINE, work));
+        let breaker = self.breaker.clone();
         Box::pin(async move {
-            match task.await {
+            let result = match task.await {
                 Ok(Ok(result)) => result,
                 Ok(Err(_)) => Err(deadline_passed()),
                 Err(e) if e.is_cancelled() => Err(Error::Closed),
                 Err(e) => Err(Error::Io(format!("a store task failed: {e}"))),
-            }
+            };
+            breaker.record(&result);
+            result
         })
     }
 
@@ -169,6 +232,9 @@ impl PgStore {
         T: Send + 'static,
         F: Future<Output = Result<T>> + Send + 'static,
     {
+        if !self.breaker.admit() {
+            return Err(refused());
+        }
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         self.rt.spawn(async move {
             let result = match tokio::time::timeout(DEADLINE, work).await {
@@ -177,7 +243,9 @@ impl PgStore {
             };
             let _ = tx.send(result);
         });
-        rx.recv().map_err(|_| Error::Closed)?
+        let result = rx.recv().map_err(|_| Error::Closed)?;
+        self.breaker.record(&result);
+        result
     }
 
     /// Whether the database answers now (for `GET /healthz`), within [`DEADLINE`].
