@@ -14,6 +14,7 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/healthz", &["get"]),
     ("/metrics", &["get"]),
     ("/openapi.json", &["get"]),
+    ("/v1/cluster", &["get"]),
     ("/v1/agents", &["get", "post"]),
     ("/v1/agents/{id}", &["get"]),
     ("/v1/agents/{id}/draft", &["put"]),

@@ -181,6 +181,9 @@ impl From<actors::Error> for ApiError {
                 "conflict",
                 "the agent was changed concurrently; retry",
             ),
+            actors::Error::Store(Store::Unavailable(why)) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", why)
+            }
             actors::Error::Store(e) => {
                 tracing::error!(error = %e, "storage failure");
                 ApiError::new(

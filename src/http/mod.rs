@@ -2,6 +2,7 @@
 //! responses. Routes are grouped by resource, one module each; `openapi` describes them all.
 
 mod agents;
+mod cluster;
 mod connection_checks;
 mod connections;
 mod console;
@@ -17,8 +18,6 @@ pub mod view;
 
 use actix_web::http::{header, Method, StatusCode};
 use actix_web::{web, HttpResponse, Resource, ResponseError, Route};
-use serde::Serialize;
-use utoipa::ToSchema;
 
 pub use deployment::PublicUrl;
 pub use extract::{AdminToken, BodyTimeout};
@@ -30,7 +29,14 @@ use error::ApiError;
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.app_data(web::PayloadConfig::new(extract::MAX_BODY))
         .app_data(extract::path_config())
-        .service(resource("/healthz", [(Method::GET, web::to(healthz))]))
+        .service(resource(
+            "/healthz",
+            [(Method::GET, web::to(cluster::healthz))],
+        ))
+        .service(resource(
+            "/v1/cluster",
+            [(Method::GET, web::to(cluster::cluster))],
+        ))
         .service(resource(
             "/openapi.json",
             [(Method::GET, web::to(openapi::document))],
@@ -74,22 +80,6 @@ fn resource<const N: usize>(path: &str, routes: [(Method, Route); N]) -> Resourc
             res
         }
     }))
-}
-
-#[derive(Serialize, ToSchema)]
-struct Health {
-    /// Always `ok`: the server answers.
-    status: &'static str,
-}
-
-/// Liveness: 200 while the server answers. No auth.
-#[utoipa::path(
-    get, path = "/healthz", operation_id = "healthz", tag = "server",
-    security(()),
-    responses((status = 200, description = "The server is up", body = Health)),
-)]
-async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(Health { status: "ok" })
 }
 
 /// Prometheus text; no auth, and nothing secret in it.

@@ -15,7 +15,9 @@ use utoipa::{Modify, OpenApi};
 
 use super::error::{ApiError, ErrorBody};
 use super::responses::*;
-use super::{agents, connection_checks, connections, console, deployment, invoke, keys, log};
+use super::{
+    agents, cluster, connection_checks, connections, console, deployment, invoke, keys, log,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -28,7 +30,8 @@ use super::{agents, connection_checks, connections, console, deployment, invoke,
             answers `{\"error\": {\"code\", \"message\", \"details\"}}`.",
     ),
     paths(
-        super::healthz,
+        cluster::healthz,
+        cluster::cluster,
         super::metrics,
         document,
         agents::create,

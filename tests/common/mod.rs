@@ -3,6 +3,7 @@
 //! and speaks HTTP to it.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod fake_http;
 
 use std::io::{BufRead, BufReader, Read};

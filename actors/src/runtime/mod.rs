@@ -368,8 +368,20 @@ impl Runtime {
     /// they may have called tools already, so running them again could repeat side effects —
     /// and queued runs start again (or are cancelled if their agent is no longer live).
     pub async fn recover(&self) -> Result<Recovery, Error> {
-        let mut report = Recovery::default();
-        for mut run in self.inner.runs.running().await? {
+        let left = self.inner.runs.running().await?;
+        let mut report = Recovery {
+            interrupted: self.interrupt(left).await?,
+            ..Recovery::default()
+        };
+        report.agents_with_queue = self.restart_queues().await?;
+        Ok(report)
+    }
+
+    /// Ends `runs` `failed` (`interrupted`): runs whose process is gone (this one's before a
+    /// restart, or a dead cluster node's). Returns how many.
+    pub async fn interrupt(&self, runs: Vec<StoredRun>) -> Result<usize, Error> {
+        let mut interrupted = 0;
+        for mut run in runs {
             run.finish(
                 RunStatus::Failed,
                 None,
@@ -380,12 +392,24 @@ impl Runtime {
                 )),
             );
             let push_due = run.schedule_push();
+            let rid = run.run.request_id;
             self.inner.runs.finish(run, push_due).await?;
             self.inner.metrics.run_entered(RunStatus::Failed);
-            report.interrupted += 1;
+            self.inner.waiters.wake(rid);
+            interrupted += 1;
         }
+        if interrupted > 0 {
+            self.wake_pusher();
+        }
+        Ok(interrupted)
+    }
+
+    /// Starts the runtime of every agent with queued runs, which claims them as its limits
+    /// allow (or cancels them if the agent is no longer live). Returns how many agents.
+    pub async fn restart_queues(&self) -> Result<usize, Error> {
+        let mut agents_with_queue = 0;
         for agent in self.inner.runs.agents_with_queue().await? {
-            report.agents_with_queue += 1;
+            agents_with_queue += 1;
             let live = match self.inner.registry.state(agent).await {
                 Ok(state) => state.live_version.is_some().then_some(state),
                 Err(_) => None,
@@ -405,10 +429,38 @@ impl Runtime {
                 }
             }
         }
-        if report.interrupted > 0 {
-            self.wake_pusher();
+        Ok(agents_with_queue)
+    }
+
+    /// Another node changed `agent` (cluster mode): if this node serves it, catch up, and act
+    /// on what changed as the node that made the change did: an undeploy cancels the runs
+    /// this node runs or holds queued; a deploy lets queued runs start.
+    pub async fn changed_elsewhere(&self, agent: Uuid) -> Result<(), Error> {
+        let existing = self
+            .inner
+            .agents
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&agent).cloned());
+        // An agent this node does not serve has nothing here to act on; its next read here
+        // checks the log anyway.
+        let Some(addr) = existing else {
+            return Ok(());
+        };
+        let state = self.inner.registry.state(agent).await?;
+        if state.live_version.is_some() {
+            addr.do_send(Pump);
+            return Ok(());
         }
-        Ok(report)
+        if let Ok(mut agents) = self.inner.agents.lock() {
+            agents.remove(&agent);
+        }
+        addr.send(Shutdown {
+            reason: "undeployed",
+        })
+        .await
+        .map_err(mailbox)??;
+        Ok(())
     }
 
     /// How an `agent` node of run `rid` (of `agent`) calls a collaborator: a sync run of its
