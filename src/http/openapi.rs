@@ -15,7 +15,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::error::{ApiError, ErrorBody};
 use super::responses::*;
-use super::{agents, connections, deployment, invoke, keys, log};
+use super::{agents, connections, deployment, invoke, keys, log, stream};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -61,6 +61,8 @@ use super::{agents, connections, deployment, invoke, keys, log};
         invoke::submit,
         invoke::poll,
         invoke::cancel,
+        stream::invoke_stream,
+        stream::run_events,
     ),
     components(
         schemas(ErrorBody),

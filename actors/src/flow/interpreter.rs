@@ -15,7 +15,7 @@ use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
 use super::deadline::{bounded, earliest, Deadline, Limit};
-use super::effects::{excerpt, EffectError, Effects, ToolCall};
+use super::effects::{excerpt, EffectError, Effects, Progress, ToolCall};
 use super::indexes::IndexCache;
 use super::template::{eval_condition, render, render_path, render_str, TemplateError};
 
@@ -101,6 +101,10 @@ pub async fn run(
         );
         let ctx = json!({"input": input, "nodes": nodes});
         tracing::debug!(node = %current.id, kind = current.kind.type_name(), "flow step");
+        effects.progress(Progress::NodeStarted {
+            node: current.id.clone(),
+            kind: current.kind.type_name().to_owned(),
+        });
         let step = bounded(
             node_deadline,
             run_node(snapshot, current, &ctx, effects, node_deadline),
@@ -111,8 +115,18 @@ pub async fn run(
             node: current.id.clone(),
         })??;
         match step {
-            Step::End(output) => return Ok(output),
+            Step::End(output) => {
+                effects.progress(Progress::NodeFinished {
+                    node: current.id.clone(),
+                    output: output.clone(),
+                });
+                return Ok(output);
+            }
             Step::Next { output, next } => {
+                effects.progress(Progress::NodeFinished {
+                    node: current.id.clone(),
+                    output: output.clone(),
+                });
                 nodes.insert(current.id.clone(), output);
                 current = flow.node(&next).ok_or_else(|| {
                     FlowError::failed(
@@ -158,7 +172,12 @@ async fn run_node(
                 )
             })?;
             let reply = match model.provider.as_str() {
-                "echo" => prompt,
+                "echo" => {
+                    for text in echo_chunks(&prompt) {
+                        effects.progress(Progress::ModelDelta { text });
+                    }
+                    prompt
+                }
                 "openai" => {
                     let model_deadline = Deadline::starting_now_s(Limit::Model, model.timeout_s);
                     let call = effects.model(model, &spec.instructions, &prompt);
@@ -205,6 +224,11 @@ async fn run_node(
                 body,
             };
             let response = effects.tool(call).await.map_err(effect)?;
+            effects.progress(Progress::ToolCalled {
+                node: id.to_owned(),
+                tool: tool.clone(),
+                status: response.status,
+            });
             if !(200..300).contains(&response.status) {
                 return Err(FlowError::failed(
                     id,
@@ -276,6 +300,26 @@ async fn run_node(
         )
     })?;
     Ok(Step::Next { output, next })
+}
+
+/// The `echo` model's reply as a few `model.delta` chunks (at most four, split at whitespace
+/// where it can be), so a client of the event stream sees it arrive in parts as from a real
+/// model. The chunks joined are the reply.
+fn echo_chunks(reply: &str) -> Vec<String> {
+    const CHUNKS: usize = 4;
+    let target = reply.len().div_ceil(CHUNKS).max(1);
+    let mut chunks = Vec::new();
+    let mut current = String::new();
+    for piece in reply.split_inclusive(char::is_whitespace) {
+        current.push_str(piece);
+        if current.len() >= target && chunks.len() < CHUNKS - 1 {
+            chunks.push(std::mem::take(&mut current));
+        }
+    }
+    if !current.is_empty() {
+        chunks.push(current);
+    }
+    chunks
 }
 
 #[cfg(test)]

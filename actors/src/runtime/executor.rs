@@ -3,6 +3,7 @@
 //! connection is closed, not awaited.
 
 use std::collections::BTreeMap;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use serde_json::Value;
 use tracing::Instrument;
 use uuid::Uuid;
 
+use super::run_events::Recorder;
 use crate::flow::{self, FlowError, HttpEffects};
 
 /// Everything one run needs, fixed when it starts.
@@ -30,6 +32,8 @@ pub struct Job {
     pub limit: Option<Duration>,
     /// Calls a collaborator agent (`agent` nodes).
     pub collaborator: flow::AgentCall,
+    /// Where the run's events go; `None` for a preview, which records none.
+    pub recorder: Option<Recorder>,
 }
 
 pub struct Executor {
@@ -68,6 +72,9 @@ impl Actor for Executor {
             member: job.member,
             cipher: job.cipher,
             agent: job.collaborator,
+            progress: job.recorder.map(|recorder| {
+                Rc::new(move |progress| recorder.progress(progress)) as Rc<dyn Fn(flow::Progress)>
+            }),
         };
         let snapshot = job.snapshot;
         let (input, limit) = (job.input, job.limit);
