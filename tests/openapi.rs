@@ -43,6 +43,8 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/v1/agents/{id}/invoke", &["post"]),
     ("/v1/agents/{id}/invoke/async", &["post"]),
     ("/v1/agents/{id}/requests/{rid}", &["get", "delete"]),
+    ("/v1/agents/{id}/invoke/stream", &["post"]),
+    ("/v1/agents/{id}/requests/{rid}/events", &["get"]),
 ];
 
 /// Routes anyone may call.

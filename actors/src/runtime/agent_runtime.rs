@@ -265,7 +265,7 @@ impl AgentRuntime {
                 self.agent,
                 run.member.clone(),
             );
-            recorder.started(run.run.version);
+            recorder.started(run.run.version, rid);
             self.recorders.insert(rid, recorder.clone());
             recorder
         });

@@ -195,9 +195,13 @@ impl Recorder {
         self.push("run.queued", json!({}));
     }
 
-    /// `run.started {version}`.
-    pub fn started(&self, version: u32) {
-        self.push("run.started", json!({ "version": version }));
+    /// `run.started {version, request_id}` (the id, so that a caller of `/invoke/stream` who
+    /// loses the connection knows which run to follow again).
+    pub fn started(&self, version: u32, rid: Uuid) {
+        self.push(
+            "run.started",
+            json!({ "version": version, "request_id": rid }),
+        );
     }
 
     /// A step of the flow.
