@@ -45,6 +45,8 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/v1/agents/{id}/requests/{rid}", &["get", "delete"]),
     ("/v1/agents/{id}/invoke/stream", &["post"]),
     ("/v1/agents/{id}/requests/{rid}/events", &["get"]),
+    ("/v1/agents/{id}/chat/completions", &["post"]),
+    ("/v1/agents/{id}/models", &["get"]),
 ];
 
 /// Routes anyone may call.
@@ -274,6 +276,8 @@ fn auth_errors_parameters_and_headers_are_documented() {
             && !path.contains("/invoke")
             && !path.contains("/preview")
             && !path.contains("/requests/")
+            && !path.contains("/chat/completions")
+            && !path.starts_with("/a2a/")
             && path != "/v1/agents";
         if writes_the_log {
             assert!(headers.contains("If-Match"), "{method} {path}: If-Match");

@@ -9,6 +9,7 @@ pub mod extract;
 mod invoke;
 mod keys;
 mod log;
+mod openai;
 mod openapi;
 mod responses;
 mod stream;
@@ -37,6 +38,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         // The router tries each `{id}` pattern in turn (a regex each), so the hot routes go first.
         .configure(invoke::routes)
         .configure(stream::routes)
+        .configure(openai::routes)
         .configure(agents::routes)
         .configure(connections::routes)
         .configure(deployment::routes)

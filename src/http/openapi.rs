@@ -15,7 +15,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::error::{ApiError, ErrorBody};
 use super::responses::*;
-use super::{agents, connections, deployment, invoke, keys, log, stream};
+use super::{agents, connections, deployment, invoke, keys, log, openai, stream};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -63,6 +63,8 @@ use super::{agents, connections, deployment, invoke, keys, log, stream};
         invoke::cancel,
         stream::invoke_stream,
         stream::run_events,
+        openai::chat_completions,
+        openai::models,
     ),
     components(
         schemas(ErrorBody),
@@ -92,6 +94,7 @@ use super::{agents, connections, deployment, invoke, keys, log, stream};
         (name = "keys", description = "Invocation keys for the agent's endpoints"),
         (name = "audit", description = "The hash-chained event log, the agent at any point of it, and the check of the chain"),
         (name = "invocation", description = "The deployed endpoints: sync, async, poll, cancel (admin token or the agent's invocation key)"),
+        (name = "protocols", description = "The same runs through standard protocols: OpenAI's chat completions, A2A (see docs/protocols.md)"),
         (name = "server", description = "Health, metrics, this document (no auth)"),
     ),
 )]
