@@ -47,10 +47,22 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/v1/agents/{id}/requests/{rid}/events", &["get"]),
     ("/v1/agents/{id}/chat/completions", &["post"]),
     ("/v1/agents/{id}/models", &["get"]),
+    ("/a2a/{id}/.well-known/agent-card.json", &["get"]),
+    ("/a2a/{id}", &["post"]),
+    ("/a2a/{id}/message:send", &["post"]),
+    ("/a2a/{id}/message:stream", &["post"]),
+    ("/a2a/{id}/tasks/{tid}", &["get"]),
+    ("/a2a/{id}/tasks/{tid}:cancel", &["post"]),
+    ("/a2a/{id}/tasks/{tid}:subscribe", &["get", "post"]),
 ];
 
 /// Routes anyone may call.
-const PUBLIC: &[&str] = &["/healthz", "/metrics", "/openapi.json"];
+const PUBLIC: &[&str] = &[
+    "/healthz",
+    "/metrics",
+    "/openapi.json",
+    "/a2a/{id}/.well-known/agent-card.json",
+];
 
 fn document(server: &Server) -> Value {
     let r = server.call("GET", "/openapi.json", None, &[], None);
@@ -202,9 +214,11 @@ fn the_document_is_openapi_3() {
                     .collect()
             })
             .unwrap_or_default();
+        // `{name}` anywhere in a segment (A2A's `/tasks/{tid}:cancel`).
         let named: BTreeSet<&str> = path
-            .split('/')
-            .filter_map(|s| s.strip_prefix('{')?.strip_suffix('}'))
+            .split('{')
+            .skip(1)
+            .filter_map(|s| s.split_once('}').map(|(name, _)| name))
             .collect();
         assert_eq!(declared, named, "{method} {path}: path parameters");
     }

@@ -1,6 +1,7 @@
 //! The HTTP layer: thin handlers that translate requests into registry calls and results into
 //! responses. Routes are grouped by resource, one module each; `openapi` describes them all.
 
+mod a2a;
 mod agents;
 mod connections;
 mod deployment;
@@ -39,6 +40,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .configure(invoke::routes)
         .configure(stream::routes)
         .configure(openai::routes)
+        .configure(a2a::routes)
         .configure(agents::routes)
         .configure(connections::routes)
         .configure(deployment::routes)

@@ -15,7 +15,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::error::{ApiError, ErrorBody};
 use super::responses::*;
-use super::{agents, connections, deployment, invoke, keys, log, openai, stream};
+use super::{a2a, agents, connections, deployment, invoke, keys, log, openai, stream};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -65,6 +65,14 @@ use super::{agents, connections, deployment, invoke, keys, log, openai, stream};
         stream::run_events,
         openai::chat_completions,
         openai::models,
+        a2a::agent_card,
+        a2a::json_rpc,
+        a2a::rest_send,
+        a2a::rest_stream,
+        a2a::rest_get,
+        a2a::rest_cancel,
+        a2a::rest_subscribe,
+        a2a::rest_subscribe_post,
     ),
     components(
         schemas(ErrorBody),
