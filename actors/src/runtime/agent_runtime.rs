@@ -55,6 +55,8 @@ pub struct Request {
     /// is dropped (the calling run ended, was cancelled, timed out or undeployed, so its flow
     /// future was dropped) this run is cancelled at once.
     pub parent: Option<Parent>,
+    /// An A2A client's push config for this task (async runs only), its secrets sealed.
+    pub a2a_push: Option<events::run::A2aPush>,
     /// Told the request id once a sync run exists (started, or found by its `Idempotency-Key`),
     /// so that a streaming caller can follow its events while it runs.
     pub started: Option<StartSignal>,
@@ -241,6 +243,7 @@ impl AgentRuntime {
             idempotency_key: request.idempotency_key.clone(),
             caller: request.caller.clone(),
             push_enabled: push,
+            a2a_push: request.a2a_push.clone(),
         }
     }
 

@@ -6,13 +6,12 @@
 //! Operations are written once (`send`, `get`, `cancel`, `subscribe`…) and each binding only
 //! wraps their answers and errors.
 
-mod task;
-
 use std::future::ready;
 
 use actix_web::http::{header, Method, StatusCode};
 use actix_web::web::Bytes;
 use actix_web::{web, HttpRequest, HttpResponse};
+use actors::a2a as task;
 use actors::runtime::{Request, RunStatus, Runtime};
 use events::run::RunEvent;
 use futures_util::StreamExt;
@@ -244,27 +243,130 @@ async fn send(
     agent: Uuid,
     params: &Value,
 ) -> Result<Value, A2aError> {
-    let (request, _) = run_request(req, invoker, params)?;
+    let (mut request, _) = run_request(req, invoker, params)?;
     let immediately = params
         .pointer("/configuration/returnImmediately")
         .and_then(Value::as_bool)
         .unwrap_or(false);
-    if params
-        .pointer("/configuration/taskPushNotificationConfig")
-        .is_some_and(|c| !c.is_null())
-    {
-        return Err(A2aError::Unsupported(
-            "push notification configs are not supported by this server yet; poll the task or \
-             stream it"
-                .into(),
-        ));
-    }
+    request.a2a_push = match params.pointer("/configuration/taskPushNotificationConfig") {
+        Some(config) if !config.is_null() => Some(push_config(rt, agent, config)?),
+        _ => None,
+    };
     let run = if immediately {
         rt.submit(agent, request).await?
+    } else if request.a2a_push.is_some() {
+        // Pushed from the durable outbox, so run as an async request; the caller still waits
+        // for its end, up to the sync timeout.
+        let accepted = rt.submit(agent, request).await?;
+        let state = rt.state(agent).await?;
+        let limit = state
+            .live()
+            .map(|v| v.snapshot.endpoint.sync_timeout_s)
+            .unwrap_or(180);
+        rt.wait(
+            agent,
+            accepted.run.request_id,
+            std::time::Duration::from_secs(limit),
+        )
+        .await?
     } else {
         rt.invoke(agent, request).await?
     };
     Ok(json!({ "task": task::task(&run) }))
+}
+
+/// A task's push config as kept with its run: the URL checked, the secrets sealed for it.
+fn push_config(
+    rt: &Runtime,
+    agent: Uuid,
+    config: &Value,
+) -> Result<events::run::A2aPush, A2aError> {
+    let bad = |what: &str| {
+        A2aError::InvalidParams(format!(
+            "params.configuration.taskPushNotificationConfig.{what}"
+        ))
+    };
+    let url = config
+        .get("url")
+        .and_then(Value::as_str)
+        .filter(|u| u.starts_with("http://") || u.starts_with("https://"))
+        .filter(|u| u.len() <= 2048)
+        .ok_or_else(|| bad("url must be an http(s) URL"))?
+        .to_owned();
+    let text = |v: Option<&Value>, what: &str| -> Result<Option<String>, A2aError> {
+        match v {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) if s.len() <= 4096 => Ok(Some(s.clone())),
+            Some(_) => Err(bad(&format!("{what} must be a string"))),
+        }
+    };
+    let seal = |value: String, field: &str| {
+        rt.cipher()
+            .seal(&value, &events::secret::Place::a2a_push(agent, &url, field))
+    };
+    let token = text(config.get("token"), "token")?.map(|t| seal(t, "token"));
+    let auth = config.get("authentication");
+    let scheme = text(auth.and_then(|a| a.get("scheme")), "authentication.scheme")?;
+    if scheme
+        .as_deref()
+        .is_some_and(|s| s.is_empty() || !s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+    {
+        return Err(bad("authentication.scheme must be a word such as Bearer"));
+    }
+    let credentials = text(
+        auth.and_then(|a| a.get("credentials")),
+        "authentication.credentials",
+    )?
+    .map(|c| seal(c, "credentials"));
+    let id = text(config.get("id"), "id")?
+        .filter(|i| !i.is_empty())
+        .unwrap_or_else(|| Uuid::now_v7().to_string());
+    Ok(events::run::A2aPush {
+        id,
+        url,
+        token,
+        scheme,
+        credentials,
+    })
+}
+
+/// A push config as a client sees it: never its secrets.
+fn push_config_view(tid: Uuid, config: &events::run::A2aPush) -> Value {
+    let mut view = json!({"id": config.id, "taskId": tid, "url": config.url});
+    if let Some(scheme) = &config.scheme {
+        view["authentication"] = json!({ "scheme": scheme });
+    }
+    view
+}
+
+/// `GetTaskPushNotificationConfig` and `ListTaskPushNotificationConfigs`: the config a task was
+/// sent with (one at most).
+async fn push_configs(
+    rt: &Runtime,
+    invoker: &Invoker,
+    agent: Uuid,
+    params: &Value,
+    one: bool,
+) -> Result<Value, A2aError> {
+    let tid = params
+        .get("taskId")
+        .or_else(|| params.get("id").filter(|_| !one))
+        .and_then(Value::as_str)
+        .ok_or_else(|| A2aError::InvalidParams("params.taskId must be a string".into()))?;
+    let run = visible(rt, invoker, agent, tid).await?;
+    let configs: Vec<Value> = run
+        .a2a_push
+        .iter()
+        .map(|c| push_config_view(run.run.request_id, c))
+        .collect();
+    if !one {
+        return Ok(json!({ "configs": configs }));
+    }
+    let wanted = params.get("id").and_then(Value::as_str);
+    configs
+        .into_iter()
+        .find(|c| wanted.is_none_or(|w| c["id"] == w))
+        .ok_or_else(|| A2aError::TaskNotFound(format!("task {tid} has no such push config")))
 }
 
 /// One `StreamResponse` per run event that changes the task: `WORKING` when it starts, its
@@ -423,7 +525,7 @@ pub(super) async fn agent_card(
             {"url": url, "protocolBinding": "HTTP+JSON", "protocolVersion": "1.0"},
         ],
         "provider": {"organization": "Hangar", "url": base},
-        "capabilities": {"streaming": true, "pushNotifications": false},
+        "capabilities": {"streaming": true, "pushNotifications": true},
         "defaultInputModes": modes,
         "defaultOutputModes": modes,
         "skills": [{
@@ -552,18 +654,22 @@ pub(super) async fn json_rpc(
                 Err(e) => answer(Err(e)),
             });
         }
+        "GetTaskPushNotificationConfig" | "tasks/pushNotificationConfig/get" => {
+            push_configs(&rt, &invoker, agent, &params, true).await
+        }
+        "ListTaskPushNotificationConfig"
+        | "ListTaskPushNotificationConfigs"
+        | "tasks/pushNotificationConfig/list" => {
+            push_configs(&rt, &invoker, agent, &params, false).await
+        }
         "ListTasks"
         | "tasks/list"
         | "CreateTaskPushNotificationConfig"
-        | "GetTaskPushNotificationConfig"
-        | "ListTaskPushNotificationConfig"
-        | "ListTaskPushNotificationConfigs"
         | "DeleteTaskPushNotificationConfig"
         | "tasks/pushNotificationConfig/set"
-        | "tasks/pushNotificationConfig/get"
-        | "tasks/pushNotificationConfig/list"
         | "tasks/pushNotificationConfig/delete" => Err(A2aError::Unsupported(format!(
-            "{method} is not supported by this server yet"
+            "{method} is not supported by this server yet: give a task its push config in \
+             SendMessage's configuration.taskPushNotificationConfig"
         ))),
         other => Err(A2aError::MethodNotFound(format!(
             "no method {other}: see the agent card's protocol version (1.0) for the methods"

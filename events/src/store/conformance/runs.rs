@@ -84,6 +84,7 @@ fn new_run(agent: Uuid, mode: Mode, input: Value) -> StoredRun {
         idempotency_key: None,
         caller: None,
         push_enabled: false,
+        a2a_push: None,
     }
 }
 

@@ -1,8 +1,8 @@
-//! A2A's view of a run: a task **is** a run (task id = request id), its `contextId` is kept in
+//! A2A's view of a run (for the A2A binding in `src/http/a2a` and for A2A push notifications): a task **is** a run (task id = request id), its `contextId` is kept in
 //! the run's input (`input.a2a.contextId`), its output comes back as one artifact. Also the
 //! reverse: an A2A message as a run's input.
 
-use actors::runtime::{Run, RunStatus, StoredRun};
+use events::run::{Run, RunStatus, StoredRun};
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
