@@ -221,3 +221,60 @@ def test_an_invocation_key_works_and_another_agents_is_refused(hangar):
                 [e async for e in client.send_message(request("nope"))]
 
     run(go())
+
+
+def test_push_config_is_delivered_to_a_loopback_receiver(hangar):
+    import http.server
+    import json as _json
+    import threading
+
+    received = []
+
+    class Receiver(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append(({k.lower(): v for k, v in self.headers.items()}, _json.loads(body)))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/a2a-hook"
+    agent = hangar.agent(echo_spec())
+
+    async def go():
+        http = httpx.AsyncClient(headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
+        config = ClientConfig(
+            streaming=False,
+            polling=True,
+            httpx_client=http,
+            push_notification_config=pb.TaskPushNotificationConfig(
+                url=url,
+                token="notify-token",
+                authentication=pb.AuthenticationInfo(scheme="Bearer", credentials="receiver-secret"),
+            ),
+        )
+        client = await create_client(f"{hangar.base}/a2a/{agent}", client_config=config)
+        async with _Closing(http):
+            task = [e async for e in client.send_message(request("push me"))][0].task
+            configs = await client.list_task_push_notification_configs(
+                pb.ListTaskPushNotificationConfigsRequest(task_id=task.id)
+            )
+            assert [c.url for c in configs.configs] == [url]
+            assert not configs.configs[0].token, "the token is never shown again"
+            return task.id
+
+    tid = run(go())
+    for _ in range(200):
+        if received:
+            break
+        time.sleep(0.05)
+    server.shutdown()
+    headers, body = received[0]
+    assert body["task"]["id"] == tid
+    assert body["task"]["status"]["state"] == "TASK_STATE_COMPLETED"
+    assert headers["authorization"] == "Bearer receiver-secret"
+    assert headers["x-a2a-notification-token"] == "notify-token"
