@@ -52,6 +52,7 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/a2a/{id}/message:send", &["post"]),
     ("/a2a/{id}/message:stream", &["post"]),
     ("/a2a/{id}/tasks/{tid}", &["get"]),
+    ("/a2a/{id}/tasks", &["get"]),
     ("/a2a/{id}/tasks/{tid}:cancel", &["post"]),
     ("/a2a/{id}/tasks/{tid}:subscribe", &["get", "post"]),
 ];

@@ -73,6 +73,7 @@ use super::{a2a, agents, connections, deployment, invoke, keys, log, openai, str
         a2a::rest_cancel,
         a2a::rest_subscribe,
         a2a::rest_subscribe_post,
+        a2a::rest_list,
     ),
     components(
         schemas(ErrorBody),

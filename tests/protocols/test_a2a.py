@@ -278,3 +278,28 @@ def test_push_config_is_delivered_to_a_loopback_receiver(hangar):
     assert body["task"]["status"]["state"] == "TASK_STATE_COMPLETED"
     assert headers["authorization"] == "Bearer receiver-secret"
     assert headers["x-a2a-notification-token"] == "notify-token"
+
+
+@pytest.mark.parametrize("binding", ["JSONRPC", "HTTP+JSON"])
+def test_list_pages_through_a_contexts_tasks_newest_first(hangar, binding):
+    agent = hangar.agent(echo_spec())
+
+    async def go():
+        client, http = await client_for(hangar, agent, binding=binding)
+        async with http:
+            ids = []
+            for text in ["a", "b", "c"]:
+                ids.append([e async for e in client.send_message(request(text, context="list-ctx"))][0].task.id)
+            await client.send_message(request("elsewhere")).__anext__()
+            first = await client.list_tasks(pb.ListTasksRequest(context_id="list-ctx", page_size=2))
+            assert [t.id for t in first.tasks] == ids[::-1][:2]
+            assert first.next_page_token
+            rest = await client.list_tasks(
+                pb.ListTasksRequest(context_id="list-ctx", page_size=2, page_token=first.next_page_token)
+            )
+            assert [t.id for t in rest.tasks] == ids[:1]
+            assert not rest.next_page_token
+            done = await client.list_tasks(pb.ListTasksRequest(status=pb.TASK_STATE_COMPLETED, page_size=100))
+            assert set(ids) <= {t.id for t in done.tasks}
+
+    run(go())

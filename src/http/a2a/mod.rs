@@ -56,6 +56,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .service(resource(
         "/a2a/{id}/tasks/{tid}",
         [(Method::GET, web::to(rest_get))],
+    ))
+    .service(resource(
+        "/a2a/{id}/tasks",
+        [(Method::GET, web::to(rest_list))],
     ));
 }
 
@@ -273,6 +277,78 @@ async fn send(
         rt.invoke(agent, request).await?
     };
     Ok(json!({ "task": task::task(&run) }))
+}
+
+/// `ListTasks`: the agent's tasks this caller may see, newest first, filtered by `contextId`
+/// and `status`, `pageSize` (1-100, default 50) at a time; `nextPageToken` is the last task's id.
+async fn list(
+    rt: &Runtime,
+    invoker: &Invoker,
+    agent: Uuid,
+    params: &Value,
+) -> Result<Value, A2aError> {
+    let size = match params.get("pageSize") {
+        None | Some(Value::Null) => 50,
+        Some(v) => v
+            .as_u64()
+            .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+            .filter(|n| (1..=100).contains(n))
+            .ok_or_else(|| A2aError::InvalidParams("params.pageSize must be 1-100".into()))?
+            as usize,
+    };
+    let text = |name: &str| {
+        params
+            .get(name)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+    };
+    let mut before = match text("pageToken") {
+        Some(token) => Some(token.parse::<Uuid>().map_err(|_| {
+            A2aError::InvalidParams("params.pageToken is not a token this server gave".into())
+        })?),
+        None => None,
+    };
+    let context = text("contextId");
+    let state = text("status");
+    if let Some(state) = state {
+        if !state.starts_with("TASK_STATE_") {
+            return Err(A2aError::InvalidParams(
+                "params.status must be a TASK_STATE_… value".into(),
+            ));
+        }
+    }
+    rt.state(agent).await?;
+    let mut tasks = Vec::new();
+    let mut exhausted = false;
+    // Filters drop runs after they are read: read a bounded number of pages to fill one.
+    for _ in 0..20 {
+        let page = rt
+            .runs()
+            .list_runs(agent, before, size)
+            .await
+            .map_err(ApiError::from)?;
+        exhausted = page.len() < size;
+        for run in page {
+            before = Some(run.run.request_id);
+            let wanted = invoker.may_see(run.member.as_deref())
+                && context.is_none_or(|c| task::context_of(&run) == c)
+                && state.is_none_or(|s| task::state(run.run.status) == s);
+            if wanted {
+                tasks.push(task::task(&run));
+                if tasks.len() == size {
+                    break;
+                }
+            }
+        }
+        if exhausted || tasks.len() == size {
+            break;
+        }
+    }
+    let next = match (exhausted && tasks.len() < size, before) {
+        (false, Some(last)) => last.to_string(),
+        _ => String::new(),
+    };
+    Ok(json!({"tasks": tasks, "nextPageToken": next, "pageSize": size}))
 }
 
 /// A task's push config as kept with its run: the URL checked, the secrets sealed for it.
@@ -662,9 +738,13 @@ pub(super) async fn json_rpc(
         | "tasks/pushNotificationConfig/list" => {
             push_configs(&rt, &invoker, agent, &params, false).await
         }
-        "ListTasks"
-        | "tasks/list"
-        | "CreateTaskPushNotificationConfig"
+        "ListTasks" | "tasks/list" => list(&rt, &invoker, agent, &params).await.map(|mut r| {
+            if !v1 {
+                r["tasks"] = task::to_v03(r["tasks"].take());
+            }
+            r
+        }),
+        "CreateTaskPushNotificationConfig"
         | "DeleteTaskPushNotificationConfig"
         | "tasks/pushNotificationConfig/set"
         | "tasks/pushNotificationConfig/delete" => Err(A2aError::Unsupported(format!(
@@ -880,4 +960,43 @@ pub(super) async fn rest_subscribe_post(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     rest_subscribe(invoker, rt, path).await
+}
+
+/// HTTP+JSON: `ListTasks`.
+#[utoipa::path(
+    get, path = "/a2a/{id}/tasks", operation_id = "a2a_list_tasks", tag = "protocols",
+    params(
+        ("id" = Uuid, Path, description = "The agent's id"),
+        ("contextId" = Option<String>, Query, description = "Only this context's tasks"),
+        ("status" = Option<String>, Query, description = "Only tasks in this state (`TASK_STATE_…`)"),
+        ("pageSize" = Option<u32>, Query, minimum = 1, maximum = 100, description = "Tasks per page (default 50)"),
+        ("pageToken" = Option<String>, Query, description = "The previous page's `nextPageToken`"),
+    ),
+    responses(
+        (status = 200, description = "`{tasks, nextPageToken, pageSize}`, newest first", body = Object),
+        (status = 400, description = "INVALID_REQUEST: a parameter is malformed", body = Object),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 503, response = Unavailable),
+    ),
+)]
+pub(super) async fn rest_list(
+    invoker: Invoker,
+    rt: web::Data<Runtime>,
+    id: web::Path<String>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let agent = agent_id(&id)?;
+    let query =
+        web::Query::<std::collections::HashMap<String, String>>::from_query(req.query_string())
+            .map_err(|_| ApiError::bad_field("query", "the query string is malformed"))?;
+    let params: serde_json::Map<String, Value> = query
+        .into_inner()
+        .into_iter()
+        .map(|(k, v)| (k, Value::String(v)))
+        .collect();
+    Ok(rest_answer(
+        list(&rt, &invoker, agent, &Value::Object(params)).await,
+    ))
 }
