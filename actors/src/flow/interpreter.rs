@@ -342,6 +342,7 @@ mod tests {
         tool_status: u16,
         tool_error: Option<EffectError>,
         calls: RefCell<Vec<Value>>,
+        progress: RefCell<Vec<Progress>>,
     }
 
     impl Effects for Fake {
@@ -381,6 +382,10 @@ mod tests {
             input: Value,
         ) -> LocalBoxFuture<'a, Result<Value, EffectError>> {
             async move { Ok(json!({"from": agent.to_string(), "got": input})) }.boxed_local()
+        }
+
+        fn progress(&self, progress: Progress) {
+            self.progress.borrow_mut().push(progress);
         }
     }
 
@@ -671,5 +676,79 @@ mod tests {
         let start = tokio::time::Instant::now();
         assert_eq!(slow_model(60, Some(30), Some(20)).await, Ok(Value::Null));
         assert_eq!(start.elapsed(), Duration::from_secs(10));
+    }
+
+    /// What a run's event stream is made of: each node started and finished in order, the echo
+    /// reply in pieces that join to it, the tool's answer.
+    #[tokio::test]
+    async fn steps_are_reported_in_order() {
+        let fake = Fake {
+            tool_status: 200,
+            ..Fake::default()
+        };
+        let spec = spec(
+            "echo",
+            None,
+            json!([
+                {"id": "a", "type": "model", "prompt": "one two three four five", "next": "t"},
+                {"id": "t", "type": "tool", "tool": "forecast", "args": {"city": "Oslo", "days": 1}, "next": "done"},
+                {"id": "done", "type": "end", "output": "{{ nodes.a.text }}"}
+            ]),
+        );
+        let out = go(&spec, json!({}), &fake).await.expect("runs");
+        assert_eq!(out, json!("one two three four five"));
+        let steps = fake.progress.borrow().clone();
+        let started = |node: &str, kind: &str| Progress::NodeStarted {
+            node: node.into(),
+            kind: kind.into(),
+        };
+        assert_eq!(steps[0], started("a", "model"));
+        let pieces: Vec<String> = steps
+            .iter()
+            .filter_map(|p| match p {
+                Progress::ModelDelta { text } => Some(text.clone()),
+                _ => None,
+            })
+            .collect();
+        assert!(pieces.len() > 1 && pieces.len() <= 4, "{pieces:?}");
+        assert_eq!(pieces.concat(), "one two three four five");
+        let rest: Vec<&Progress> = steps
+            .iter()
+            .filter(|p| !matches!(p, Progress::ModelDelta { .. }))
+            .collect();
+        assert_eq!(
+            rest,
+            [
+                &started("a", "model"),
+                &Progress::NodeFinished {
+                    node: "a".into(),
+                    output: json!({"text": "one two three four five"})
+                },
+                &started("t", "tool"),
+                &Progress::ToolCalled {
+                    node: "t".into(),
+                    tool: "forecast".into(),
+                    status: 200
+                },
+                &Progress::NodeFinished {
+                    node: "t".into(),
+                    output: json!({"status": 200, "body": {"temp": 21}})
+                },
+                &started("done", "end"),
+                &Progress::NodeFinished {
+                    node: "done".into(),
+                    output: json!("one two three four five")
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn echo_chunks_join_to_the_reply() {
+        for reply in ["", "x", "no-spaces-at-all-here", "a b c d e f g h i j k", "  lead"] {
+            let chunks = echo_chunks(reply);
+            assert_eq!(chunks.concat(), reply);
+            assert!(chunks.len() <= 4);
+        }
     }
 }
