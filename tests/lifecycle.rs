@@ -58,6 +58,11 @@ fn create_deploy_redeploy_rollback_undeploy() {
         );
         assert!(!snippet.contains(TOKEN), "no token in snippets");
     }
+    let openai = dep["snippets"]["openai"].as_str().expect("openai snippet");
+    assert!(openai.contains(&format!("base_url=\"{}/v1/agents/{id}\"", s.base)));
+    let card = format!("{}/a2a/{id}/.well-known/agent-card.json", s.base);
+    assert_eq!(dep["endpoints"]["agent_card"], card.as_str());
+    assert!(openai.contains(&card) && !openai.contains(TOKEN));
     assert!(dep["deployed_at"].as_str().is_some());
     assert_eq!(dep["spec"]["name"], "Greeter");
 

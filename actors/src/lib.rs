@@ -15,7 +15,9 @@
 //! - [`egress`]: where outbound HTTP may connect: the SSRF policy, enforced on resolved
 //!   addresses by the connector every awc client here uses.
 //! - [`error`]: this crate's error type.
+//! - [`a2a`]: A2A's view of a run (a task), shared by the A2A binding and A2A push notifications.
 
+pub mod a2a;
 pub mod agent;
 pub mod connection_check;
 pub mod directory;

@@ -21,6 +21,7 @@
 mod baseline;
 mod http;
 mod load;
+mod protocols;
 mod scenarios;
 mod server;
 mod soak;
@@ -30,12 +31,27 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-pub const SCENARIOS: [&str; 8] = [
-    "sync", "async", "push", "writes", "replay", "memory", "undeploy", "soak",
+pub const SCENARIOS: [&str; 9] = [
+    "sync",
+    "async",
+    "push",
+    "writes",
+    "replay",
+    "memory",
+    "undeploy",
+    "soak",
+    "protocols",
 ];
 /// What a run without `--only` measures: not the soak, which takes minutes by design.
-const DEFAULT_SCENARIOS: [&str; 7] = [
-    "sync", "async", "push", "writes", "replay", "memory", "undeploy",
+const DEFAULT_SCENARIOS: [&str; 8] = [
+    "sync",
+    "async",
+    "push",
+    "writes",
+    "replay",
+    "memory",
+    "undeploy",
+    "protocols",
 ];
 
 #[derive(Clone, Debug)]
@@ -74,7 +90,8 @@ usage: cargo run --release -p hangar-bench [-- OPTIONS]
   --duration D       length of one measured round: 5s (default; --quick: 1s), 500ms, 2
   --rounds N         rounds per figure; the median is reported (default 3)
   --only A,B         run only these scenarios: sync, async, push, writes, replay, memory, undeploy,
-                     soak (not run unless named: it takes minutes)
+                     protocols (/invoke/stream, A2A, OpenAI), soak (not run unless named: it
+                     takes minutes)
   --events N         events in the replay agent's log (default 100000; --quick: 10000)
   --agents N         agents for the memory scenario (default 10000; --quick: 1000)
   --in-flight N      runs in flight when undeploying (default 1000)
@@ -433,6 +450,7 @@ fn main() -> ExitCode {
             "memory" => scenarios::memory(&mut ctx),
             "undeploy" => scenarios::undeploy(&mut ctx),
             "soak" => soak::soak(&mut ctx),
+            "protocols" => protocols::protocols(&mut ctx),
             _ => unreachable!("checked in parse_args"),
         };
         if let Err(e) = result {

@@ -139,6 +139,26 @@ pub struct StoredRun {
     /// Whether the version that accepted it pushes results.
     #[serde(default)]
     pub push_enabled: bool,
+    /// Where an A2A client asked for this task's push notifications (instead of the endpoint's
+    /// webhook). Absent for runs not made over A2A with a push config.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub a2a_push: Option<A2aPush>,
+}
+
+/// An A2A push notification config, kept with its task; its secrets sealed
+/// ([`crate::secret::Place::a2a_push`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct A2aPush {
+    /// The config's id (the client's, or one made for it).
+    pub id: String,
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<crate::secret::Sealed>,
+    /// `authentication.scheme`, e.g. `Bearer`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<crate::secret::Sealed>,
 }
 
 /// The run that started another (a collaborator's run).
@@ -195,7 +215,7 @@ impl StoredRun {
     /// For a final async run whose version pushes: marks its delivery pending now and returns
     /// when it is due (for the outbox); `None` for runs that push nothing.
     pub fn schedule_push(&mut self) -> Option<DateTime<Utc>> {
-        if self.mode != Mode::Async || !self.push_enabled {
+        if self.mode != Mode::Async || !(self.push_enabled || self.a2a_push.is_some()) {
             return None;
         }
         let due = Utc::now();
@@ -304,6 +324,7 @@ mod tests {
             caller: Some("admin".into()),
             fingerprint: Some(fingerprint(&serde_json::json!({"q": "x"}))),
             push_enabled: true,
+            a2a_push: None,
         };
         let bytes = serde_json::to_vec(&run).expect("serializes");
         let back: StoredRun = serde_json::from_slice(&bytes).expect("decodes");
@@ -362,6 +383,7 @@ mod tests {
             idempotency_key: Some("k".into()),
             caller: Some("admin".into()),
             push_enabled: false,
+            a2a_push: None,
         }
     }
 

@@ -136,6 +136,18 @@ impl Place {
         }
     }
 
+    /// Field `field` (`token`, `credentials`) of an A2A task's push config, sent to `url`.
+    pub fn a2a_push(agent: Uuid, url: &str, field: &str) -> Place {
+        Place {
+            agent,
+            connection: None,
+            destination: Some(url.to_owned()),
+            environment: None,
+            field: format!("a2a.push.{field}"),
+            member: None,
+        }
+    }
+
     /// The agent's push signing secret: it signs pushes and is never sent.
     pub fn signing_secret(agent: Uuid) -> Place {
         Place {

@@ -220,6 +220,12 @@ struct Endpoints {
     async_poll: String,
     /// The async URL when the live version pushes results, else `null`.
     async_push: Option<String>,
+    /// `POST`: a sync run's events as server-sent events.
+    stream: String,
+    /// The `base_url` of any OpenAI SDK (`POST …/chat/completions`, `GET …/models`).
+    openai_base_url: String,
+    /// The A2A agent card (no auth); the A2A endpoint is its `supportedInterfaces`.
+    agent_card: String,
 }
 
 /// Ready-to-copy calls of the endpoints; each reads the token from `$HANGAR_TOKEN`.
@@ -228,6 +234,8 @@ struct Snippets {
     curl: String,
     python: String,
     node: String,
+    /// The OpenAI Python SDK pointed at the agent.
+    openai: String,
 }
 
 impl Endpoints {
@@ -237,6 +245,9 @@ impl Endpoints {
             sync: format!("{base}/v1/agents/{id}/invoke"),
             async_push: push.then(|| async_url.clone()),
             async_poll: async_url,
+            stream: format!("{base}/v1/agents/{id}/invoke/stream"),
+            openai_base_url: format!("{base}/v1/agents/{id}"),
+            agent_card: format!("{base}/a2a/{id}/.well-known/agent-card.json"),
         }
     }
 
@@ -271,6 +282,22 @@ impl Endpoints {
              do {{ result = await (await fetch(accepted.poll_url + '?wait=30', {{ headers }})).json(); }} while (['queued', 'running'].includes(result.status));\n\
              console.log(result.status, result.output);\n"
         );
-        Snippets { curl, python, node }
+        let openai = format!(
+            "import os\n\
+             from openai import OpenAI\n\n\
+             client = OpenAI(base_url=\"{}\", api_key=os.environ[\"HANGAR_TOKEN\"])\n\
+             chat = client.chat.completions.create(model=\"agent\", messages=[{{\"role\": \"user\", \"content\": \"Hello\"}}])\n\
+             print(chat.choices[0].message.content)\n\n\
+             # streamed\n\
+             for chunk in client.chat.completions.create(model=\"agent\", messages=[{{\"role\": \"user\", \"content\": \"Hello\"}}], stream=True):\n    print(chunk.choices[0].delta.content or \"\", end=\"\", flush=True)\n\n\
+             # A2A clients discover the agent at {}\n",
+            self.openai_base_url, self.agent_card
+        );
+        Snippets {
+            curl,
+            python,
+            node,
+            openai,
+        }
     }
 }

@@ -71,7 +71,11 @@ fn empty_object() -> Value {
 /// A run request from `invoker`. Its `Idempotency-Key` is scoped to the caller (the key's id, or
 /// `admin`) by the run store, so two callers sending the same key get two requests, never each
 /// other's run.
-fn request(req: &HttpRequest, invoker: &Invoker, body: InvokeBody) -> Result<Request, ApiError> {
+pub(super) fn request(
+    req: &HttpRequest,
+    invoker: &Invoker,
+    body: InvokeBody,
+) -> Result<Request, ApiError> {
     Ok(Request {
         input: body.input,
         member: invoker.member.clone(),
@@ -83,7 +87,7 @@ fn request(req: &HttpRequest, invoker: &Invoker, body: InvokeBody) -> Result<Req
 
 /// The request `rid` of `agent` if this caller may see it. Another member's request is the same
 /// 404 as one that does not exist: that it exists is nobody else's business.
-async fn visible_run(
+pub(super) async fn visible_run(
     rt: &Runtime,
     invoker: &Invoker,
     agent: Uuid,

@@ -1,6 +1,7 @@
 //! The HTTP layer: thin handlers that translate requests into registry calls and results into
 //! responses. Routes are grouped by resource, one module each; `openapi` describes them all.
 
+mod a2a;
 mod agents;
 mod cluster;
 mod connection_checks;
@@ -12,8 +13,10 @@ pub mod extract;
 mod invoke;
 mod keys;
 mod log;
+mod openai;
 mod openapi;
 mod responses;
+mod stream;
 pub mod view;
 
 use actix_web::http::{header, Method, StatusCode};
@@ -43,6 +46,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         ))
         // The router tries each `{id}` pattern in turn (a regex each), so the hot routes go first.
         .configure(invoke::routes)
+        .configure(stream::routes)
+        .configure(openai::routes)
+        .configure(a2a::routes)
         .configure(agents::routes)
         .configure(connections::routes)
         .configure(connection_checks::routes)

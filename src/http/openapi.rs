@@ -16,7 +16,8 @@ use utoipa::{Modify, OpenApi};
 use super::error::{ApiError, ErrorBody};
 use super::responses::*;
 use super::{
-    agents, cluster, connection_checks, connections, console, deployment, invoke, keys, log,
+    a2a, agents, cluster, connection_checks, connections, console, deployment, invoke, keys, log,
+    openai, stream,
 };
 
 #[derive(OpenApi)]
@@ -67,6 +68,19 @@ use super::{
         invoke::cancel,
         console::page,
         console::asset,
+        stream::invoke_stream,
+        stream::run_events,
+        openai::chat_completions,
+        openai::models,
+        a2a::agent_card,
+        a2a::json_rpc,
+        a2a::rest_send,
+        a2a::rest_stream,
+        a2a::rest_get,
+        a2a::rest_cancel,
+        a2a::rest_subscribe,
+        a2a::rest_subscribe_post,
+        a2a::rest_list,
     ),
     components(
         schemas(ErrorBody),
@@ -96,6 +110,7 @@ use super::{
         (name = "keys", description = "Invocation keys for the agent's endpoints"),
         (name = "audit", description = "The hash-chained event log, the agent at any point of it, and the check of the chain"),
         (name = "invocation", description = "The deployed endpoints: sync, async, poll, cancel (admin token or the agent's invocation key)"),
+        (name = "protocols", description = "The same runs through standard protocols: OpenAI's chat completions, A2A (see docs/protocols.md)"),
         (name = "server", description = "Health, metrics, this document (no auth)"),
         (name = "console", description = "The web console's page and files, compiled into the binary (no auth: the page asks for the admin token)"),
     ),

@@ -26,6 +26,7 @@ pub struct Reply {
     pub body: String,
     /// Wait this long before answering (watching for the client to hang up).
     pub delay: Duration,
+    pub content_type: &'static str,
 }
 
 impl Reply {
@@ -34,6 +35,17 @@ impl Reply {
             status,
             body: body.to_string(),
             delay: Duration::ZERO,
+            content_type: "application/json",
+        }
+    }
+
+    /// A server-sent event stream (e.g. a streaming chat completion), sent whole.
+    pub fn event_stream(body: String) -> Reply {
+        Reply {
+            status: 200,
+            body,
+            delay: Duration::ZERO,
+            content_type: "text/event-stream",
         }
     }
 
@@ -138,8 +150,9 @@ fn serve(
             return;
         }
         let head = format!(
-            "HTTP/1.1 {} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            "HTTP/1.1 {} X\r\nContent-Type: {}\r\nContent-Length: {}\r\n\r\n",
             reply.status,
+            reply.content_type,
             reply.body.len()
         );
         if stream

@@ -31,6 +31,32 @@ pub trait Effects {
         agent: Uuid,
         input: Value,
     ) -> LocalBoxFuture<'a, Result<Value, EffectError>>;
+
+    /// Told of each step of the run as it happens (the run's events). It must not wait: the
+    /// default, for effects that record nothing, drops it.
+    fn progress(&self, _progress: Progress) {}
+}
+
+/// A step of a run, as the interpreter and the model calls report it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Progress {
+    NodeStarted {
+        node: String,
+        kind: String,
+    },
+    NodeFinished {
+        node: String,
+        output: Value,
+    },
+    /// A chunk of the reply of the model that the running node called.
+    ModelDelta {
+        text: String,
+    },
+    ToolCalled {
+        node: String,
+        tool: String,
+        status: u16,
+    },
 }
 
 /// One tool request, its templates already rendered.

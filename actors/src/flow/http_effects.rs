@@ -28,7 +28,8 @@ use futures_util::FutureExt;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::effects::{excerpt, EffectError, Effects, ToolCall, ToolResponse};
+use super::effects::{excerpt, EffectError, Effects, Progress, ToolCall, ToolResponse};
+use super::model_stream;
 use super::tool_url::tool_url;
 use crate::egress;
 
@@ -59,6 +60,9 @@ pub struct HttpEffects {
     pub cipher: Arc<Cipher>,
     /// Runs a live collaborator.
     pub agent: AgentCall,
+    /// Where the run's progress goes (its run events); `None` records nothing (previews). With
+    /// it, model calls stream and report their pieces.
+    pub progress: Option<Rc<dyn Fn(Progress)>>,
 }
 
 thread_local! {
@@ -315,6 +319,102 @@ impl HttpEffects {
     }
 }
 
+impl HttpEffects {
+    /// As `call_model`, with `"stream": true`: each piece of the reply is reported as a
+    /// `model.delta` as it arrives (`model_stream`). Kept apart from `call_model` so that the
+    /// plain call stays as it is for callers that do not stream.
+    async fn call_model_streaming(
+        &self,
+        model: &Model,
+        system: &str,
+        prompt: &str,
+        progress: Rc<dyn Fn(Progress)>,
+    ) -> Result<String, EffectError> {
+        use futures_util::StreamExt;
+        let failed = |what: String| {
+            EffectError::new("model_failed", format!("model '{}': {what}", model.name))
+        };
+        let base = model
+            .base_url
+            .as_deref()
+            .map(|url| url.trim().trim_end_matches('/'))
+            .filter(|url| !url.is_empty())
+            .ok_or_else(|| {
+                failed("set model.base_url to the server's OpenAI-compatible API".into())
+            })?;
+        let headers = match &model.connection {
+            Some(id) => {
+                self.check_model_origin(id, base)?;
+                self.authenticate(id)?.1
+            }
+            None => Vec::new(),
+        };
+        let body = json!({
+            "model": model.name,
+            "messages": [{"role": "system", "content": system}, {"role": "user", "content": prompt}],
+            "stream": true,
+        });
+        let url = format!("{base}/chat/completions");
+        let mut request = client().post(&url);
+        for header in headers {
+            request = request.insert_header(header);
+        }
+        let mut response = request.send_json(&body).await.map_err(|e| {
+            let no_answer = match egress::denied(&e) {
+                Some(denied) => NoAnswer::Refused(denied.clone()),
+                None => NoAnswer::Failed(e.to_string()),
+            };
+            no_answer.into_effect_error(
+                |what| failed(format!("{base} could not be reached: {what}")),
+                &format!("model '{}'", model.name),
+            )
+        })?;
+        let status = response.status().as_u16();
+        let is_stream = response
+            .headers()
+            .get(awc::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        if !(200..300).contains(&status) || !is_stream {
+            let bytes = response
+                .body()
+                .limit(MAX_BODY)
+                .await
+                .map_err(|e| failed(format!("reading the answer failed: {e}")))?;
+            let answer = parse_body(&bytes);
+            if !(200..300).contains(&status) {
+                return Err(failed(format!(
+                    "the server answered HTTP {status}: {}",
+                    excerpt(&answer)
+                )));
+            }
+            let reply = model_stream::whole_reply(&answer)
+                .ok_or_else(|| failed("the answer has no choices[0].message.content".into()))?;
+            progress(Progress::ModelDelta {
+                text: reply.clone(),
+            });
+            return Ok(reply);
+        }
+        let mut parser = model_stream::ChatStream::default();
+        let stream_failed = |e: model_stream::StreamError| match e {
+            model_stream::StreamError::Server(message) => {
+                failed(format!("the server reported an error: {message}"))
+            }
+            model_stream::StreamError::TooLarge => {
+                failed(format!("the reply is larger than {MAX_BODY} bytes"))
+            }
+            model_stream::StreamError::Empty => failed("the stream ended without a reply".into()),
+        };
+        while let Some(bytes) = response.next().await {
+            let bytes = bytes.map_err(|e| failed(format!("reading the answer failed: {e}")))?;
+            for text in parser.feed(&bytes).map_err(stream_failed)? {
+                progress(Progress::ModelDelta { text });
+            }
+        }
+        parser.finish().map_err(stream_failed)
+    }
+}
+
 impl Effects for HttpEffects {
     fn model<'a>(
         &'a self,
@@ -322,7 +422,18 @@ impl Effects for HttpEffects {
         system: &'a str,
         prompt: &'a str,
     ) -> LocalBoxFuture<'a, Result<String, EffectError>> {
-        self.call_model(model, system, prompt).boxed_local()
+        match &self.progress {
+            Some(progress) => self
+                .call_model_streaming(model, system, prompt, progress.clone())
+                .boxed_local(),
+            None => self.call_model(model, system, prompt).boxed_local(),
+        }
+    }
+
+    fn progress(&self, progress: Progress) {
+        if let Some(report) = &self.progress {
+            report(progress);
+        }
     }
 
     fn tool<'a>(
@@ -486,6 +597,7 @@ mod tests {
             agent: Rc::new(|agent, input| {
                 async move { Ok(json!({"agent": agent.to_string(), "input": input})) }.boxed_local()
             }),
+            progress: None,
         }
     }
 

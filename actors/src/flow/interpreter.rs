@@ -15,7 +15,7 @@ use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
 use super::deadline::{bounded, earliest, Deadline, Limit};
-use super::effects::{excerpt, EffectError, Effects, ToolCall};
+use super::effects::{excerpt, EffectError, Effects, Progress, ToolCall};
 use super::indexes::IndexCache;
 use super::template::{eval_condition, render, render_path, render_str, TemplateError};
 
@@ -101,6 +101,10 @@ pub async fn run(
         );
         let ctx = json!({"input": input, "nodes": nodes});
         tracing::debug!(node = %current.id, kind = current.kind.type_name(), "flow step");
+        effects.progress(Progress::NodeStarted {
+            node: current.id.clone(),
+            kind: current.kind.type_name().to_owned(),
+        });
         let step = bounded(
             node_deadline,
             run_node(snapshot, current, &ctx, effects, node_deadline),
@@ -111,8 +115,18 @@ pub async fn run(
             node: current.id.clone(),
         })??;
         match step {
-            Step::End(output) => return Ok(output),
+            Step::End(output) => {
+                effects.progress(Progress::NodeFinished {
+                    node: current.id.clone(),
+                    output: output.clone(),
+                });
+                return Ok(output);
+            }
             Step::Next { output, next } => {
+                effects.progress(Progress::NodeFinished {
+                    node: current.id.clone(),
+                    output: output.clone(),
+                });
                 nodes.insert(current.id.clone(), output);
                 current = flow.node(&next).ok_or_else(|| {
                     FlowError::failed(
@@ -158,7 +172,12 @@ async fn run_node(
                 )
             })?;
             let reply = match model.provider.as_str() {
-                "echo" => prompt,
+                "echo" => {
+                    for text in echo_chunks(&prompt) {
+                        effects.progress(Progress::ModelDelta { text });
+                    }
+                    prompt
+                }
                 "openai" => {
                     let model_deadline = Deadline::starting_now_s(Limit::Model, model.timeout_s);
                     let call = effects.model(model, &spec.instructions, &prompt);
@@ -205,6 +224,11 @@ async fn run_node(
                 body,
             };
             let response = effects.tool(call).await.map_err(effect)?;
+            effects.progress(Progress::ToolCalled {
+                node: id.to_owned(),
+                tool: tool.clone(),
+                status: response.status,
+            });
             if !(200..300).contains(&response.status) {
                 return Err(FlowError::failed(
                     id,
@@ -278,6 +302,26 @@ async fn run_node(
     Ok(Step::Next { output, next })
 }
 
+/// The `echo` model's reply as a few `model.delta` chunks (at most four, split at whitespace
+/// where it can be), so a client of the event stream sees it arrive in parts as from a real
+/// model. The chunks joined are the reply.
+fn echo_chunks(reply: &str) -> Vec<String> {
+    const CHUNKS: usize = 4;
+    let target = reply.len().div_ceil(CHUNKS).max(1);
+    let mut chunks = Vec::new();
+    let mut current = String::new();
+    for piece in reply.split_inclusive(char::is_whitespace) {
+        current.push_str(piece);
+        if current.len() >= target && chunks.len() < CHUNKS - 1 {
+            chunks.push(std::mem::take(&mut current));
+        }
+    }
+    if !current.is_empty() {
+        chunks.push(current);
+    }
+    chunks
+}
+
 #[cfg(test)]
 mod tests {
     use std::cell::RefCell;
@@ -298,6 +342,7 @@ mod tests {
         tool_status: u16,
         tool_error: Option<EffectError>,
         calls: RefCell<Vec<Value>>,
+        progress: RefCell<Vec<Progress>>,
     }
 
     impl Effects for Fake {
@@ -337,6 +382,10 @@ mod tests {
             input: Value,
         ) -> LocalBoxFuture<'a, Result<Value, EffectError>> {
             async move { Ok(json!({"from": agent.to_string(), "got": input})) }.boxed_local()
+        }
+
+        fn progress(&self, progress: Progress) {
+            self.progress.borrow_mut().push(progress);
         }
     }
 
@@ -627,5 +676,85 @@ mod tests {
         let start = tokio::time::Instant::now();
         assert_eq!(slow_model(60, Some(30), Some(20)).await, Ok(Value::Null));
         assert_eq!(start.elapsed(), Duration::from_secs(10));
+    }
+
+    /// What a run's event stream is made of: each node started and finished in order, the echo
+    /// reply in pieces that join to it, the tool's answer.
+    #[tokio::test]
+    async fn steps_are_reported_in_order() {
+        let fake = Fake {
+            tool_status: 200,
+            ..Fake::default()
+        };
+        let spec = spec(
+            "echo",
+            None,
+            json!([
+                {"id": "a", "type": "model", "prompt": "one two three four five", "next": "t"},
+                {"id": "t", "type": "tool", "tool": "forecast", "args": {"city": "Oslo", "days": 1}, "next": "done"},
+                {"id": "done", "type": "end", "output": "{{ nodes.a.text }}"}
+            ]),
+        );
+        let out = go(&spec, json!({}), &fake).await.expect("runs");
+        assert_eq!(out, json!("one two three four five"));
+        let steps = fake.progress.borrow().clone();
+        let started = |node: &str, kind: &str| Progress::NodeStarted {
+            node: node.into(),
+            kind: kind.into(),
+        };
+        assert_eq!(steps[0], started("a", "model"));
+        let pieces: Vec<String> = steps
+            .iter()
+            .filter_map(|p| match p {
+                Progress::ModelDelta { text } => Some(text.clone()),
+                _ => None,
+            })
+            .collect();
+        assert!(pieces.len() > 1 && pieces.len() <= 4, "{pieces:?}");
+        assert_eq!(pieces.concat(), "one two three four five");
+        let rest: Vec<&Progress> = steps
+            .iter()
+            .filter(|p| !matches!(p, Progress::ModelDelta { .. }))
+            .collect();
+        assert_eq!(
+            rest,
+            [
+                &started("a", "model"),
+                &Progress::NodeFinished {
+                    node: "a".into(),
+                    output: json!({"text": "one two three four five"})
+                },
+                &started("t", "tool"),
+                &Progress::ToolCalled {
+                    node: "t".into(),
+                    tool: "forecast".into(),
+                    status: 200
+                },
+                &Progress::NodeFinished {
+                    node: "t".into(),
+                    output: json!({"status": 200, "body": {"temp": 21}})
+                },
+                &started("done", "end"),
+                &Progress::NodeFinished {
+                    node: "done".into(),
+                    output: json!("one two three four five")
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn echo_chunks_join_to_the_reply() {
+        for reply in [
+            "",
+            "x",
+            "no-spaces-at-all-here",
+            "a b c d e f g h i j k",
+            "  lead",
+        ] {
+            let chunks = echo_chunks(reply);
+            assert_eq!(chunks.concat(), reply);
+            assert!(chunks.len() <= 4);
+        }
     }
 }

@@ -14,6 +14,7 @@
 //!   collaborators.
 //! - [`http_effects`]: [`HttpEffects`], the real effects over awc, with the connections'
 //!   credentials opened at call time.
+//! - [`model_stream`]: reading a model's reply as it streams (`model.delta` pieces).
 //! - [`tool_url`]: the URL of a tool call, refused unless it stays on its connection's server.
 //! - `loopback` (tests only): a tiny recording HTTP server on 127.0.0.1.
 
@@ -25,11 +26,12 @@ pub mod interpreter;
 pub mod knowledge;
 #[cfg(test)]
 pub(crate) mod loopback;
+pub mod model_stream;
 pub mod template;
 pub mod tool_url;
 
 pub use deadline::Limit;
-pub use effects::{EffectError, Effects, ToolCall, ToolResponse};
+pub use effects::{EffectError, Effects, Progress, ToolCall, ToolResponse};
 pub use http_effects::{AgentCall, HttpEffects};
 pub use indexes::IndexCache;
 pub use interpreter::{run, FlowError};

@@ -17,9 +17,15 @@ pub const TIMEOUT: Duration = Duration::from_secs(15);
 /// Where and how one run is pushed. Holds plaintext secrets: deliberately no `Debug`.
 pub(super) struct Target {
     pub url: String,
-    pub token: String,
-    /// The agent's `whsec_…` signing secret.
-    pub secret: String,
+    /// The `Authorization` header's value, if one is sent.
+    pub authorization: Option<String>,
+    /// Further headers (an A2A config's token).
+    pub headers: Vec<(&'static str, String)>,
+    /// The agent's `whsec_…` signing secret; without one (an A2A push of an agent that never
+    /// enabled push) the Standard Webhooks headers are left out.
+    pub secret: Option<String>,
+    /// An A2A push: the body is a `StreamResponse` with the task, not the Run.
+    pub a2a: bool,
 }
 
 /// What an attempt came to.
@@ -66,21 +72,27 @@ pub(super) async fn attempt(
     client: &awc::Client,
     target: &Target,
     run: &Run,
+    body: Vec<u8>,
 ) -> Result<Answer, Unsent> {
-    let body = serde_json::to_vec(run).unwrap_or_default();
     let msg_id = run.request_id.to_string();
     let timestamp = Utc::now().timestamp();
-    let signature = sign(&target.secret, &msg_id, timestamp, &body)?;
-    let sent = client
+    let mut request = client
         .post(target.url.as_str())
-        .insert_header((header::CONTENT_TYPE, "application/json"))
-        .insert_header((header::AUTHORIZATION, format!("Bearer {}", target.token)))
-        .insert_header(("webhook-id", msg_id))
-        .insert_header(("webhook-timestamp", timestamp.to_string()))
-        .insert_header(("webhook-signature", signature))
-        .timeout(TIMEOUT)
-        .send_body(body)
-        .await;
+        .insert_header((header::CONTENT_TYPE, "application/json"));
+    if let Some(authorization) = &target.authorization {
+        request = request.insert_header((header::AUTHORIZATION, authorization.as_str()));
+    }
+    for (name, value) in &target.headers {
+        request = request.insert_header((*name, value.as_str()));
+    }
+    if let Some(secret) = &target.secret {
+        let signature = sign(secret, &msg_id, timestamp, &body)?;
+        request = request
+            .insert_header(("webhook-id", msg_id))
+            .insert_header(("webhook-timestamp", timestamp.to_string()))
+            .insert_header(("webhook-signature", signature));
+    }
+    let sent = request.timeout(TIMEOUT).send_body(body).await;
     let response = match sent {
         Ok(response) => response,
         Err(e) => {
@@ -143,11 +155,13 @@ mod tests {
             .finish();
         let target = Target {
             url: format!("http://localhost:{port}/hook"),
-            token: "t".into(),
-            secret: format!(
+            authorization: Some("Bearer t".into()),
+            headers: Vec::new(),
+            secret: Some(format!(
                 "whsec_{}",
                 base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [7u8; 32])
-            ),
+            )),
+            a2a: false,
         };
         let now = Utc::now();
         let run = Run {
@@ -164,7 +178,9 @@ mod tests {
             pending: None,
             parent: None,
         };
-        let unsent = attempt(&client, &target, &run).await.expect_err("refused");
+        let unsent = attempt(&client, &target, &run, Vec::new())
+            .await
+            .expect_err("refused");
         let Unsent::Egress(denied) = unsent else {
             panic!("{unsent}")
         };

@@ -246,7 +246,15 @@ impl Courier {
         let mut sent = stored.run.clone();
         sent.push = Some(push.clone());
         self.metrics.attempt();
-        let answer = delivery::attempt(&self.client, &target, &sent).await;
+        let body = if target.a2a {
+            let mut task_run = stored.clone();
+            task_run.run = sent.clone();
+            serde_json::to_vec(&serde_json::json!({ "task": crate::a2a::task(&task_run) }))
+        } else {
+            serde_json::to_vec(&sent)
+        }
+        .unwrap_or_default();
+        let answer = delivery::attempt(&self.client, &target, &sent, body).await;
         let next = match answer {
             Ok(Answer::Delivered(status)) => {
                 tracing::info!(attempts, status, "push delivered");
@@ -323,6 +331,9 @@ impl Courier {
             }
             Err(e) => return Err(Unresolved::Later(e.to_string())),
         };
+        if let Some(config) = &run.a2a_push {
+            return self.a2a_target(&state, config);
+        }
         let never =
             |what: &str| Unresolved::Never(format!("agent {agent} version {number}: {what}"));
         let version = state
@@ -347,7 +358,56 @@ impl Courier {
             .open(secret, &Place::signing_secret(agent))
             .map_err(|_| never("the signing secret could not be opened"))?;
         sign(&secret, "", 0, b"").map_err(|e| never(&e.to_string()))?;
-        Ok(Target { url, token, secret })
+        Ok(Target {
+            url,
+            authorization: Some(format!("Bearer {token}")),
+            headers: Vec::new(),
+            secret: Some(secret),
+            a2a: false,
+        })
+    }
+
+    /// An A2A task's own push config: `Authorization: <scheme> <credentials>` when given, the
+    /// token in both headers the SDKs use, signed with the agent's secret if it has one.
+    fn a2a_target(
+        &self,
+        state: &events::AgentState,
+        config: &events::run::A2aPush,
+    ) -> Result<Target, Unresolved> {
+        let agent = state.id;
+        let never = |what: &str| Unresolved::Never(format!("agent {agent} A2A push: {what}"));
+        let open = |sealed: &events::secret::Sealed, field: &str| {
+            self.cipher
+                .open(sealed, &Place::a2a_push(agent, &config.url, field))
+                .map_err(|_| never(&format!("the {field} could not be opened")))
+        };
+        let mut headers = Vec::new();
+        if let Some(token) = &config.token {
+            let token = open(token, "token")?;
+            headers.push(("X-A2A-Notification-Token", token.clone()));
+            headers.push(("A2A-Notification-Token", token));
+        }
+        let authorization = match (&config.scheme, &config.credentials) {
+            (Some(scheme), Some(credentials)) => {
+                Some(format!("{scheme} {}", open(credentials, "credentials")?))
+            }
+            _ => None,
+        };
+        let secret = match &state.signing_secret {
+            Some(secret) => Some(
+                self.cipher
+                    .open(secret, &Place::signing_secret(agent))
+                    .map_err(|_| never("the signing secret could not be opened"))?,
+            ),
+            None => None,
+        };
+        Ok(Target {
+            url: config.url.clone(),
+            authorization,
+            headers,
+            secret,
+            a2a: true,
+        })
     }
 }
 

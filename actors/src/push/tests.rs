@@ -169,6 +169,7 @@ async fn finished_run(w: &World, agent: Uuid) -> Uuid {
         caller: None,
         fingerprint: None,
         push_enabled: true,
+        a2a_push: None,
     };
     w.runs.finish(run, Some(now)).await.expect("finished");
     rid

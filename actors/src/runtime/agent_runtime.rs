@@ -26,6 +26,7 @@ use uuid::Uuid;
 
 use super::executor::{Abort, Executor, Finished, Job};
 use super::quota::QueuedInputs;
+use super::run_events::{self, Recorder};
 use super::{Mode, Run, RunError, RunStatus, Runtime, StoredRun};
 use crate::flow::{FlowError, Limit};
 use crate::Error;
@@ -53,6 +54,34 @@ pub struct Request {
     /// is dropped (the calling run ended, was cancelled, timed out or undeployed, so its flow
     /// future was dropped) this run is cancelled at once.
     pub parent: Option<Parent>,
+    /// An A2A client's push config for this task (async runs only), its secrets sealed.
+    pub a2a_push: Option<events::run::A2aPush>,
+    /// Told the request id once a sync run exists (started, or found by its `Idempotency-Key`),
+    /// so that a streaming caller can follow its events while it runs.
+    pub started: Option<StartSignal>,
+}
+
+/// The other end of [`StartSignal::new`]'s receiver: fired at most once.
+#[derive(Debug, Clone, Default)]
+pub struct StartSignal(Arc<std::sync::Mutex<Option<oneshot::Sender<Uuid>>>>);
+
+impl StartSignal {
+    pub fn new() -> (StartSignal, oneshot::Receiver<Uuid>) {
+        let (tx, rx) = oneshot::channel();
+        (StartSignal(Arc::new(std::sync::Mutex::new(Some(tx)))), rx)
+    }
+
+    fn fire(&self, rid: Uuid) {
+        if let Some(tx) = self.0.lock().ok().and_then(|mut tx| tx.take()) {
+            let _ = tx.send(rid);
+        }
+    }
+}
+
+fn fire(signal: &Option<StartSignal>, rid: Uuid) {
+    if let Some(signal) = signal {
+        signal.fire(rid);
+    }
 }
 
 /// The run that called a collaborator, and the wire that cancels the collaborator's run with it.
@@ -104,6 +133,8 @@ pub struct AgentRuntime {
     cancel_on_start: HashMap<Uuid, Vec<Answer>>,
     /// An undeploy that came while a claim was on its way: carried out when it lands.
     shutdown_after_claim: Option<(&'static str, oneshot::Sender<Result<usize, Error>>)>,
+    /// The event recorders of the stored runs in flight; `run.finished` goes through them.
+    recorders: HashMap<Uuid, Recorder>,
 }
 
 fn answer(replies: Vec<Answer>, result: &Result<StoredRun, Error>) {
@@ -136,6 +167,7 @@ impl AgentRuntime {
             pump_again: false,
             cancel_on_start: HashMap::new(),
             shutdown_after_claim: None,
+            recorders: HashMap::new(),
         }
     }
 
@@ -201,6 +233,7 @@ impl AgentRuntime {
             idempotency_key: request.idempotency_key.clone(),
             caller: request.caller.clone(),
             push_enabled: push,
+            a2a_push: request.a2a_push.clone(),
         }
     }
 
@@ -216,6 +249,19 @@ impl AgentRuntime {
         ctx: &mut Context<Self>,
     ) {
         let rid = run.run.request_id;
+        // Stored runs record their events; previews of a draft are not stored at all.
+        let recorder = persist.then(|| {
+            let recorder = Recorder::start(
+                self.rt.runs().clone(),
+                self.rt.run_events().clone(),
+                rid,
+                self.agent,
+                run.member.clone(),
+            );
+            recorder.started(run.run.version, rid);
+            self.recorders.insert(rid, recorder.clone());
+            recorder
+        });
         let job = Job {
             rid,
             snapshot,
@@ -231,6 +277,7 @@ impl AgentRuntime {
             cipher: self.rt.cipher().clone(),
             limit,
             collaborator: self.rt.collaborator_call(self.agent, rid, depth),
+            recorder,
         };
         let executor = Executor::new(self.agent, job, ctx.address().recipient()).start();
         if persist {
@@ -296,10 +343,19 @@ impl AgentRuntime {
             .run_finished(status, started.elapsed().as_secs_f64());
         let rt = self.rt.clone();
         let rid = run.run.request_id;
+        let recorder = self.recorders.remove(&rid);
+        // After the final state's write: a reader told `run.finished` finds the run final.
+        let record_finished = |run: &Run| match &recorder {
+            Some(recorder) => recorder.finished(run),
+            None => {
+                actix::spawn(run_events::record_finished(rt.runs(), run));
+            }
+        };
         if run.mode == Mode::Sync && run.idempotency_key.is_none() && !durable_answer {
             // Recorded before the answer, so an engine that writes at once (sled) has it
             // readable by the time the caller learns its id.
             let recorded = rt.runs().record(run.clone());
+            record_finished(&run.run);
             answer(replies, &Ok(run));
             actix::spawn(async move {
                 if let Err(e) = recorded.await {
@@ -311,6 +367,7 @@ impl AgentRuntime {
         }
         let push_due = run.schedule_push();
         let finished = rt.runs().finish(run.clone(), push_due);
+        record_finished(&run.run);
         actix::spawn(async move {
             let stored = finished.await;
             if let Err(e) = &stored {
@@ -603,9 +660,12 @@ impl Handler<Invoke> for AgentRuntime {
         if let Some(parent) = msg.request.parent.clone() {
             self.cancel_with(parent, run.run.request_id, ctx);
         }
+        let started = msg.request.started.clone();
         if !persist || run.idempotency_key.is_none() {
             // Nothing to find again: stored when it ends (see `finalize`).
+            let rid = run.run.request_id;
             self.start(run, snapshot, Some(limit), Some(tx), persist, depth, ctx);
+            fire(&started, rid);
             return reply_from(rx);
         }
         // A keyed call is durable before it runs, so that a crash can never run it twice: its
@@ -616,13 +676,18 @@ impl Handler<Invoke> for AgentRuntime {
             act.reserved -= 1;
             match accepted {
                 Ok(Accepted::New) if act.closed => {
+                    let rid = run.run.request_id;
                     let ending = cancelled("undeployed");
                     act.finalize(run, true, vec![tx], Instant::now(), ending, true);
+                    fire(&started, rid);
                 }
                 Ok(Accepted::New) => {
+                    let rid = run.run.request_id;
                     act.start(run, snapshot, Some(limit), Some(tx), true, depth, ctx);
+                    fire(&started, rid);
                 }
                 Ok(Accepted::Existing(existing)) => {
+                    fire(&started, existing.run.request_id);
                     let rt = act.rt.clone();
                     actix::spawn(async move {
                         let (agent, rid) = (existing.run.agent_id, existing.run.request_id);
@@ -683,6 +748,16 @@ impl Handler<Submit> for AgentRuntime {
             };
             if queued {
                 act.rt.metrics().run_entered(RunStatus::Queued);
+                // Before the pump below claims it, so numbered before its `run.started`.
+                let written = act
+                    .rt
+                    .runs()
+                    .append_run_event(rid, "run.queued".into(), json!({}));
+                actix::spawn(async move {
+                    if let Err(e) = written.await {
+                        tracing::warn!(request_id = %rid, error = %e, "run.queued was not stored");
+                    }
+                });
             } else {
                 act.queued = act.queued.saturating_sub(1);
                 act.queued_inputs.release(rid);
@@ -726,6 +801,7 @@ impl Handler<Cancel> for AgentRuntime {
                     act.queued = act.queued.saturating_sub(1);
                     act.queued_inputs.release(rid);
                     rt.metrics().run_entered(RunStatus::Cancelled);
+                    actix::spawn(run_events::record_finished(rt.runs(), &run.run));
                     rt.waiters().wake(rid);
                     if run.run.push.is_some() {
                         rt.wake_pusher();
@@ -815,7 +891,9 @@ impl AgentRuntime {
                     run.finish(status, output, error);
                     let push_due = run.schedule_push();
                     let rid = run.run.request_id;
+                    let ended = run.run.clone();
                     rt.runs().finish(run, push_due).await?;
+                    run_events::record_finished(rt.runs(), &ended).await;
                     rt.metrics().run_entered(RunStatus::Cancelled);
                     rt.waiters().wake(rid);
                     count += 1;

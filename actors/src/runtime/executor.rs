@@ -2,6 +2,7 @@
 //! stopping the actor drops the future — and with it any tool or model HTTP call in flight: the
 //! connection is closed, not awaited.
 
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use serde_json::Value;
 use tracing::Instrument;
 use uuid::Uuid;
 
+use super::run_events::Recorder;
 use crate::flow::{self, FlowError, HttpEffects};
 
 /// Everything one run needs, fixed when it starts.
@@ -32,6 +34,8 @@ pub struct Job {
     pub limit: Option<Duration>,
     /// Calls a collaborator agent (`agent` nodes).
     pub collaborator: flow::AgentCall,
+    /// Where the run's events go; `None` for a preview, which records none.
+    pub recorder: Option<Recorder>,
 }
 
 pub struct Executor {
@@ -71,6 +75,9 @@ impl Actor for Executor {
             member: job.member,
             cipher: job.cipher,
             agent: job.collaborator,
+            progress: job.recorder.map(|recorder| {
+                Rc::new(move |progress| recorder.progress(progress)) as Rc<dyn Fn(flow::Progress)>
+            }),
         };
         let snapshot = job.snapshot;
         let (input, limit) = (job.input, job.limit);

@@ -9,12 +9,14 @@ mod agent_runtime;
 mod executor;
 mod metrics;
 mod quota;
+pub mod run_events;
 mod waiters;
 
-pub use agent_runtime::{AgentRuntime, Parent, Request, MAX_PREVIEWS};
+pub use agent_runtime::{AgentRuntime, Parent, Request, StartSignal, MAX_PREVIEWS};
 pub use events::run::{Mode, PushState, PushStatus, Run, RunError, RunStatus, StoredRun};
 pub use events::store::IDEMPOTENCY_WINDOW;
 pub use metrics::Metrics;
+pub use run_events::RunEventHub;
 
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -81,6 +83,8 @@ struct Inner {
     draining: AtomicBool,
     /// Runs executing now, over all agents.
     in_flight: AtomicI64,
+    /// The live events of the runs in flight on this node.
+    run_events: Arc<RunEventHub>,
 }
 
 /// Which endpoint a run came through.
@@ -129,6 +133,7 @@ impl Runtime {
                 pusher: OnceLock::new(),
                 draining: AtomicBool::new(false),
                 in_flight: AtomicI64::new(0),
+                run_events: Arc::new(RunEventHub::default()),
             }),
         };
         Ok(rt)
@@ -142,6 +147,9 @@ impl Runtime {
     }
     pub fn cipher(&self) -> &Arc<Cipher> {
         self.inner.registry.cipher()
+    }
+    pub fn run_events(&self) -> &Arc<RunEventHub> {
+        &self.inner.run_events
     }
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.inner.metrics
@@ -393,7 +401,9 @@ impl Runtime {
             );
             let push_due = run.schedule_push();
             let rid = run.run.request_id;
+            let ended = run.run.clone();
             self.inner.runs.finish(run, push_due).await?;
+            run_events::record_finished(&self.inner.runs, &ended).await;
             self.inner.metrics.run_entered(RunStatus::Failed);
             self.inner.waiters.wake(rid);
             interrupted += 1;

@@ -62,6 +62,15 @@ pub trait RunStore: Send + Sync + 'static {
     /// A run by request id.
     fn get(&self, rid: Uuid) -> StoreFuture<Option<StoredRun>>;
 
+    /// `agent`'s runs, newest first, created before run `before` when given (a page's last id),
+    /// at most `limit`: what A2A's `ListTasks` pages through.
+    fn list_runs(
+        &self,
+        agent: Uuid,
+        before: Option<Uuid>,
+        limit: usize,
+    ) -> StoreFuture<Vec<StoredRun>>;
+
     /// The request that `caller`'s `key` names on `agent`, if it was accepted within
     /// [`IDEMPOTENCY_WINDOW`] of `at`: so a repeat can be answered without a free slot.
     fn find_by_key(

@@ -47,6 +47,7 @@ cases!(
     a_reader_never_sees_half_a_run,
     purge_keeps_what_must_stay,
     run_events_are_numbered_per_run,
+    runs_are_listed_per_agent_newest_first,
     threads_keep_turns_in_order_and_delete_them_all,
 );
 
@@ -84,6 +85,7 @@ fn new_run(agent: Uuid, mode: Mode, input: Value) -> StoredRun {
         idempotency_key: None,
         caller: None,
         push_enabled: false,
+        a2a_push: None,
     }
 }
 
@@ -718,4 +720,33 @@ pub async fn threads_keep_turns_in_order_and_delete_them_all(store: Arc<dyn RunS
             .len(),
         1
     );
+}
+
+pub async fn runs_are_listed_per_agent_newest_first(store: Arc<dyn RunStores>) {
+    let (agent, other) = (Uuid::now_v7(), Uuid::now_v7());
+    let mut mine = Vec::new();
+    for i in 0..5 {
+        let run = new_run(agent, Mode::Async, json!({ "i": i }));
+        mine.push(run.run.request_id);
+        assert_eq!(
+            store.accept(run, true).await.expect("accept"),
+            Accepted::New
+        );
+        let theirs = new_run(other, Mode::Async, json!({ "i": i }));
+        store.accept(theirs, true).await.expect("accept");
+    }
+    mine.reverse();
+    let ids = |runs: Vec<StoredRun>| runs.iter().map(|r| r.run.request_id).collect::<Vec<_>>();
+    let first = store.list_runs(agent, None, 2).await.expect("list");
+    assert_eq!(ids(first), mine[..2]);
+    let rest = store
+        .list_runs(agent, Some(mine[1]), 10)
+        .await
+        .expect("list");
+    assert_eq!(ids(rest), mine[2..]);
+    assert!(store
+        .list_runs(Uuid::now_v7(), None, 10)
+        .await
+        .expect("list")
+        .is_empty());
 }

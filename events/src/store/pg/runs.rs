@@ -404,6 +404,30 @@ impl RunStore for PgStore {
         })
     }
 
+    fn list_runs(
+        &self,
+        agent: Uuid,
+        before: Option<Uuid>,
+        limit: usize,
+    ) -> StoreFuture<Vec<StoredRun>> {
+        let pool = self.pool.clone();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.spawn(async move {
+            let client = pool.get().await.map_err(pool_error)?;
+            let rows = client
+                .query(
+                    "SELECT body FROM runs WHERE agent = $1 AND ($2::uuid IS NULL OR rid < $2)
+                     ORDER BY rid DESC LIMIT $3",
+                    &[&agent, &before, &limit],
+                )
+                .await
+                .map_err(pg_error)?;
+            rows.iter()
+                .map(|row| decode(row.get::<_, &[u8]>("body")))
+                .collect()
+        })
+    }
+
     fn find_by_key(
         &self,
         agent: Uuid,

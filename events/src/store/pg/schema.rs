@@ -11,7 +11,7 @@ use super::{pg_error, pool_error, Result};
 use crate::store::Error;
 
 /// Migrations, version 1 first; a migration is never edited once released, only appended.
-const MIGRATIONS: &[&str] = &[V1];
+const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
@@ -91,6 +91,11 @@ CREATE TABLE nodes (
     started_at timestamptz NOT NULL,
     last_seen timestamptz NOT NULL
 );
+"#;
+
+/// An agent's runs newest first (`RunStore::list_runs`, A2A's `ListTasks`).
+const V2: &str = r#"
+CREATE INDEX runs_by_agent ON runs (agent, rid);
 "#;
 
 /// Brings the database to [`SCHEMA_VERSION`], or refuses it if it is newer.

@@ -414,6 +414,37 @@ impl RunStore for SledRuns {
         })
     }
 
+    fn list_runs(
+        &self,
+        agent: Uuid,
+        before: Option<Uuid>,
+        limit: usize,
+    ) -> StoreFuture<Vec<StoredRun>> {
+        // Runs are keyed by request id, UUID v7 in creation order: newest first is a reverse
+        // scan. Other agents' runs are skipped, so a page costs the runs made in its span.
+        let end = before.map(|rid| rid.as_bytes().to_vec());
+        let range = match &end {
+            Some(end) => self.runs.range(..end.as_slice()),
+            None => self.runs.range::<&[u8], _>(..),
+        };
+        let mut found = Vec::new();
+        for item in range.rev() {
+            if found.len() >= limit {
+                break;
+            }
+            let bytes = match item {
+                Ok((_, bytes)) => bytes,
+                Err(e) => return now(Err(storage(e))),
+            };
+            match decode(&bytes) {
+                Ok(run) if run.run.agent_id == agent => found.push(run),
+                Ok(_) => {}
+                Err(e) => return now(Err(e)),
+            }
+        }
+        now(Ok(found))
+    }
+
     fn find_by_key(
         &self,
         agent: Uuid,
