@@ -43,6 +43,8 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/v1/agents/{id}/invoke", &["post"]),
     ("/v1/agents/{id}/invoke/async", &["post"]),
     ("/v1/agents/{id}/requests/{rid}", &["get", "delete"]),
+    ("/v1/agents/{id}/requests/{rid}/input", &["post"]),
+    ("/v1/agents/{id}/threads/{tid}", &["get", "delete"]),
 ];
 
 /// Routes anyone may call.
@@ -99,7 +101,8 @@ fn every_listed_route_is_served() {
             .replace("{cid}", "none")
             .replace("{member}", "alice")
             .replace("{kid}", "key_none")
-            .replace("{rid}", &rid);
+            .replace("{rid}", &rid)
+            .replace("{tid}", "thread-1");
         for method in *methods {
             let body = matches!(*method, "post" | "put").then_some("{}");
             let r = server.call(
@@ -131,7 +134,8 @@ fn other_methods_answer_405_with_allow() {
             .replace("{cid}", "c")
             .replace("{member}", "m")
             .replace("{kid}", "k")
-            .replace("{rid}", &unknown_id());
+            .replace("{rid}", &unknown_id())
+            .replace("{tid}", "t");
         let resp = match agent
             .request("PATCH", &format!("{}{concrete}", server.base))
             .call()
@@ -272,6 +276,7 @@ fn auth_errors_parameters_and_headers_are_documented() {
             && !path.contains("/invoke")
             && !path.contains("/preview")
             && !path.contains("/requests/")
+            && !path.contains("/threads/")
             && path != "/v1/agents";
         if writes_the_log {
             assert!(headers.contains("If-Match"), "{method} {path}: If-Match");

@@ -11,6 +11,7 @@ mod keys;
 mod log;
 mod openapi;
 mod responses;
+mod threads;
 pub mod view;
 
 use actix_web::http::{header, Method, StatusCode};
@@ -35,6 +36,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         ))
         // The router tries each `{id}` pattern in turn (a regex each), so the hot routes go first.
         .configure(invoke::routes)
+        .configure(threads::routes)
         .configure(agents::routes)
         .configure(connections::routes)
         .configure(deployment::routes)

@@ -15,7 +15,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::error::{ApiError, ErrorBody};
 use super::responses::*;
-use super::{agents, connections, deployment, invoke, keys, log};
+use super::{agents, connections, deployment, invoke, keys, log, threads};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -61,6 +61,9 @@ use super::{agents, connections, deployment, invoke, keys, log};
         invoke::submit,
         invoke::poll,
         invoke::cancel,
+        threads::get_thread,
+        threads::delete_thread,
+        threads::input,
     ),
     components(
         schemas(ErrorBody),

@@ -28,7 +28,7 @@ use futures_util::FutureExt;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::effects::{excerpt, EffectError, Effects, ToolCall, ToolResponse};
+use super::effects::{excerpt, ChatReply, EffectError, Effects, ToolCall, ToolResponse};
 use super::tool_url::tool_url;
 use crate::egress;
 
@@ -62,7 +62,7 @@ thread_local! {
     static CLIENT: awc::Client = build_client();
 }
 
-fn client() -> awc::Client {
+pub(super) fn client() -> awc::Client {
     CLIENT.with(Clone::clone)
 }
 
@@ -83,7 +83,7 @@ fn build_client_with(connector: awc::Connector<egress::Connector>) -> awc::Clien
 }
 
 /// Why a request got no answer.
-enum NoAnswer {
+pub(super) enum NoAnswer {
     /// The egress policy refused the destination: retrying cannot help, the operator or the
     /// agent's author must change something.
     Refused(egress::Denied),
@@ -92,7 +92,7 @@ enum NoAnswer {
 }
 
 impl NoAnswer {
-    fn into_effect_error(
+    pub(super) fn into_effect_error(
         self,
         failed: impl FnOnce(String) -> EffectError,
         what: &str,
@@ -106,11 +106,14 @@ impl NoAnswer {
     }
 }
 
-type Headers = Vec<(HeaderName, HeaderValue)>;
+pub(super) type Headers = Vec<(HeaderName, HeaderValue)>;
 
 impl HttpEffects {
     /// The connection `id` of this version and the headers that authenticate with it.
-    fn authenticate(&self, id: &str) -> Result<(&Connection<Sealed>, Headers), EffectError> {
+    pub(super) fn authenticate(
+        &self,
+        id: &str,
+    ) -> Result<(&Connection<Sealed>, Headers), EffectError> {
         let connection = self
             .snapshot
             .connections
@@ -182,7 +185,7 @@ impl HttpEffects {
     /// whose `base_url` is elsewhere, but a preview runs the draft unvalidated (and a version
     /// deployed before the rule existed was never checked), so the call is refused here too,
     /// before any secret is opened.
-    fn check_model_origin(&self, id: &str, base_url: &str) -> Result<(), EffectError> {
+    pub(super) fn check_model_origin(&self, id: &str, base_url: &str) -> Result<(), EffectError> {
         let Some(connection) = self.snapshot.connections.iter().find(|c| c.id == id) else {
             // `authenticate` names the missing connection.
             return Ok(());
@@ -297,6 +300,15 @@ impl Effects for HttpEffects {
         self.call_model(model, system, prompt).boxed_local()
     }
 
+    fn chat<'a>(
+        &'a self,
+        model: &'a Model,
+        messages: &'a [Value],
+        tools: &'a [Value],
+    ) -> LocalBoxFuture<'a, Result<ChatReply, EffectError>> {
+        self.call_chat(model, messages, tools).boxed_local()
+    }
+
     fn tool<'a>(
         &'a self,
         call: ToolCall<'a>,
@@ -314,7 +326,7 @@ impl Effects for HttpEffects {
 }
 
 /// Sends one request; the status and raw body, or why no answer came.
-async fn send(
+pub(super) async fn send(
     client: &awc::Client,
     method: Method,
     url: &str,
@@ -397,7 +409,7 @@ fn auth_headers(
 }
 
 /// JSON if it parses, else the text; `null` for an empty body.
-fn parse_body(bytes: &[u8]) -> Value {
+pub(super) fn parse_body(bytes: &[u8]) -> Value {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Value::Null;
     }
@@ -466,6 +478,9 @@ mod tests {
             method: method.into(),
             path: path.into(),
             body,
+            description: None,
+            parameters: None,
+            approval: false,
         }
     }
 

@@ -163,6 +163,7 @@ mod tests {
             push: None,
             pending: None,
             parent: None,
+            thread_id: None,
         };
         let unsent = attempt(&client, &target, &run).await.expect_err("refused");
         let Unsent::Egress(denied) = unsent else {

@@ -17,7 +17,7 @@ use actix::prelude::*;
 use chrono::Utc;
 use events::connection::Auth;
 use events::event::Snapshot;
-use events::run::{fingerprint, json_len};
+use events::run::{json_len, request_fingerprint, thread_scope, Turn};
 use events::secret::Sealed;
 use events::store::Accepted;
 use events::{AgentState, Rejection};
@@ -27,8 +27,9 @@ use uuid::Uuid;
 
 use super::executor::{Abort, Executor, Finished, Job};
 use super::quota::QueuedInputs;
+use super::threads::Lanes;
 use super::{Mode, Run, RunError, RunStatus, Runtime, StoredRun};
-use crate::flow::{FlowError, Limit};
+use crate::flow::{Checkpoint, FlowError, Limit, Outcome, Resume};
 use crate::Error;
 
 /// Draft previews one agent may run at once. They do not take the live endpoint's
@@ -54,6 +55,10 @@ pub struct Request {
     /// is dropped (the calling run ended, was cancelled, timed out or undeployed, so its flow
     /// future was dropped) this run is cancelled at once.
     pub parent: Option<Parent>,
+    /// The conversation thread (`thread_id`): its runs run one at a time, in accept order.
+    pub thread: Option<String>,
+    /// `"multitask": "reject"`: refuse (409 `thread_busy`) rather than wait for the thread.
+    pub reject_if_busy: bool,
 }
 
 /// The run that called a collaborator, and the wire that cancels the collaborator's run with it.
@@ -105,6 +110,35 @@ pub struct AgentRuntime {
     cancel_on_start: HashMap<Uuid, Vec<Answer>>,
     /// An undeploy that came while a claim was on its way: carried out when it lands.
     shutdown_after_claim: Option<(&'static str, oneshot::Sender<Result<usize, Error>>)>,
+    /// The runs of each thread, one at a time. A run waiting here holds a slot (`reserved`).
+    lanes: Lanes<Held>,
+    /// This actor, for what ends outside it (a thread's turn stored) to come back to it.
+    me: Option<Addr<AgentRuntime>>,
+}
+
+/// What a run waiting for its thread needs to start.
+enum Held {
+    /// A sync call: its caller waits; the agent limit counts from the call.
+    Sync {
+        run: StoredRun,
+        snapshot: Arc<Snapshot>,
+        limit: Duration,
+        reply: Answer,
+        depth: u8,
+    },
+    /// An async run taken off the queue (stored `running` without `started_at`).
+    Claimed { run: StoredRun },
+    /// A paused run a person answered.
+    Resumed { run: StoredRun, resume: Resume },
+}
+
+impl Held {
+    fn into_run(self) -> (StoredRun, Option<Answer>) {
+        match self {
+            Held::Sync { run, reply, .. } => (run, Some(reply)),
+            Held::Claimed { run } | Held::Resumed { run, .. } => (run, None),
+        }
+    }
 }
 
 fn answer(replies: Vec<Answer>, result: &Result<StoredRun, Error>) {
@@ -137,6 +171,8 @@ impl AgentRuntime {
             pump_again: false,
             cancel_on_start: HashMap::new(),
             shutdown_after_claim: None,
+            lanes: Lanes::default(),
+            me: None,
         }
     }
 
@@ -200,6 +236,7 @@ impl AgentRuntime {
                     agent_id: p.agent,
                     request_id: p.request_id,
                 }),
+                thread_id: request.thread.clone(),
             },
             mode,
             input: request.input.clone(),
@@ -207,10 +244,11 @@ impl AgentRuntime {
             fingerprint: request
                 .idempotency_key
                 .as_ref()
-                .map(|_| fingerprint(&request.input)),
+                .map(|_| request_fingerprint(&request.input, request.thread.as_deref())),
             idempotency_key: request.idempotency_key.clone(),
             caller: request.caller.clone(),
             push_enabled: push,
+            checkpoint: None,
         }
     }
 
@@ -223,10 +261,21 @@ impl AgentRuntime {
         reply: Option<Answer>,
         persist: bool,
         depth: u8,
+        resume: Option<Resume>,
         ctx: &mut Context<Self>,
     ) {
         let rid = run.run.request_id;
+        // Templates see the thread id the caller named; its turns are read from its scope.
+        let thread = run.thread_key().map(|key| {
+            let turns = self
+                .rt
+                .runs()
+                .turns(self.agent, key, snapshot.spec.memory_turns());
+            (run.run.thread_id.clone().unwrap_or_default(), turns)
+        });
         let job = Job {
+            thread,
+            resume,
             rid,
             snapshot,
             input: run.input.clone(),
@@ -269,6 +318,16 @@ impl AgentRuntime {
         (status, output, error): Ending,
         durable_answer: bool,
     ) {
+        // The turn keeps the whole input the run had, not what an ended run keeps of it.
+        let turn = run.thread_key().filter(|_| persist).map(|thread| {
+            let turn = Turn {
+                request_id: run.run.request_id,
+                input: run.input.clone(),
+                output: output.clone(),
+                at: Utc::now(),
+            };
+            (thread, turn)
+        });
         run.finish(status, output, error);
         // A line per successful run is an access log: at `debug`, since formatting and writing it
         // cost a tenth of a sync call's CPU (the metrics count every run anyway). Runs that did
@@ -300,7 +359,11 @@ impl AgentRuntime {
             .run_finished(status, started.elapsed().as_secs_f64());
         let rt = self.rt.clone();
         let rid = run.run.request_id;
-        if run.mode == Mode::Sync && run.idempotency_key.is_none() && !durable_answer {
+        if run.mode == Mode::Sync
+            && run.idempotency_key.is_none()
+            && !durable_answer
+            && turn.is_none()
+        {
             // Recorded before the answer, so an engine that writes at once (sled) has it
             // readable by the time the caller learns its id.
             let recorded = rt.runs().record(run.clone());
@@ -315,10 +378,24 @@ impl AgentRuntime {
         }
         let push_due = run.schedule_push();
         let finished = rt.runs().finish(run.clone(), push_due);
+        // A thread's turn is stored before the thread passes to its next run, which reads it.
+        let appended = turn.map(|(thread, turn)| {
+            let append = rt.runs().append_turn(self.agent, thread.clone(), turn);
+            (thread, append)
+        });
+        let me = self.me.clone();
         actix::spawn(async move {
             let stored = finished.await;
             if let Err(e) = &stored {
                 tracing::error!(request_id = %rid, error = %e, "cannot store a run's final state");
+            }
+            if let Some((thread, append)) = appended {
+                if let Err(e) = append.await {
+                    tracing::error!(request_id = %rid, error = %e, "cannot store a thread's turn");
+                }
+                if let Some(me) = me {
+                    me.do_send(ThreadFree { thread, rid });
+                }
             }
             rt.waiters().wake(rid);
             if push_due.is_some() {
@@ -326,6 +403,117 @@ impl AgentRuntime {
             }
             answer(replies, &stored.map(|()| run).map_err(Error::from));
         });
+    }
+
+    /// A run in flight paused for a person: stored `input_required` with what it waits for and
+    /// where it resumes (durable, and pushed when its version pushes), then its caller answered
+    /// with it; its slot and its thread are free meanwhile.
+    fn pause(&mut self, rid: Uuid, pending: Value, checkpoint: Checkpoint) {
+        let Some(entry) = self.running.remove(&rid) else {
+            return;
+        };
+        self.rt.in_flight_changed(-1);
+        let mut run = entry.run;
+        if !entry.persist {
+            // A preview is not stored, so nothing could resume it.
+            self.previews = self.previews.saturating_sub(1);
+            let error = RunError::new(
+                "input_required",
+                "the draft paused for a person's input; a preview cannot be resumed: deploy to try it",
+                json!({ "pending": pending }),
+            );
+            run.finish(RunStatus::Failed, None, Some(error));
+            answer(entry.reply.into_iter().collect(), &Ok(run));
+            return;
+        }
+        run.run.status = RunStatus::InputRequired;
+        run.run.pending = Some(pending);
+        run.checkpoint = match serde_json::to_value(&checkpoint) {
+            Ok(value) => Some(value),
+            Err(e) => {
+                let error = RunError::new(
+                    "internal",
+                    format!("cannot keep the run's place: {e}"),
+                    Value::Null,
+                );
+                let replies = entry.reply.into_iter().collect();
+                let ending = (RunStatus::Failed, None, Some(error));
+                self.finalize(run, true, replies, entry.started, ending, true);
+                return;
+            }
+        };
+        self.rt.metrics().run_entered(RunStatus::InputRequired);
+        let push_due = run.schedule_push();
+        let stored = self.rt.runs().finish(run.clone(), push_due);
+        let (rt, agent, me) = (self.rt.clone(), self.agent, self.me.clone());
+        let reply = entry.reply;
+        actix::spawn(async move {
+            let stored = stored.await;
+            match &stored {
+                Ok(()) => on_input_required(&rt, &run).await,
+                Err(e) => {
+                    tracing::error!(request_id = %rid, error = %e, "cannot store a paused run")
+                }
+            }
+            if let (Some(thread), Some(me)) = (run.thread_key(), me) {
+                me.do_send(ThreadFree { thread, rid });
+            }
+            rt.waiters().wake(rid);
+            if push_due.is_some() {
+                rt.wake_pusher();
+            }
+            tracing::info!(request_id = %rid, %agent, "run paused for input");
+            answer(
+                reply.into_iter().collect(),
+                &stored.map(|()| run).map_err(Error::from),
+            );
+        });
+    }
+
+    /// Starts a run that held its thread's lane waiting, now that the thread passed to it.
+    fn start_held(&mut self, held: Held, since: Instant, ctx: &mut Context<Self>) {
+        self.reserved = self.reserved.saturating_sub(1);
+        match held {
+            Held::Sync {
+                run,
+                snapshot,
+                limit,
+                reply,
+                depth,
+            } => {
+                // The agent limit counts from the call, waiting included.
+                let left = limit.saturating_sub(since.elapsed());
+                self.start(
+                    run,
+                    snapshot,
+                    Some(left),
+                    Some(reply),
+                    true,
+                    depth,
+                    None,
+                    ctx,
+                );
+            }
+            Held::Claimed { mut run } => {
+                // Durably started before it runs: a crash from here on marks it interrupted
+                // rather than running it again.
+                run.run.started_at = Some(Utc::now());
+                let put = self.rt.runs().put(run.clone());
+                ctx.spawn(put.into_actor(self).map(move |put, act, ctx| match put {
+                    Ok(()) => act.launch_queued(run, None, ctx),
+                    Err(e) => {
+                        let error = RunError::new(
+                            "internal",
+                            format!("cannot start the run: {e}"),
+                            Value::Null,
+                        );
+                        let ending = (RunStatus::Failed, None, Some(error));
+                        act.finalize(run, true, vec![], Instant::now(), ending, true);
+                    }
+                }));
+            }
+            Held::Resumed { run, resume } => self.launch_queued(run, Some(resume), ctx),
+        }
     }
 
     /// Ends a run in flight, answering its caller and `also`; false if it was not in flight.
@@ -421,9 +609,15 @@ impl AgentRuntime {
     fn answer_cancel_from_store(&self, rid: Uuid, tx: Answer) {
         let agent = self.agent;
         let stored = self.rt.runs().get(rid);
+        let rt = self.rt.clone();
         actix::spawn(async move {
             let result = match stored.await {
                 Err(e) => Err(e.into()),
+                Ok(Some(r))
+                    if r.run.agent_id == agent && r.run.status == RunStatus::InputRequired =>
+                {
+                    cancel_paused(&rt, agent, rid).await
+                }
                 Ok(Some(r)) if r.run.agent_id == agent && r.run.status.is_final() => {
                     Err(Error::AlreadyFinished(Box::new(r.run)))
                 }
@@ -436,9 +630,37 @@ impl AgentRuntime {
         });
     }
 
-    fn start_queued(&mut self, run: StoredRun, ctx: &mut Context<Self>) {
+    fn start_queued(&mut self, mut run: StoredRun, ctx: &mut Context<Self>) {
         if self.closed {
             // Undeployed while the claim was on its way.
+            let ending = cancelled("undeployed");
+            self.finalize(run, true, vec![], Instant::now(), ending, true);
+            return;
+        }
+        if let Some(thread) = run.thread_key() {
+            self.lanes.dequeued(&thread);
+            if !self.lanes.free(&thread) {
+                // Its thread is busy: it waits, holding its slot, stored as not started yet.
+                run.run.started_at = None;
+                let rid = run.run.request_id;
+                let put = self.rt.runs().put(run.clone());
+                actix::spawn(async move {
+                    if let Err(e) = put.await {
+                        tracing::error!(request_id = %rid, error = %e, "cannot store a run waiting for its thread");
+                    }
+                });
+                self.reserved += 1;
+                self.lanes.wait(&thread, rid, Held::Claimed { run });
+                return;
+            }
+            self.lanes.enter(&thread, run.run.request_id);
+        }
+        self.launch_queued(run, None, ctx);
+    }
+
+    /// Starts an async run (claimed, or resumed after a pause) under its version's async limit.
+    fn launch_queued(&mut self, run: StoredRun, resume: Option<Resume>, ctx: &mut Context<Self>) {
+        if self.closed {
             let ending = cancelled("undeployed");
             self.finalize(run, true, vec![], Instant::now(), ending, true);
             return;
@@ -450,7 +672,7 @@ impl AgentRuntime {
                     .asynchronous
                     .timeout_s
                     .map(Duration::from_secs);
-                self.start(run, snapshot, limit, None, true, 0, ctx);
+                self.start(run, snapshot, limit, None, true, 0, resume, ctx);
             }
             None => {
                 let error = RunError::new(
@@ -488,7 +710,7 @@ impl AgentRuntime {
             .rt
             .runs()
             .find_by_key(self.agent, request.caller.clone(), key, Utc::now());
-        let fingerprint = fingerprint(&request.input);
+        let fingerprint = request_fingerprint(&request.input, request.thread.as_deref());
         Box::pin(async move {
             match found.await? {
                 Some(run) if run.fingerprint.as_ref().is_none_or(|f| *f == fingerprint) => Ok(run),
@@ -503,6 +725,7 @@ impl Actor for AgentRuntime {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        self.me = Some(ctx.address());
         let queued = self.rt.runs().queued(self.agent);
         ctx.wait(queued.into_actor(self).map(|queued, act, ctx| {
             match queued {
@@ -529,6 +752,15 @@ fn cancelled(reason: &str) -> Ending {
 fn outcome(result: Result<Value, FlowError>) -> Ending {
     match result {
         Ok(output) => (RunStatus::Succeeded, Some(output), None),
+        Err(FlowError::Failed {
+            node,
+            code,
+            message,
+        }) if code == "tool_not_approved" => (
+            RunStatus::Failed,
+            None,
+            Some(RunError::new(code, message, json!({ "node": node }))),
+        ),
         Err(FlowError::Timeout { limit, node }) => {
             let which = match limit {
                 Limit::Agent => "agent",
@@ -607,25 +839,105 @@ impl Handler<Invoke> for AgentRuntime {
         if let Some(parent) = msg.request.parent.clone() {
             self.cancel_with(parent, run.run.request_id, ctx);
         }
+        // A thread's runs go one at a time, in the order they come here. A preview reads the
+        // thread but is no turn of it.
+        let thread = run.thread_key().filter(|_| persist);
+        if let Some(thread) = &thread {
+            if msg.request.reject_if_busy && self.lanes.busy(thread) {
+                let named = msg.request.thread.clone().unwrap_or_default();
+                return fail(Error::ThreadBusy(named));
+            }
+            if !self.lanes.free(thread) {
+                if run.idempotency_key.is_some() {
+                    // Keyed: found again by its key only once accepted; it waits after that.
+                    return self.accept_keyed(run, snapshot, limit, tx, rx, depth, ctx);
+                }
+                self.reserved += 1;
+                let rid = run.run.request_id;
+                let held = Held::Sync {
+                    run,
+                    snapshot,
+                    limit,
+                    reply: tx,
+                    depth,
+                };
+                self.lanes.wait(thread, rid, held);
+                return reply_from(rx);
+            }
+            self.lanes.enter(thread, run.run.request_id);
+        }
         if !persist || run.idempotency_key.is_none() {
             // Nothing to find again: stored when it ends (see `finalize`).
-            self.start(run, snapshot, Some(limit), Some(tx), persist, depth, ctx);
+            self.start(
+                run,
+                snapshot,
+                Some(limit),
+                Some(tx),
+                persist,
+                depth,
+                None,
+                ctx,
+            );
             return reply_from(rx);
         }
-        // A keyed call is durable before it runs, so that a crash can never run it twice: its
-        // repeat finds it (and recovery marks it interrupted), rather than a second run.
+        self.accept_keyed(run, snapshot, limit, tx, rx, depth, ctx)
+    }
+}
+
+impl AgentRuntime {
+    /// A keyed sync call is durable before it runs, so that a crash can never run it twice:
+    /// its repeat finds it (and recovery marks it interrupted), rather than a second run. A run
+    /// of a busy thread waits for it once accepted.
+    #[allow(clippy::too_many_arguments)]
+    fn accept_keyed(
+        &mut self,
+        run: StoredRun,
+        snapshot: Arc<Snapshot>,
+        limit: Duration,
+        tx: Answer,
+        rx: oneshot::Receiver<Result<StoredRun, Error>>,
+        depth: u8,
+        ctx: &mut Context<Self>,
+    ) -> Reply<StoredRun> {
         self.reserved += 1;
         let accepted = self.rt.runs().accept(run.clone(), false);
         ctx.spawn(accepted.into_actor(self).map(move |accepted, act, ctx| {
             act.reserved -= 1;
+            let rid = run.run.request_id;
+            let thread = run.thread_key();
+            // Whether this run holds its thread (it entered a free lane before accepting).
+            let holds = thread
+                .as_ref()
+                .is_some_and(|t| !act.lanes.free(t) && act.lanes.active(t) == Some(rid));
+            if !matches!(accepted, Ok(Accepted::New)) && holds {
+                if let Some(thread) = &thread {
+                    act.thread_free(thread, rid, ctx);
+                }
+            }
             match accepted {
                 Ok(Accepted::New) if act.closed => {
                     let ending = cancelled("undeployed");
                     act.finalize(run, true, vec![tx], Instant::now(), ending, true);
                 }
-                Ok(Accepted::New) => {
-                    act.start(run, snapshot, Some(limit), Some(tx), true, depth, ctx);
-                }
+                Ok(Accepted::New) => match thread {
+                    Some(thread) if !holds => {
+                        act.reserved += 1;
+                        let held = Held::Sync {
+                            run,
+                            snapshot,
+                            limit,
+                            reply: tx,
+                            depth,
+                        };
+                        if act.lanes.free(&thread) {
+                            act.lanes.enter(&thread, rid);
+                            act.start_held(held, Instant::now(), ctx);
+                        } else {
+                            act.lanes.wait(&thread, rid, held);
+                        }
+                    }
+                    _ => act.start(run, snapshot, Some(limit), Some(tx), true, depth, None, ctx),
+                },
                 Ok(Accepted::Existing(existing)) => {
                     let rt = act.rt.clone();
                     actix::spawn(async move {
@@ -662,6 +974,12 @@ impl Handler<Submit> for AgentRuntime {
         let Some((version, snapshot)) = self.live() else {
             return fail(Rejection::NotDeployed);
         };
+        if let Some(thread) = &msg.request.thread {
+            let scoped = thread_scope(msg.request.member.as_deref(), thread);
+            if msg.request.reject_if_busy && self.lanes.busy(&scoped) {
+                return fail(Error::ThreadBusy(thread.clone()));
+            }
+        }
         let bytes = json_len(&msg.request.input);
         if self.queued >= self.rt.config().max_queue || !self.queued_inputs.admits(bytes) {
             return self.overloaded(&msg.request);
@@ -672,8 +990,13 @@ impl Handler<Submit> for AgentRuntime {
             &msg.request,
             snapshot.endpoint.asynchronous.push_enabled,
         );
-        // Counted at once, so that racing submits respect the bound.
+        // Counted at once, so that racing submits respect the bound, and a thread is busy from
+        // its request's arrival.
         self.queued += 1;
+        let thread = run.thread_key();
+        if let Some(thread) = &thread {
+            self.lanes.queued(thread);
+        }
         let rid = run.run.request_id;
         self.queued_inputs.hold(rid, bytes);
         let (tx, rx) = oneshot::channel();
@@ -690,6 +1013,9 @@ impl Handler<Submit> for AgentRuntime {
             } else {
                 act.queued = act.queued.saturating_sub(1);
                 act.queued_inputs.release(rid);
+                if let Some(thread) = &thread {
+                    act.lanes.dequeued(thread);
+                }
             }
             let _ = tx.send(result);
             // Start it only once it is durable: a run never has effects before its 202 could.
@@ -711,6 +1037,15 @@ impl Handler<Cancel> for AgentRuntime {
 
     fn handle(&mut self, msg: Cancel, ctx: &mut Self::Context) -> Self::Result {
         let (tx, rx) = oneshot::channel();
+        if let Some(held) = self.lanes.remove_waiting(msg.rid) {
+            // Waiting for its thread: it never started.
+            self.reserved = self.reserved.saturating_sub(1);
+            let (run, reply) = held.what.into_run();
+            let replies = reply.into_iter().chain([tx]).collect();
+            let ending = cancelled("requested");
+            self.finalize(run, true, replies, Instant::now(), ending, true);
+            return reply_from(rx);
+        }
         if let Some(entry) = self.running.get(&msg.rid) {
             entry.executor.do_send(Abort);
             self.end(msg.rid, cancelled("requested"), Some(tx), true);
@@ -729,6 +1064,9 @@ impl Handler<Cancel> for AgentRuntime {
                 Ok(Some(run)) => {
                     act.queued = act.queued.saturating_sub(1);
                     act.queued_inputs.release(rid);
+                    if let Some(thread) = &run.thread_key() {
+                        act.lanes.dequeued(thread);
+                    }
                     rt.metrics().run_entered(RunStatus::Cancelled);
                     rt.waiters().wake(rid);
                     if run.run.push.is_some() {
@@ -796,6 +1134,21 @@ impl AgentRuntime {
             self.end(rid, cancelled(msg.reason), Some(tx), true);
             ended.push(rx);
         }
+        for held in self.lanes.drain() {
+            self.reserved = self.reserved.saturating_sub(1);
+            let (run, reply) = held.what.into_run();
+            let (tx, rx) = oneshot::channel();
+            let replies = reply.into_iter().chain([tx]).collect();
+            self.finalize(
+                run,
+                true,
+                replies,
+                Instant::now(),
+                cancelled(msg.reason),
+                true,
+            );
+            ended.push(rx);
+        }
         self.queued = 0;
         self.queued_inputs.clear();
         ctx.stop();
@@ -836,8 +1189,173 @@ impl Handler<Finished> for AgentRuntime {
 
     fn handle(&mut self, msg: Finished, ctx: &mut Self::Context) {
         // A run cancelled meanwhile is no longer in `running`: its result is dropped.
-        self.end(msg.rid, outcome(msg.result), None, false);
+        match msg.result {
+            Ok(Outcome::Paused {
+                pending,
+                checkpoint,
+            }) => self.pause(msg.rid, pending, checkpoint),
+            Ok(Outcome::Done(output)) => {
+                self.end(msg.rid, outcome(Ok(output)), None, false);
+            }
+            Err(e) => {
+                self.end(msg.rid, outcome(Err(e)), None, false);
+            }
+        }
         self.pump(ctx);
+    }
+}
+
+impl AgentRuntime {
+    /// `rid` let go of `thread`: the next run waiting for it starts.
+    fn thread_free(&mut self, thread: &str, rid: Uuid, ctx: &mut Context<Self>) {
+        if let Some(next) = self.lanes.leave(thread, rid) {
+            self.start_held(next.what, next.since, ctx);
+        }
+    }
+}
+
+/// A thread's run is stored final (or paused) with its turn: the thread passes on.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct ThreadFree {
+    thread: String,
+    rid: Uuid,
+}
+
+impl Handler<ThreadFree> for AgentRuntime {
+    type Result = ();
+
+    fn handle(&mut self, msg: ThreadFree, ctx: &mut Self::Context) {
+        self.thread_free(&msg.thread, msg.rid, ctx);
+    }
+}
+
+/// The hook for what else should learn that a run paused: its `run.input_required` run event
+/// now; the run-events stream reads it from there.
+async fn on_input_required(rt: &Runtime, run: &StoredRun) {
+    let data = json!({ "pending": run.run.pending });
+    let appended =
+        rt.runs()
+            .append_run_event(run.run.request_id, "run.input_required".into(), data);
+    if let Err(e) = appended.await {
+        tracing::warn!(request_id = %run.run.request_id, error = %e, "cannot record run.input_required");
+    }
+}
+
+/// Cancels a paused run: taken from the store as a resume would (so a racing resume gets it
+/// once), then stored cancelled.
+async fn cancel_paused(rt: &Runtime, agent: Uuid, rid: Uuid) -> Result<StoredRun, Error> {
+    let Some(mut run) = rt.runs().resume(agent, rid).await? else {
+        return Err(Error::Unavailable(
+            "the run is being resumed; cancel it again in a moment".into(),
+        ));
+    };
+    let (status, output, error) = cancelled("requested");
+    run.checkpoint = None;
+    run.finish(status, output, error);
+    let push_due = run.schedule_push();
+    rt.runs().finish(run.clone(), push_due).await?;
+    rt.metrics().run_entered(RunStatus::Cancelled);
+    rt.waiters().wake(rid);
+    if push_due.is_some() {
+        rt.wake_pusher();
+    }
+    Ok(run)
+}
+
+/// After a restart: async runs a previous process claimed but held back because their thread
+/// was busy (stored `running` with no `started_at`). They never started, so they run now, oldest
+/// first, before anything still queued.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Adopt {
+    pub runs: Vec<StoredRun>,
+}
+
+impl Handler<Adopt> for AgentRuntime {
+    type Result = ();
+
+    fn handle(&mut self, msg: Adopt, ctx: &mut Self::Context) {
+        for run in msg.runs {
+            self.start_queued(run, ctx);
+        }
+    }
+}
+
+/// A person's answer to a paused run (`POST .../requests/{rid}/input`): the run goes on in the
+/// background. Answers with the run as resumed (`running`).
+#[derive(Message)]
+#[rtype(result = "Result<StoredRun, Error>")]
+pub struct ResumeRun {
+    pub rid: Uuid,
+    pub answer: crate::flow::Answer,
+}
+
+impl Handler<ResumeRun> for AgentRuntime {
+    type Result = Reply<StoredRun>;
+
+    fn handle(&mut self, msg: ResumeRun, ctx: &mut Self::Context) -> Self::Result {
+        if self.closed {
+            return fail(Rejection::NotDeployed);
+        }
+        let (agent, rid) = (self.agent, msg.rid);
+        let resumed = self.rt.runs().resume(agent, rid);
+        let (tx, rx) = oneshot::channel();
+        ctx.spawn(resumed.into_actor(self).map(move |resumed, act, ctx| {
+            let mut run = match resumed {
+                Ok(Some(run)) => run,
+                Ok(None) => {
+                    // Not paused (any more): say what it is.
+                    let rt = act.rt.clone();
+                    actix::spawn(async move {
+                        let result = match rt.runs().get(rid).await {
+                            Ok(Some(r)) if r.run.agent_id == agent => {
+                                Err(Error::NotWaiting(r.run.status.as_str()))
+                            }
+                            Ok(_) => Err(Rejection::not_found(format!("request {rid}")).into()),
+                            Err(e) => Err(e.into()),
+                        };
+                        let _ = tx.send(result);
+                    });
+                    return;
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e.into()));
+                    return;
+                }
+            };
+            let checkpoint = run
+                .checkpoint
+                .take()
+                .and_then(|c| serde_json::from_value::<Checkpoint>(c).ok());
+            let Some(checkpoint) = checkpoint else {
+                let error = RunError::new(
+                    "checkpoint_lost",
+                    "the place where the run paused is gone (its thread was deleted?)",
+                    Value::Null,
+                );
+                let ending = (RunStatus::Failed, None, Some(error));
+                act.finalize(run, true, vec![tx], Instant::now(), ending, true);
+                return;
+            };
+            let _ = tx.send(Ok(run.clone()));
+            let resume = Resume {
+                checkpoint,
+                answer: msg.answer,
+            };
+            match run.thread_key() {
+                Some(thread) if !act.lanes.free(&thread) => {
+                    act.reserved += 1;
+                    act.lanes.wait(&thread, rid, Held::Resumed { run, resume });
+                }
+                Some(thread) => {
+                    act.lanes.enter(&thread, rid);
+                    act.launch_queued(run, Some(resume), ctx);
+                }
+                None => act.launch_queued(run, Some(resume), ctx),
+            }
+        }));
+        reply_from(rx)
     }
 }
 

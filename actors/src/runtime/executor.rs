@@ -14,7 +14,10 @@ use serde_json::Value;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::flow::{self, FlowError, HttpEffects};
+use events::run::Turn;
+use events::store::StoreFuture;
+
+use crate::flow::{self, FlowError, HttpEffects, Outcome};
 
 /// Everything one run needs, fixed when it starts.
 pub struct Job {
@@ -30,6 +33,10 @@ pub struct Job {
     pub limit: Option<Duration>,
     /// Calls a collaborator agent (`agent` nodes).
     pub collaborator: flow::AgentCall,
+    /// The run's thread and the read of its last turns (`thread.turns`, `history`).
+    pub thread: Option<(String, StoreFuture<Vec<Turn>>)>,
+    /// For a paused run going on: where it stopped and the answer it got.
+    pub resume: Option<flow::Resume>,
 }
 
 pub struct Executor {
@@ -70,12 +77,30 @@ impl Actor for Executor {
             agent: job.collaborator,
         };
         let snapshot = job.snapshot;
-        let (input, limit) = (job.input, job.limit);
+        let (input, limit, thread, resume) = (job.input, job.limit, job.thread, job.resume);
         let span = tracing::info_span!("run", request_id = %rid, agent = %self.agent);
-        let work =
-            async move { flow::run(&snapshot, &input, &effects, limit).await }.instrument(span);
+        let work = async move {
+            let thread = match thread {
+                Some((id, turns)) => Some(flow::Thread {
+                    id,
+                    turns: turns.await.map_err(|e| FlowError::Failed {
+                        node: String::new(),
+                        code: "thread_unreadable".into(),
+                        message: format!("the thread's turns could not be read: {e}"),
+                    })?,
+                }),
+                None => None,
+            };
+            let start = flow::Start {
+                input,
+                thread,
+                resume,
+            };
+            flow::run_from(&snapshot, start, &effects, limit).await
+        }
+        .instrument(span);
         let handle = ctx.spawn(work.into_actor(self).map(
-            move |result: Result<Value, FlowError>, act, ctx| {
+            move |result: Result<Outcome, FlowError>, act, ctx| {
                 act.parent.do_send(Finished { rid, result });
                 ctx.stop();
             },
@@ -89,7 +114,7 @@ impl Actor for Executor {
 #[rtype(result = "()")]
 pub struct Finished {
     pub rid: Uuid,
-    pub result: Result<Value, FlowError>,
+    pub result: Result<Outcome, FlowError>,
 }
 
 /// Stop now: the flow future is dropped with whatever call it was waiting on.

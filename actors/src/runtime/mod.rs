@@ -9,9 +9,10 @@ mod agent_runtime;
 mod executor;
 mod metrics;
 mod quota;
+mod threads;
 mod waiters;
 
-pub use agent_runtime::{AgentRuntime, Parent, Request, MAX_PREVIEWS};
+pub use agent_runtime::{AgentRuntime, Parent, Request, ResumeRun, MAX_PREVIEWS};
 pub use events::run::{Mode, PushState, PushStatus, Run, RunError, RunStatus, StoredRun};
 pub use events::store::IDEMPOTENCY_WINDOW;
 pub use metrics::Metrics;
@@ -30,7 +31,7 @@ use events::{AgentState, Rejection};
 use serde_json::Value;
 use uuid::Uuid;
 
-use self::agent_runtime::{Cancel, Invoke, Pump, Shutdown, Submit};
+use self::agent_runtime::{Adopt, Cancel, Invoke, Pump, Shutdown, Submit};
 use self::waiters::Waiters;
 use crate::agent::Outcome;
 use crate::flow::{AgentCall, EffectError};
@@ -314,6 +315,36 @@ impl Runtime {
         self.run(agent, rid).await
     }
 
+    /// A person's answer to paused request `rid`: it goes on in the background. Answers with
+    /// the run as resumed; [`Error::NotWaiting`] when it is not paused.
+    pub async fn resume(
+        &self,
+        agent: Uuid,
+        rid: Uuid,
+        answer: crate::flow::Answer,
+    ) -> Result<StoredRun, Error> {
+        let addr = self.agent_runtime(agent)?;
+        self.state(agent).await?;
+        addr.send(ResumeRun { rid, answer })
+            .await
+            .map_err(mailbox)?
+    }
+
+    /// The last `last` turns of thread `thread` of `agent`, oldest first.
+    pub async fn thread(
+        &self,
+        agent: Uuid,
+        thread: String,
+        last: usize,
+    ) -> Result<Vec<events::run::Turn>, Error> {
+        Ok(self.inner.runs.turns(agent, thread, last).await?)
+    }
+
+    /// Deletes thread `thread` of `agent` from storage; false if it had no turns.
+    pub async fn delete_thread(&self, agent: Uuid, thread: String) -> Result<bool, Error> {
+        Ok(self.inner.runs.delete_thread(agent, thread).await?)
+    }
+
     /// Cancels a request; the agent's runtime decides what that means for it.
     pub async fn cancel(&self, agent: Uuid, rid: Uuid) -> Result<StoredRun, Error> {
         let addr = self.agent_runtime(agent)?;
@@ -369,7 +400,13 @@ impl Runtime {
     /// and queued runs start again (or are cancelled if their agent is no longer live).
     pub async fn recover(&self) -> Result<Recovery, Error> {
         let mut report = Recovery::default();
+        let mut held: HashMap<Uuid, Vec<StoredRun>> = HashMap::new();
         for mut run in self.inner.runs.running().await? {
+            if run.mode == Mode::Async && run.run.started_at.is_none() {
+                // Claimed, then held back for its thread: it never started.
+                held.entry(run.run.agent_id).or_default().push(run);
+                continue;
+            }
             run.finish(
                 RunStatus::Failed,
                 None,
@@ -383,6 +420,10 @@ impl Runtime {
             self.inner.runs.finish(run, push_due).await?;
             self.inner.metrics.run_entered(RunStatus::Failed);
             report.interrupted += 1;
+        }
+        for (agent, mut runs) in held {
+            runs.sort_by_key(|r| r.run.request_id);
+            self.agent_runtime(agent)?.do_send(Adopt { runs });
         }
         for agent in self.inner.runs.agents_with_queue().await? {
             report.agents_with_queue += 1;
