@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod fake_http;
+pub mod scripted_model;
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
