@@ -423,7 +423,10 @@ impl Runtime {
         }
         for (agent, mut runs) in held {
             runs.sort_by_key(|r| r.run.request_id);
-            self.agent_runtime(agent)?.do_send(Adopt { runs });
+            // The runtime reads the agent's published state, which must be there first.
+            let addr = self.agent_runtime(agent)?;
+            self.state(agent).await?;
+            addr.do_send(Adopt { runs });
         }
         for agent in self.inner.runs.agents_with_queue().await? {
             report.agents_with_queue += 1;
