@@ -188,6 +188,22 @@ fn an_input_node_waits_across_a_crash_and_resumes_after_the_restart() {
     );
     let r = answer(&s, &id, &rid, json!({"input": {"city": "Rome"}}));
     assert_eq!((r.status, r.code()), (409, "not_waiting"));
+    // A paused run can be cancelled too.
+    let r = s.post(
+        &format!("/v1/agents/{id}/invoke/async"),
+        &json!({"input": {"name": "Bo"}}),
+    );
+    let other = r["request_id"].as_str().expect("rid").to_owned();
+    assert_eq!(settled(&s, &id, &other)["status"], "input_required");
+    let r = s.delete(&format!("/v1/agents/{id}/requests/{other}"));
+    assert_eq!(
+        (r.status, &r["status"]),
+        (200, &json!("cancelled")),
+        "{}",
+        r.body
+    );
+    let r = answer(&s, &id, &other, json!({"input": {"city": "Rome"}}));
+    assert_eq!((r.status, r.code()), (409, "not_waiting"));
     let unknown = answer(
         &s,
         &id,

@@ -616,7 +616,7 @@ impl AgentRuntime {
                 Ok(Some(r))
                     if r.run.agent_id == agent && r.run.status == RunStatus::InputRequired =>
                 {
-                    cancel_paused(&rt, agent, rid).await
+                    cancel_paused(&rt, agent, rid, "requested").await
                 }
                 Ok(Some(r)) if r.run.agent_id == agent && r.run.status.is_final() => {
                     Err(Error::AlreadyFinished(Box::new(r.run)))
@@ -1244,13 +1244,18 @@ async fn on_input_required(rt: &Runtime, run: &StoredRun) {
 
 /// Cancels a paused run: taken from the store as a resume would (so a racing resume gets it
 /// once), then stored cancelled.
-async fn cancel_paused(rt: &Runtime, agent: Uuid, rid: Uuid) -> Result<StoredRun, Error> {
+async fn cancel_paused(
+    rt: &Runtime,
+    agent: Uuid,
+    rid: Uuid,
+    reason: &str,
+) -> Result<StoredRun, Error> {
     let Some(mut run) = rt.runs().resume(agent, rid).await? else {
         return Err(Error::Unavailable(
             "the run is being resumed; cancel it again in a moment".into(),
         ));
     };
-    let (status, output, error) = cancelled("requested");
+    let (status, output, error) = cancelled(reason);
     run.checkpoint = None;
     run.finish(status, output, error);
     let push_due = run.schedule_push();
@@ -1297,6 +1302,14 @@ impl Handler<ResumeRun> for AgentRuntime {
     fn handle(&mut self, msg: ResumeRun, ctx: &mut Self::Context) -> Self::Result {
         if self.closed {
             return fail(Rejection::NotDeployed);
+        }
+        if self.live().is_none() {
+            // Undeployed while it waited: it can never go on, so it ends here (`undeployed`).
+            let (rt, agent, rid) = (self.rt.clone(), self.agent, msg.rid);
+            return Box::pin(async move {
+                cancel_paused(&rt, agent, rid, "undeployed").await?;
+                Err(Rejection::NotDeployed.into())
+            });
         }
         let (agent, rid) = (self.agent, msg.rid);
         let resumed = self.rt.runs().resume(agent, rid);
