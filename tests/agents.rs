@@ -314,3 +314,28 @@ fn model_tools_are_validated() {
     let r = s.post(&format!("/v1/agents/{id}/deploy"), &json!({}));
     assert_eq!((r.status, r.code()), (422, "validation_failed"));
 }
+
+/// The scripted server streams when asked, as an OpenAI-compatible server does: what a test of
+/// streamed model nodes relies on.
+#[test]
+fn the_scripted_model_streams_when_asked() {
+    let model = ScriptedModel::start(vec![Say::text("Hello there")]);
+    let resp = ureq::post(&format!("{}/chat/completions", model.url()))
+        .send_json(json!({"model": "m", "stream": true, "messages": []}))
+        .expect("answers");
+    assert_eq!(resp.header("Content-Type"), Some("text/event-stream"));
+    let body = resp.into_string().expect("text");
+    let chunks: Vec<Value> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .take_while(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str(d).expect("chunk"))
+        .collect();
+    let text: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(text, "Hello there");
+    assert!(body.trim_end().ends_with("data: [DONE]"));
+    assert_eq!(model.sent()[0]["stream"], true);
+}

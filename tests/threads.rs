@@ -309,3 +309,40 @@ fn queued_runs_of_a_thread_keep_their_order_across_a_crash() {
         "{last:?}"
     );
 }
+
+/// A keyed call waits for its thread like any other, its repeat finds it, and the same key for
+/// another thread is another body.
+#[test]
+fn keyed_calls_on_a_busy_thread_wait_and_their_keys_cover_the_thread() {
+    let s = Server::start();
+    let model = ScriptedModel::start(vec![
+        Say::Slowly(Duration::from_millis(1200), Box::new(Say::text("first"))),
+        Say::text("second"),
+    ]);
+    let id = chat_agent(&s, model.url());
+    let keyed = |key: &str, thread: &str, message: &str| {
+        s.call(
+            "POST",
+            &format!("/v1/agents/{id}/invoke"),
+            Some(common::TOKEN),
+            &[("Idempotency-Key", key)],
+            Some(&json!({"input": {"message": message}, "thread_id": thread}).to_string()),
+        )
+    };
+    std::thread::scope(|scope| {
+        let first = scope.spawn(|| keyed("k1", "t", "one"));
+        model.wait_sent(1, Duration::from_secs(5));
+        let second = keyed("k2", "t", "two");
+        assert_eq!(second["output"]["text"], "second", "{}", second.body);
+        assert_eq!(second["output"]["seen"], 1, "it ran after the first's turn");
+        assert_eq!(first.join().expect("first")["output"]["text"], "first");
+        let again = keyed("k2", "t", "two");
+        assert_eq!(again["request_id"], second["request_id"], "{}", again.body);
+    });
+    let other = keyed("k2", "elsewhere", "two");
+    assert_eq!(
+        (other.status, other.code()),
+        (422, "idempotency_key_reused")
+    );
+    assert_eq!(model.sent().len(), 2);
+}

@@ -26,6 +26,8 @@ pub struct Reply {
     pub body: String,
     /// Wait this long before answering (watching for the client to hang up).
     pub delay: Duration,
+    /// The answer's `Content-Type`.
+    pub content_type: &'static str,
 }
 
 impl Reply {
@@ -34,6 +36,7 @@ impl Reply {
             status,
             body: body.to_string(),
             delay: Duration::ZERO,
+            content_type: "application/json",
         }
     }
 
@@ -138,8 +141,9 @@ fn serve(
             return;
         }
         let head = format!(
-            "HTTP/1.1 {} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            "HTTP/1.1 {} X\r\nContent-Type: {}\r\nContent-Length: {}\r\n\r\n",
             reply.status,
+            reply.content_type,
             reply.body.len()
         );
         if stream

@@ -139,5 +139,6 @@ fn sse(deltas: &[Value]) -> Reply {
         status: 200,
         body,
         delay: Duration::ZERO,
+        content_type: "text/event-stream",
     }
 }
