@@ -339,3 +339,65 @@ fn the_scripted_model_streams_when_asked() {
     assert!(body.trim_end().ends_with("data: [DONE]"));
     assert_eq!(model.sent()[0]["stream"], true);
 }
+
+/// A tool the model calls on a `member` connection uses the caller's own credentials, as a tool
+/// node does; a caller acting as no member gets none, and the model is told.
+#[test]
+fn calls_in_the_loop_use_the_callers_member_credentials() {
+    let s = Server::start();
+    let model = ScriptedModel::start(vec![
+        Say::call("forecast", json!({"city": "Oslo"})),
+        Say::text("done"),
+        Say::call("forecast", json!({"city": "Oslo"})),
+        Say::text("no credentials"),
+    ]);
+    let tool = weather();
+    let mut spec = agentic_spec(model.url(), json!(["forecast"]), json!({}));
+    spec["tools"][0]["security"] = json!("api_key");
+    let id = s.create(&spec);
+    let r = s.post(
+        &format!("/v1/agents/{id}/connections"),
+        &json!({"id": "llm", "server": model.url(), "auth": {"type": "bearer", "token": "sk-model"}}),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let r = s.post(
+        &format!("/v1/agents/{id}/connections"),
+        &json!({"id": "weather", "server": tool.url, "credentials": "member",
+                "auth": {"type": "api_key", "header": "X-Member-Key"}}),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let r = s.put(
+        &format!("/v1/agents/{id}/connections/weather/members/alice"),
+        &json!({"type": "api_key", "key": "alice-secret"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        s.post(&format!("/v1/agents/{id}/deploy"), &json!({}))
+            .status,
+        200
+    );
+    let key = |member: Option<&str>| {
+        let body = member.map_or(json!({}), |m| json!({ "member": m }));
+        let r = s.post(&format!("/v1/agents/{id}/keys"), &body);
+        r["key"].as_str().expect("key").to_owned()
+    };
+    let call = |token: &str| {
+        s.call(
+            "POST",
+            &format!("/v1/agents/{id}/invoke"),
+            Some(token),
+            &[],
+            Some(r#"{"input": {"q": "Weather?"}}"#),
+        )
+    };
+    let r = call(&key(Some("alice")));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r["output"]["calls"][0]["status"], "ok");
+    assert_eq!(tool.requests()[0].headers["x-member-key"], "alice-secret");
+
+    let r = call(&key(None));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r["output"]["calls"][0]["status"], "failed");
+    assert!(tool_results(&model.sent()[3])[0].contains("missing_member_credentials"));
+    assert_eq!(tool.requests().len(), 1, "nothing sent without credentials");
+}
