@@ -7,6 +7,8 @@
 //! time is on its way (`claiming`), so a slot is never given twice. Only cancelling a queued run
 //! holds the actor (`ctx.wait`): cancels are rare, and one that races a claim is answered when
 //! the claim lands (`cancel_on_start`).
+//!
+//! `lanes`: runs waiting for their conversation thread; `paused`: runs waiting for a person.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::ready;
@@ -28,9 +30,17 @@ use uuid::Uuid;
 use super::executor::{Abort, Executor, Finished, Job};
 use super::quota::QueuedInputs;
 use super::threads::Lanes;
+
+mod lanes;
+mod paused;
+
 use super::{Mode, Run, RunError, RunStatus, Runtime, StoredRun};
-use crate::flow::{Checkpoint, FlowError, Limit, Outcome, Resume};
+use crate::flow::{FlowError, Limit, Outcome, Resume};
 use crate::Error;
+pub use lanes::Adopt;
+use lanes::{Held, ThreadFree};
+use paused::cancel_paused;
+pub use paused::ResumeRun;
 
 /// Draft previews one agent may run at once. They do not take the live endpoint's
 /// `max_concurrency` slots (a preview must never make a live call 429), so they have a bound of
@@ -114,31 +124,6 @@ pub struct AgentRuntime {
     lanes: Lanes<Held>,
     /// This actor, for what ends outside it (a thread's turn stored) to come back to it.
     me: Option<Addr<AgentRuntime>>,
-}
-
-/// What a run waiting for its thread needs to start.
-enum Held {
-    /// A sync call: its caller waits; the agent limit counts from the call.
-    Sync {
-        run: StoredRun,
-        snapshot: Arc<Snapshot>,
-        limit: Duration,
-        reply: Answer,
-        depth: u8,
-    },
-    /// An async run taken off the queue (stored `running` without `started_at`).
-    Claimed { run: StoredRun },
-    /// A paused run a person answered.
-    Resumed { run: StoredRun, resume: Resume },
-}
-
-impl Held {
-    fn into_run(self) -> (StoredRun, Option<Answer>) {
-        match self {
-            Held::Sync { run, reply, .. } => (run, Some(reply)),
-            Held::Claimed { run } | Held::Resumed { run, .. } => (run, None),
-        }
-    }
 }
 
 fn answer(replies: Vec<Answer>, result: &Result<StoredRun, Error>) {
@@ -403,117 +388,6 @@ impl AgentRuntime {
             }
             answer(replies, &stored.map(|()| run).map_err(Error::from));
         });
-    }
-
-    /// A run in flight paused for a person: stored `input_required` with what it waits for and
-    /// where it resumes (durable, and pushed when its version pushes), then its caller answered
-    /// with it; its slot and its thread are free meanwhile.
-    fn pause(&mut self, rid: Uuid, pending: Value, checkpoint: Checkpoint) {
-        let Some(entry) = self.running.remove(&rid) else {
-            return;
-        };
-        self.rt.in_flight_changed(-1);
-        let mut run = entry.run;
-        if !entry.persist {
-            // A preview is not stored, so nothing could resume it.
-            self.previews = self.previews.saturating_sub(1);
-            let error = RunError::new(
-                "input_required",
-                "the draft paused for a person's input; a preview cannot be resumed: deploy to try it",
-                json!({ "pending": pending }),
-            );
-            run.finish(RunStatus::Failed, None, Some(error));
-            answer(entry.reply.into_iter().collect(), &Ok(run));
-            return;
-        }
-        run.run.status = RunStatus::InputRequired;
-        run.run.pending = Some(pending);
-        run.checkpoint = match serde_json::to_value(&checkpoint) {
-            Ok(value) => Some(value),
-            Err(e) => {
-                let error = RunError::new(
-                    "internal",
-                    format!("cannot keep the run's place: {e}"),
-                    Value::Null,
-                );
-                let replies = entry.reply.into_iter().collect();
-                let ending = (RunStatus::Failed, None, Some(error));
-                self.finalize(run, true, replies, entry.started, ending, true);
-                return;
-            }
-        };
-        self.rt.metrics().run_entered(RunStatus::InputRequired);
-        let push_due = run.schedule_push();
-        let stored = self.rt.runs().finish(run.clone(), push_due);
-        let (rt, agent, me) = (self.rt.clone(), self.agent, self.me.clone());
-        let reply = entry.reply;
-        actix::spawn(async move {
-            let stored = stored.await;
-            match &stored {
-                Ok(()) => on_input_required(&rt, &run).await,
-                Err(e) => {
-                    tracing::error!(request_id = %rid, error = %e, "cannot store a paused run")
-                }
-            }
-            if let (Some(thread), Some(me)) = (run.thread_key(), me) {
-                me.do_send(ThreadFree { thread, rid });
-            }
-            rt.waiters().wake(rid);
-            if push_due.is_some() {
-                rt.wake_pusher();
-            }
-            tracing::info!(request_id = %rid, %agent, "run paused for input");
-            answer(
-                reply.into_iter().collect(),
-                &stored.map(|()| run).map_err(Error::from),
-            );
-        });
-    }
-
-    /// Starts a run that held its thread's lane waiting, now that the thread passed to it.
-    fn start_held(&mut self, held: Held, since: Instant, ctx: &mut Context<Self>) {
-        self.reserved = self.reserved.saturating_sub(1);
-        match held {
-            Held::Sync {
-                run,
-                snapshot,
-                limit,
-                reply,
-                depth,
-            } => {
-                // The agent limit counts from the call, waiting included.
-                let left = limit.saturating_sub(since.elapsed());
-                self.start(
-                    run,
-                    snapshot,
-                    Some(left),
-                    Some(reply),
-                    true,
-                    depth,
-                    None,
-                    ctx,
-                );
-            }
-            Held::Claimed { mut run } => {
-                // Durably started before it runs: a crash from here on marks it interrupted
-                // rather than running it again.
-                run.run.started_at = Some(Utc::now());
-                let put = self.rt.runs().put(run.clone());
-                ctx.spawn(put.into_actor(self).map(move |put, act, ctx| match put {
-                    Ok(()) => act.launch_queued(run, None, ctx),
-                    Err(e) => {
-                        let error = RunError::new(
-                            "internal",
-                            format!("cannot start the run: {e}"),
-                            Value::Null,
-                        );
-                        let ending = (RunStatus::Failed, None, Some(error));
-                        act.finalize(run, true, vec![], Instant::now(), ending, true);
-                    }
-                }));
-            }
-            Held::Resumed { run, resume } => self.launch_queued(run, Some(resume), ctx),
-        }
     }
 
     /// Ends a run in flight, answering its caller and `also`; false if it was not in flight.
@@ -1202,173 +1076,6 @@ impl Handler<Finished> for AgentRuntime {
             }
         }
         self.pump(ctx);
-    }
-}
-
-impl AgentRuntime {
-    /// `rid` let go of `thread`: the next run waiting for it starts.
-    fn thread_free(&mut self, thread: &str, rid: Uuid, ctx: &mut Context<Self>) {
-        if let Some(next) = self.lanes.leave(thread, rid) {
-            self.start_held(next.what, next.since, ctx);
-        }
-    }
-}
-
-/// A thread's run is stored final (or paused) with its turn: the thread passes on.
-#[derive(Message)]
-#[rtype(result = "()")]
-struct ThreadFree {
-    thread: String,
-    rid: Uuid,
-}
-
-impl Handler<ThreadFree> for AgentRuntime {
-    type Result = ();
-
-    fn handle(&mut self, msg: ThreadFree, ctx: &mut Self::Context) {
-        self.thread_free(&msg.thread, msg.rid, ctx);
-    }
-}
-
-/// The hook for what else should learn that a run paused: its `run.input_required` run event
-/// now; the run-events stream reads it from there.
-async fn on_input_required(rt: &Runtime, run: &StoredRun) {
-    let data = json!({ "pending": run.run.pending });
-    let appended =
-        rt.runs()
-            .append_run_event(run.run.request_id, "run.input_required".into(), data);
-    if let Err(e) = appended.await {
-        tracing::warn!(request_id = %run.run.request_id, error = %e, "cannot record run.input_required");
-    }
-}
-
-/// Cancels a paused run: taken from the store as a resume would (so a racing resume gets it
-/// once), then stored cancelled.
-async fn cancel_paused(
-    rt: &Runtime,
-    agent: Uuid,
-    rid: Uuid,
-    reason: &str,
-) -> Result<StoredRun, Error> {
-    let Some(mut run) = rt.runs().resume(agent, rid).await? else {
-        return Err(Error::Unavailable(
-            "the run is being resumed; cancel it again in a moment".into(),
-        ));
-    };
-    let (status, output, error) = cancelled(reason);
-    run.checkpoint = None;
-    run.finish(status, output, error);
-    let push_due = run.schedule_push();
-    rt.runs().finish(run.clone(), push_due).await?;
-    rt.metrics().run_entered(RunStatus::Cancelled);
-    rt.waiters().wake(rid);
-    if push_due.is_some() {
-        rt.wake_pusher();
-    }
-    Ok(run)
-}
-
-/// After a restart: async runs a previous process claimed but held back because their thread
-/// was busy (stored `running` with no `started_at`). They never started, so they run now, oldest
-/// first, before anything still queued.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Adopt {
-    pub runs: Vec<StoredRun>,
-}
-
-impl Handler<Adopt> for AgentRuntime {
-    type Result = ();
-
-    fn handle(&mut self, msg: Adopt, ctx: &mut Self::Context) {
-        for run in msg.runs {
-            self.start_queued(run, ctx);
-        }
-    }
-}
-
-/// A person's answer to a paused run (`POST .../requests/{rid}/input`): the run goes on in the
-/// background. Answers with the run as resumed (`running`).
-#[derive(Message)]
-#[rtype(result = "Result<StoredRun, Error>")]
-pub struct ResumeRun {
-    pub rid: Uuid,
-    pub answer: crate::flow::Answer,
-}
-
-impl Handler<ResumeRun> for AgentRuntime {
-    type Result = Reply<StoredRun>;
-
-    fn handle(&mut self, msg: ResumeRun, ctx: &mut Self::Context) -> Self::Result {
-        if self.closed {
-            return fail(Rejection::NotDeployed);
-        }
-        if self.live().is_none() {
-            // Undeployed while it waited: it can never go on, so it ends here (`undeployed`).
-            let (rt, agent, rid) = (self.rt.clone(), self.agent, msg.rid);
-            return Box::pin(async move {
-                cancel_paused(&rt, agent, rid, "undeployed").await?;
-                Err(Rejection::NotDeployed.into())
-            });
-        }
-        let (agent, rid) = (self.agent, msg.rid);
-        let resumed = self.rt.runs().resume(agent, rid);
-        let (tx, rx) = oneshot::channel();
-        ctx.spawn(resumed.into_actor(self).map(move |resumed, act, ctx| {
-            let mut run = match resumed {
-                Ok(Some(run)) => run,
-                Ok(None) => {
-                    // Not paused (any more): say what it is.
-                    let rt = act.rt.clone();
-                    actix::spawn(async move {
-                        let result = match rt.runs().get(rid).await {
-                            Ok(Some(r)) if r.run.agent_id == agent => {
-                                Err(Error::NotWaiting(r.run.status.as_str()))
-                            }
-                            Ok(_) => Err(Rejection::not_found(format!("request {rid}")).into()),
-                            Err(e) => Err(e.into()),
-                        };
-                        let _ = tx.send(result);
-                    });
-                    return;
-                }
-                Err(e) => {
-                    let _ = tx.send(Err(e.into()));
-                    return;
-                }
-            };
-            let checkpoint = run
-                .checkpoint
-                .take()
-                .and_then(|c| serde_json::from_value::<Checkpoint>(c).ok());
-            let Some(checkpoint) = checkpoint else {
-                let error = RunError::new(
-                    "checkpoint_lost",
-                    "the place where the run paused is gone (its thread was deleted?)",
-                    Value::Null,
-                );
-                let ending = (RunStatus::Failed, None, Some(error));
-                act.finalize(run, true, vec![tx], Instant::now(), ending, true);
-                return;
-            };
-            let _ = tx.send(Ok(run.clone()));
-            let resume = Resume {
-                checkpoint,
-                answer: msg.answer,
-            };
-            match run.thread_key() {
-                Some(thread) if !act.lanes.free(&thread) => {
-                    act.reserved += 1;
-                    act.lanes.wait(&thread, rid, Held::Resumed { run, resume });
-                }
-                Some(thread) => {
-                    act.lanes.enter(&thread, rid);
-                    act.launch_queued(run, Some(resume), ctx);
-                }
-                None => act.launch_queued(run, Some(resume), ctx),
-            }
-        }));
-        reply_from(rx)
     }
 }
 
