@@ -242,7 +242,7 @@ fn the_model_deadline_fires_inside_the_loop_and_drops_the_call() {
 }
 
 #[test]
-fn cancelling_a_run_stops_its_loop_mid_call() {
+fn cancelling_or_undeploying_stops_a_loop_mid_call() {
     let s = Server::start();
     let model = ScriptedModel::start(vec![Say::Slowly(
         Duration::from_secs(20),
@@ -272,6 +272,33 @@ fn cancelling_a_run_stops_its_loop_mid_call() {
     assert_eq!(
         model.server.wait_dropped(1, Duration::from_secs(5)).len(),
         1
+    );
+
+    // Undeploying does the same to a loop in flight.
+    model.then(Say::Slowly(
+        Duration::from_secs(20),
+        Box::new(Say::text("never")),
+    ));
+    let r = s.post(
+        &format!("/v1/agents/{id}/invoke/async"),
+        &json!({"input": {"q": "slow"}}),
+    );
+    let rid = r["request_id"].as_str().expect("rid").to_owned();
+    model.wait_sent(2, Duration::from_secs(5));
+    assert_eq!(
+        s.post(&format!("/v1/agents/{id}/undeploy"), &json!({}))
+            .status,
+        200
+    );
+    assert_eq!(
+        model.server.wait_dropped(2, Duration::from_secs(5)).len(),
+        2
+    );
+    let run = s.get(&format!("/v1/agents/{id}/requests/{rid}"));
+    assert_eq!(
+        run["error"]["details"]["reason"], "undeployed",
+        "{}",
+        run.body
     );
 }
 
