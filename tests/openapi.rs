@@ -59,6 +59,8 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/a2a/{id}/tasks", &["get"]),
     ("/a2a/{id}/tasks/{tid}:cancel", &["post"]),
     ("/a2a/{id}/tasks/{tid}:subscribe", &["get", "post"]),
+    ("/v1/agents/{id}/requests/{rid}/input", &["post"]),
+    ("/v1/agents/{id}/threads/{tid}", &["get", "delete"]),
 ];
 
 /// Routes anyone may call.
@@ -123,7 +125,8 @@ fn every_listed_route_is_served() {
             .replace("{member}", "alice")
             .replace("{kid}", "key_none")
             .replace("{rid}", &rid)
-            .replace("{asset}", "app.js");
+            .replace("{asset}", "app.js")
+            .replace("{tid}", "thread-1");
         for method in *methods {
             let body = matches!(*method, "post" | "put").then_some("{}");
             let r = server.call(
@@ -156,7 +159,8 @@ fn other_methods_answer_405_with_allow() {
             .replace("{member}", "m")
             .replace("{kid}", "k")
             .replace("{rid}", &unknown_id())
-            .replace("{asset}", "app.js");
+            .replace("{asset}", "app.js")
+            .replace("{tid}", "t");
         let resp = match agent
             .request("PATCH", &format!("{}{concrete}", server.base))
             .call()
@@ -301,6 +305,7 @@ fn auth_errors_parameters_and_headers_are_documented() {
             && !path.contains("/requests/")
             && !path.contains("/chat/completions")
             && !path.starts_with("/a2a/")
+            && !path.contains("/threads/")
             && path != "/v1/agents";
         if writes_the_log {
             assert!(headers.contains("If-Match"), "{method} {path}: If-Match");

@@ -609,6 +609,9 @@ mod tests {
         let mut big = deployable();
         big.flow.as_mut().expect("flow").nodes[0].kind = crate::spec::NodeKind::Model {
             prompt: "p".repeat(limits::TEMPLATE_BYTES + 1),
+            tools: vec![],
+            max_steps: None,
+            history: false,
         };
         let err = stream.refused(Command::EditDraft { spec: big });
         assert_eq!(invalid_field(&err), Some("flow.nodes[0].prompt"), "{err:?}");

@@ -17,6 +17,7 @@ mod openai;
 mod openapi;
 mod responses;
 mod stream;
+mod threads;
 pub mod view;
 
 use actix_web::http::{header, Method, StatusCode};
@@ -49,6 +50,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .configure(stream::routes)
         .configure(openai::routes)
         .configure(a2a::routes)
+        .configure(threads::routes)
         .configure(agents::routes)
         .configure(connections::routes)
         .configure(connection_checks::routes)

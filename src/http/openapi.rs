@@ -17,7 +17,7 @@ use super::error::{ApiError, ErrorBody};
 use super::responses::*;
 use super::{
     a2a, agents, cluster, connection_checks, connections, console, deployment, invoke, keys, log,
-    openai, stream,
+    openai, stream, threads,
 };
 
 #[derive(OpenApi)]
@@ -81,6 +81,9 @@ use super::{
         a2a::rest_subscribe,
         a2a::rest_subscribe_post,
         a2a::rest_list,
+        threads::get_thread,
+        threads::delete_thread,
+        threads::input,
     ),
     components(
         schemas(ErrorBody),

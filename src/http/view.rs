@@ -212,9 +212,76 @@ pub struct Summary {
     pub collaborators: Vec<CollaboratorEntry>,
     pub behavior: Behavior,
     pub connections: Vec<ConnectionEntry>,
+    /// What each model node's model may call on its own (its `tools`), so the team sees what it
+    /// lets a model do before it deploys.
+    pub model_tools: Vec<ModelToolsEntry>,
     pub errors: Vec<Problem>,
     pub warnings: Vec<Problem>,
     pub can_deploy: bool,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ModelToolsEntry {
+    /// The model node's id.
+    pub node: String,
+    /// Model calls the node may make (`max_steps`).
+    pub max_steps: u32,
+    /// Whether the model gets the thread's earlier turns.
+    pub history: bool,
+    pub tools: Vec<ModelTool>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ModelTool {
+    pub name: String,
+    /// `tool` (one of the agent's tools), `knowledge` or `collaborator`; `unknown` for a name
+    /// that is none of these (a validation error).
+    pub kind: &'static str,
+    /// For a tool: the connection its calls go to.
+    pub connection: Option<String>,
+    /// A person approves each call first.
+    pub approval: bool,
+}
+
+fn model_tools(spec: &events::spec::AgentSpec) -> Vec<ModelToolsEntry> {
+    use events::spec::NodeKind;
+    let nodes = spec.flow.iter().flat_map(|f| &f.nodes);
+    nodes
+        .filter_map(|node| match &node.kind {
+            NodeKind::Model {
+                tools,
+                max_steps,
+                history,
+                ..
+            } if !tools.is_empty() || *history => Some(ModelToolsEntry {
+                node: node.id.clone(),
+                max_steps: max_steps.unwrap_or(events::spec::limits::DEFAULT_MAX_STEPS),
+                history: *history,
+                tools: tools
+                    .iter()
+                    .map(|name| {
+                        let tool = spec.tools.iter().find(|t| t.name == *name);
+                        let kind = if name == events::validation::KNOWLEDGE_TOOL {
+                            "knowledge"
+                        } else if tool.is_some() {
+                            "tool"
+                        } else if spec.collaborators.contains(name) {
+                            "collaborator"
+                        } else {
+                            "unknown"
+                        };
+                        ModelTool {
+                            name: name.clone(),
+                            kind,
+                            connection: tool.map(|t| t.connection.clone()),
+                            approval: tool.is_some_and(|t| t.approval),
+                        }
+                    })
+                    .collect(),
+            }),
+            _ => None,
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -238,6 +305,8 @@ pub struct ToolEntry {
     pub security: String,
     /// The tool's `security` equals its connection's auth type (false for an unknown connection).
     pub security_matches: bool,
+    /// A person approves each call a model makes to it.
+    pub approval: bool,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -312,6 +381,7 @@ pub fn summary(state: &AgentState, directory: &dyn Directory) -> Summary {
                     .connections
                     .get(&t.connection)
                     .is_some_and(|c| c.connection.auth.type_name() == t.security),
+                approval: t.approval,
             })
             .collect(),
         collaborators: spec
@@ -350,6 +420,7 @@ pub fn summary(state: &AgentState, directory: &dyn Directory) -> Summary {
                 checked_at: events::check::status(c).1,
             })
             .collect(),
+        model_tools: model_tools(spec),
         can_deploy: errors.is_empty() && warnings.is_empty(),
         errors,
         warnings,

@@ -5,6 +5,7 @@
 
 pub mod cluster;
 pub mod fake_http;
+pub mod scripted_model;
 pub mod sse;
 
 use std::io::{BufRead, BufReader, Read};

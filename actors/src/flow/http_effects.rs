@@ -28,7 +28,7 @@ use futures_util::FutureExt;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::effects::{excerpt, EffectError, Effects, Progress, ToolCall, ToolResponse};
+use super::effects::{excerpt, ChatReply, EffectError, Effects, Progress, ToolCall, ToolResponse};
 use super::model_stream;
 use super::tool_url::tool_url;
 use crate::egress;
@@ -91,7 +91,7 @@ fn build_client_with(connector: awc::Connector<egress::Connector>) -> awc::Clien
 }
 
 /// Why a request got no answer.
-enum NoAnswer {
+pub(super) enum NoAnswer {
     /// The egress policy refused the destination: retrying cannot help, the operator or the
     /// agent's author must change something.
     Refused(egress::Denied),
@@ -100,7 +100,7 @@ enum NoAnswer {
 }
 
 impl NoAnswer {
-    fn into_effect_error(
+    pub(super) fn into_effect_error(
         self,
         failed: impl FnOnce(String) -> EffectError,
         what: &str,
@@ -118,7 +118,10 @@ pub(crate) type Headers = Vec<(HeaderName, HeaderValue)>;
 
 impl HttpEffects {
     /// The connection `id` of this version and the headers that authenticate with it.
-    fn authenticate(&self, id: &str) -> Result<(&Connection<Sealed>, Headers), EffectError> {
+    pub(super) fn authenticate(
+        &self,
+        id: &str,
+    ) -> Result<(&Connection<Sealed>, Headers), EffectError> {
         let connection = self
             .snapshot
             .connections
@@ -214,7 +217,7 @@ impl HttpEffects {
     /// whose `base_url` is elsewhere, but a preview runs the draft unvalidated (and a version
     /// deployed before the rule existed was never checked), so the call is refused here too,
     /// before any secret is opened.
-    fn check_model_origin(&self, id: &str, base_url: &str) -> Result<(), EffectError> {
+    pub(super) fn check_model_origin(&self, id: &str, base_url: &str) -> Result<(), EffectError> {
         let Some(connection) = self.snapshot.connections.iter().find(|c| c.id == id) else {
             // `authenticate` names the missing connection.
             return Ok(());
@@ -436,6 +439,15 @@ impl Effects for HttpEffects {
         }
     }
 
+    fn chat<'a>(
+        &'a self,
+        model: &'a Model,
+        messages: &'a [Value],
+        tools: &'a [Value],
+    ) -> LocalBoxFuture<'a, Result<ChatReply, EffectError>> {
+        self.call_chat(model, messages, tools).boxed_local()
+    }
+
     fn tool<'a>(
         &'a self,
         call: ToolCall<'a>,
@@ -453,7 +465,7 @@ impl Effects for HttpEffects {
 }
 
 /// Sends one request; the status and raw body, or why no answer came.
-async fn send(
+pub(super) async fn send(
     client: &awc::Client,
     method: Method,
     url: &str,
@@ -536,7 +548,7 @@ pub(crate) fn auth_headers(
 }
 
 /// JSON if it parses, else the text; `null` for an empty body.
-fn parse_body(bytes: &[u8]) -> Value {
+pub(super) fn parse_body(bytes: &[u8]) -> Value {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Value::Null;
     }
@@ -624,6 +636,9 @@ mod tests {
             method: method.into(),
             path: path.into(),
             body,
+            description: None,
+            parameters: None,
+            approval: false,
         }
     }
 

@@ -16,7 +16,10 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use super::run_events::Recorder;
-use crate::flow::{self, FlowError, HttpEffects};
+use events::run::Turn;
+use events::store::StoreFuture;
+
+use crate::flow::{self, FlowError, HttpEffects, Outcome};
 
 /// Everything one run needs, fixed when it starts.
 pub struct Job {
@@ -36,6 +39,10 @@ pub struct Job {
     pub collaborator: flow::AgentCall,
     /// Where the run's events go; `None` for a preview, which records none.
     pub recorder: Option<Recorder>,
+    /// The run's thread and the read of its last turns (`thread.turns`, `history`).
+    pub thread: Option<(String, StoreFuture<Vec<Turn>>)>,
+    /// For a paused run going on: where it stopped and the answer it got.
+    pub resume: Option<flow::Resume>,
 }
 
 pub struct Executor {
@@ -80,12 +87,30 @@ impl Actor for Executor {
             }),
         };
         let snapshot = job.snapshot;
-        let (input, limit) = (job.input, job.limit);
+        let (input, limit, thread, resume) = (job.input, job.limit, job.thread, job.resume);
         let span = tracing::info_span!("run", request_id = %rid, agent = %self.agent);
-        let work =
-            async move { flow::run(&snapshot, &input, &effects, limit).await }.instrument(span);
+        let work = async move {
+            let thread = match thread {
+                Some((id, turns)) => Some(flow::Thread {
+                    id,
+                    turns: turns.await.map_err(|e| FlowError::Failed {
+                        node: String::new(),
+                        code: "thread_unreadable".into(),
+                        message: format!("the thread's turns could not be read: {e}"),
+                    })?,
+                }),
+                None => None,
+            };
+            let start = flow::Start {
+                input,
+                thread,
+                resume,
+            };
+            flow::run_from(&snapshot, start, &effects, limit).await
+        }
+        .instrument(span);
         let handle = ctx.spawn(work.into_actor(self).map(
-            move |result: Result<Value, FlowError>, act, ctx| {
+            move |result: Result<Outcome, FlowError>, act, ctx| {
                 act.parent.do_send(Finished { rid, result });
                 ctx.stop();
             },
@@ -99,7 +124,7 @@ impl Actor for Executor {
 #[rtype(result = "()")]
 pub struct Finished {
     pub rid: Uuid,
-    pub result: Result<Value, FlowError>,
+    pub result: Result<Outcome, FlowError>,
 }
 
 /// Stop now: the flow future is dropped with whatever call it was waiting on.

@@ -10,9 +10,10 @@ mod executor;
 mod metrics;
 mod quota;
 pub mod run_events;
+mod threads;
 mod waiters;
 
-pub use agent_runtime::{AgentRuntime, Parent, Request, StartSignal, MAX_PREVIEWS};
+pub use agent_runtime::{AgentRuntime, Parent, Request, ResumeRun, StartSignal, MAX_PREVIEWS};
 pub use events::run::{Mode, PushState, PushStatus, Run, RunError, RunStatus, StoredRun};
 pub use events::store::IDEMPOTENCY_WINDOW;
 pub use metrics::Metrics;
@@ -32,7 +33,7 @@ use events::{AgentState, Rejection};
 use serde_json::Value;
 use uuid::Uuid;
 
-use self::agent_runtime::{Cancel, Invoke, Pump, Shutdown, Submit};
+use self::agent_runtime::{Adopt, Cancel, Invoke, Pump, Shutdown, Submit};
 use self::waiters::Waiters;
 use crate::agent::Outcome;
 use crate::flow::{AgentCall, EffectError};
@@ -322,6 +323,36 @@ impl Runtime {
         self.run(agent, rid).await
     }
 
+    /// A person's answer to paused request `rid`: it goes on in the background. Answers with
+    /// the run as resumed; [`Error::NotWaiting`] when it is not paused.
+    pub async fn resume(
+        &self,
+        agent: Uuid,
+        rid: Uuid,
+        answer: crate::flow::Answer,
+    ) -> Result<StoredRun, Error> {
+        let addr = self.agent_runtime(agent)?;
+        self.state(agent).await?;
+        addr.send(ResumeRun { rid, answer })
+            .await
+            .map_err(mailbox)?
+    }
+
+    /// The last `last` turns of thread `thread` of `agent`, oldest first.
+    pub async fn thread(
+        &self,
+        agent: Uuid,
+        thread: String,
+        last: usize,
+    ) -> Result<Vec<events::run::Turn>, Error> {
+        Ok(self.inner.runs.turns(agent, thread, last).await?)
+    }
+
+    /// Deletes thread `thread` of `agent` from storage; false if it had no turns.
+    pub async fn delete_thread(&self, agent: Uuid, thread: String) -> Result<bool, Error> {
+        Ok(self.inner.runs.delete_thread(agent, thread).await?)
+    }
+
     /// Cancels a request; the agent's runtime decides what that means for it.
     pub async fn cancel(&self, agent: Uuid, rid: Uuid) -> Result<StoredRun, Error> {
         let addr = self.agent_runtime(agent)?;
@@ -376,11 +407,27 @@ impl Runtime {
     /// they may have called tools already, so running them again could repeat side effects —
     /// and queued runs start again (or are cancelled if their agent is no longer live).
     pub async fn recover(&self) -> Result<Recovery, Error> {
-        let left = self.inner.runs.running().await?;
+        let mut left = Vec::new();
+        let mut held: HashMap<Uuid, Vec<StoredRun>> = HashMap::new();
+        for run in self.inner.runs.running().await? {
+            if run.mode == Mode::Async && run.run.started_at.is_none() {
+                // Claimed, then held back for its thread: it never started.
+                held.entry(run.run.agent_id).or_default().push(run);
+            } else {
+                left.push(run);
+            }
+        }
         let mut report = Recovery {
             interrupted: self.interrupt(left).await?,
             ..Recovery::default()
         };
+        for (agent, mut runs) in held {
+            runs.sort_by_key(|r| r.run.request_id);
+            // The runtime reads the agent's published state, which must be there first.
+            let addr = self.agent_runtime(agent)?;
+            self.state(agent).await?;
+            addr.do_send(Adopt { runs });
+        }
         report.agents_with_queue = self.restart_queues().await?;
         Ok(report)
     }

@@ -28,6 +28,7 @@ use crate::spec::AgentSpec;
 mod checks;
 mod collaborators;
 mod flow;
+pub use flow::{is_function_name, KNOWLEDGE_TOOL};
 mod graph;
 mod profile;
 mod templates;
@@ -99,6 +100,16 @@ pub fn validate(
     collaborators::check_collaborators(agent_id, &spec.collaborators, directory, &mut report);
     flow::check_flow(agent_id, spec, &jinja, &mut report);
     tools::check_unused_connections(spec, connections, &mut report);
+    if let Some(memory) = &spec.memory {
+        check_range(
+            "memory_out_of_range",
+            "memory.turns",
+            memory.turns,
+            &crate::spec::limits::MEMORY_TURNS,
+            "memory.turns",
+            &mut report,
+        );
+    }
     report
 }
 

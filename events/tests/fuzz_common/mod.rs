@@ -267,7 +267,12 @@ fn target() -> impl Strategy<Value = Option<String>> {
 fn node_kind() -> impl Strategy<Value = NodeKind> {
     prop_oneof![
         templates_value().prop_map(|output| NodeKind::Transform { output }),
-        template().prop_map(|prompt| NodeKind::Model { prompt }),
+        template().prop_map(|prompt| NodeKind::Model {
+            prompt,
+            tools: vec![],
+            max_steps: None,
+            history: false
+        }),
         (id(), templates_value()).prop_map(|(tool, args)| NodeKind::Tool { tool, args }),
         (template(), any::<u32>()).prop_map(|(query, top_k)| NodeKind::Knowledge { query, top_k }),
         (
@@ -359,6 +364,9 @@ fn tool() -> impl Strategy<Value = Tool> {
             method,
             path,
             body,
+            description: None,
+            parameters: None,
+            approval: false,
         },
     )
 }
@@ -408,6 +416,7 @@ pub fn spec() -> impl Strategy<Value = AgentSpec> {
                     tools,
                     collaborators,
                     flow,
+                    memory: None,
                 }
             },
         )

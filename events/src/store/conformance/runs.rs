@@ -31,6 +31,7 @@ macro_rules! cases {
 
 cases!(
     accepted_run_reads_back_whole,
+    a_threads_paused_run_reads_back_whole,
     enqueued_runs_are_claimed_oldest_first,
     racing_claims_never_share_a_run,
     a_repeated_key_with_the_same_body_finds_the_first_request,
@@ -77,6 +78,7 @@ fn new_run(agent: Uuid, mode: Mode, input: Value) -> StoredRun {
             push: None,
             pending: None,
             parent: None,
+            thread_id: None,
         },
         mode,
         fingerprint: Some(fingerprint(&input)),
@@ -85,6 +87,7 @@ fn new_run(agent: Uuid, mode: Mode, input: Value) -> StoredRun {
         idempotency_key: None,
         caller: None,
         push_enabled: false,
+        checkpoint: None,
         a2a_push: None,
     }
 }
@@ -119,6 +122,21 @@ pub async fn accepted_run_reads_back_whole(store: Arc<dyn RunStores>) {
     accept_new(&*store, &run, true).await;
     assert_eq!(get(&*store, run.run.request_id).await, Some(run));
     assert_eq!(get(&*store, Uuid::now_v7()).await, None);
+}
+
+/// A run of a thread, paused with what it waits for and where it resumes, reads back field for
+/// field (an engine may store a thread's runs apart, e.g. sealed so that deleting the thread
+/// destroys them).
+pub async fn a_threads_paused_run_reads_back_whole(store: Arc<dyn RunStores>) {
+    let mut run = new_run(Uuid::now_v7(), Mode::Async, json!({"message": "hi"}));
+    run.run.thread_id = Some("chat:1".into());
+    accept_new(&*store, &run, false).await;
+    assert_eq!(get(&*store, run.run.request_id).await, Some(run.clone()));
+    run.run.status = RunStatus::InputRequired;
+    run.run.pending = Some(json!({"kind": "input", "node": "ask", "prompt": "Which?"}));
+    run.checkpoint = Some(json!({"node": "ask", "nodes": {"a": {"text": "x"}}}));
+    store.put(run.clone()).await.expect("put");
+    assert_eq!(get(&*store, run.run.request_id).await, Some(run));
 }
 
 /// A queue is first in, first out; a claim marks runs running with a start time and takes them
@@ -704,6 +722,16 @@ pub async fn threads_keep_turns_in_order_and_delete_them_all(store: Arc<dyn RunS
         .delete_thread(agent, "t".into())
         .await
         .expect("delete"));
+    // A thread id may be used again after its deletion: a new thread, with none of the old.
+    let fresh = turn(7);
+    store
+        .append_turn(agent, "t".into(), fresh.clone())
+        .await
+        .expect("append");
+    assert_eq!(
+        store.turns(agent, "t".into(), 20).await.expect("turns"),
+        vec![fresh]
+    );
     assert_eq!(
         store
             .turns(agent, "t2".into(), 20)
