@@ -227,6 +227,14 @@ impl Recorder {
         }
     }
 
+    /// `run.input_required {pending}`: the run paused for a person. It leaves this recorder
+    /// (resumed, it runs with a new one), so nothing more is taken after it.
+    pub fn input_required(&self, pending: &Value) {
+        self.push("run.input_required", json!({ "pending": pending }));
+        self.queue.borrow_mut().closed = true;
+        self.wake.notify_one();
+    }
+
     /// `run.finished {run}`, always the last: the recorder takes nothing after it.
     pub fn finished(&self, run: &events::run::Run) {
         self.push("run.finished", json!({ "run": run }));

@@ -58,12 +58,19 @@ impl AgentRuntime {
         self.rt.metrics().run_entered(RunStatus::InputRequired);
         let push_due = run.schedule_push();
         let stored = self.rt.runs().finish(run.clone(), push_due);
+        // After the paused state's write, like `run.finished`: a reader told finds it paused.
+        let recorder = self.recorders.remove(&rid);
+        if let Some(recorder) = &recorder {
+            recorder.input_required(&run.run.pending.clone().unwrap_or(Value::Null));
+        }
         let (rt, agent, me) = (self.rt.clone(), self.agent, self.me.clone());
         let reply = entry.reply;
         actix::spawn(async move {
             let stored = stored.await;
             match &stored {
-                Ok(()) => on_input_required(&rt, &run).await,
+                // Without a recorder (none was started), the event is written here.
+                Ok(()) if recorder.is_none() => on_input_required(&rt, &run).await,
+                Ok(()) => {}
                 Err(e) => {
                     tracing::error!(request_id = %rid, error = %e, "cannot store a paused run")
                 }
@@ -114,6 +121,7 @@ pub(super) async fn cancel_paused(
     run.finish(status, output, error);
     let push_due = run.schedule_push();
     rt.runs().finish(run.clone(), push_due).await?;
+    crate::runtime::run_events::record_finished(rt.runs(), &run.run).await;
     rt.metrics().run_entered(RunStatus::Cancelled);
     rt.waiters().wake(rid);
     if push_due.is_some() {
