@@ -19,13 +19,14 @@ use common::{dir_contains, Resp, Server, TOKEN};
 use serde_json::{json, Value};
 
 /// A server that accepts `Authorization: Bearer <token>` for one of `tokens` (401 otherwise,
-/// 403 for `forbidden-token`), and says which token it saw.
+/// 403 for `forbidden-token`). It never echoes the token: runs store the tool's answer, and the
+/// tests look for the tokens on disk.
 fn auth_server(tokens: &'static [&'static str]) -> FakeServer {
     FakeServer::start(move |r: &Recorded| {
         let sent = r.headers.get("authorization").cloned().unwrap_or_default();
         let token = sent.strip_prefix("Bearer ").unwrap_or("");
         match token {
-            t if tokens.contains(&t) => Reply::json(200, json!({"token": t})),
+            t if tokens.contains(&t) => Reply::json(200, json!({"ok": true})),
             "forbidden-token" => Reply::json(403, json!({"error": "forbidden"})),
             _ => Reply::json(401, json!({"error": "who are you?"})),
         }
