@@ -339,6 +339,18 @@ fn previews_use_draft_credentials_and_live_runs_the_live_ones() {
     assert_eq!(preview.status, 200, "{}", preview.body);
     assert_eq!(last_token(&server), "Bearer draft-tok-1");
 
+    // An edit that sends the connection back as it was read (secrets `***`) keeps them.
+    let mut read = s.get(&format!("/v1/agents/{id}/connections/svc")).body;
+    read["display_name"] = json!("Renamed");
+    let u = s.put(&format!("/v1/agents/{id}/connections/svc"), &read);
+    assert_eq!(u.status, 200, "{}", u.body);
+    let live = s.post(&format!("/v1/agents/{id}/invoke"), &json!({"input": {}}));
+    assert_eq!(live.body["output"]["status"], 200, "{}", live.body);
+    assert_eq!(last_token(&server), "Bearer live-tok-2");
+    let preview = s.post(&format!("/v1/agents/{id}/preview"), &json!({"input": {}}));
+    assert_eq!(preview.body["output"]["status"], 200, "{}", preview.body);
+    assert_eq!(last_token(&server), "Bearer draft-tok-1");
+
     // Sealed like every secret: neither the log nor the disk holds them in plaintext.
     let log = s.get(&format!("/v1/agents/{id}/events")).body.to_string();
     for secret in ["draft-tok-1", "live-tok-1", "live-tok-2"] {

@@ -172,7 +172,9 @@ pub fn decide(
             check_server_move(stored, connection)?;
             let mut connection = connection.clone();
             connection.id = id.clone();
-            let connection = connection.admit(state.id, ctx.cipher)?;
+            let mut admitted = connection.admit(state.id, ctx.cipher)?;
+            admitted.keep_unsent(&connection, &stored.connection)?;
+            let connection = admitted;
             Ok(Decision::one(Event::ConnectionUpdated(ConnectionUpdated {
                 connection,
             })))
@@ -1181,6 +1183,57 @@ mod tests {
         });
         assert!(stream.state.connections["weather"].checks.is_empty());
         stream.ok(deploy(Some(1)));
+    }
+
+    #[test]
+    fn secrets_sent_back_as_stars_keep_the_stored_ones() {
+        let mut stream = Stream::created();
+        let with_live = |key: &str, live: Option<&str>| {
+            let mut c = weather(key);
+            c.environments = live.map(|l| {
+                serde_json::from_value(json!({"live": {"auth": {"type": "api_key", "key": l}}}))
+                    .expect("environments parse")
+            });
+            c
+        };
+        stream.ok(Command::AddConnection {
+            connection: with_live("draft-k", Some("live-k")),
+        });
+        // A form that edits the display name sends back what it read: `***` everywhere.
+        let mut edited = with_live("***", Some("***"));
+        edited.display_name = "Weather (edited)".into();
+        stream.ok(Command::UpdateConnection {
+            id: "weather".into(),
+            connection: edited,
+        });
+        let c = &stream.state.connections["weather"].connection;
+        assert_eq!(c.display_name, "Weather (edited)");
+        let id = stream.state.id;
+        let draft = c.auth.open(&stream.cipher, |f| c.place(id, None, f));
+        assert_eq!(draft.expect("opens"), weather("draft-k").auth);
+        let live = c.live_auth().expect("kept").open(&stream.cipher, |f| {
+            c.place_in(id, None, Environment::Live, f)
+        });
+        assert_eq!(
+            live.expect("opens"),
+            Auth::ApiKey {
+                header: "X-Api-Key".into(),
+                key: Some("live-k".into())
+            }
+        );
+        // Leaving `environments` out removes the live credentials; `***` cannot bring them back.
+        stream.ok(Command::UpdateConnection {
+            id: "weather".into(),
+            connection: with_live("***", None),
+        });
+        let err = stream.refused(Command::UpdateConnection {
+            id: "weather".into(),
+            connection: with_live("***", Some("***")),
+        });
+        assert!(
+            matches!(&err, Rejection::SecretRequired { field, .. } if field == "environments.live.auth.key"),
+            "{err:?}"
+        );
     }
 
     #[test]
