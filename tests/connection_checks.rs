@@ -19,13 +19,14 @@ use common::{dir_contains, Resp, Server, TOKEN};
 use serde_json::{json, Value};
 
 /// A server that accepts `Authorization: Bearer <token>` for one of `tokens` (401 otherwise,
-/// 403 for `forbidden-token`), and says which token it saw.
+/// 403 for `forbidden-token`). It never echoes the token: runs store the tool's answer, and the
+/// tests look for the tokens on disk.
 fn auth_server(tokens: &'static [&'static str]) -> FakeServer {
     FakeServer::start(move |r: &Recorded| {
         let sent = r.headers.get("authorization").cloned().unwrap_or_default();
         let token = sent.strip_prefix("Bearer ").unwrap_or("");
         match token {
-            t if tokens.contains(&t) => Reply::json(200, json!({"token": t})),
+            t if tokens.contains(&t) => Reply::json(200, json!({"ok": true})),
             "forbidden-token" => Reply::json(403, json!({"error": "forbidden"})),
             _ => Reply::json(401, json!({"error": "who are you?"})),
         }
@@ -338,6 +339,18 @@ fn previews_use_draft_credentials_and_live_runs_the_live_ones() {
     assert_eq!(preview.status, 200, "{}", preview.body);
     assert_eq!(last_token(&server), "Bearer draft-tok-1");
 
+    // An edit that sends the connection back as it was read (secrets `***`) keeps them.
+    let mut read = s.get(&format!("/v1/agents/{id}/connections/svc")).body;
+    read["display_name"] = json!("Renamed");
+    let u = s.put(&format!("/v1/agents/{id}/connections/svc"), &read);
+    assert_eq!(u.status, 200, "{}", u.body);
+    let live = s.post(&format!("/v1/agents/{id}/invoke"), &json!({"input": {}}));
+    assert_eq!(live.body["output"]["status"], 200, "{}", live.body);
+    assert_eq!(last_token(&server), "Bearer live-tok-2");
+    let preview = s.post(&format!("/v1/agents/{id}/preview"), &json!({"input": {}}));
+    assert_eq!(preview.body["output"]["status"], 200, "{}", preview.body);
+    assert_eq!(last_token(&server), "Bearer draft-tok-1");
+
     // Sealed like every secret: neither the log nor the disk holds them in plaintext.
     let log = s.get(&format!("/v1/agents/{id}/events")).body.to_string();
     for secret in ["draft-tok-1", "live-tok-1", "live-tok-2"] {
@@ -565,4 +578,56 @@ fn bad_check_requests_and_bad_live_credentials_are_refused_with_their_field() {
     );
     let conns = s.get(&format!("/v1/agents/{id}/connections"));
     assert_eq!(conns.body["connections"].as_array().map(Vec::len), Some(1));
+}
+
+#[test]
+fn a_check_gives_up_after_10_s_and_the_summary_checks_in_parallel() {
+    let s = Server::start();
+    // Answers only after the checks have given up.
+    let server = FakeServer::start(|_| Reply::json(200, json!({})).slow(Duration::from_secs(15)));
+    let id = s.create(&json!({
+        "name": "Slow", "description": "Two tools on two slow connections",
+        "model": {"provider": "echo", "name": "echo-1"},
+        "tools": [{"name": "a", "connection": "one", "security": "bearer", "path": "/a"},
+                  {"name": "b", "connection": "two", "security": "bearer", "path": "/b"}],
+        "flow": {"start": "a", "nodes": [
+            {"id": "a", "type": "tool", "tool": "a", "args": {}, "next": "b"},
+            {"id": "b", "type": "tool", "tool": "b", "args": {}, "next": "done"},
+            {"id": "done", "type": "end", "output": {}}
+        ]}
+    }));
+    for cid in ["one", "two"] {
+        let c = add_connection(
+            &s,
+            &id,
+            json!({"id": cid, "server": server.url, "auth": {"type": "bearer", "token": "t"}}),
+        );
+        assert_eq!(c.status, 201, "{}", c.body);
+    }
+    let started = std::time::Instant::now();
+    let summary = s.get(&format!("/v1/agents/{id}/summary?check=true"));
+    let took = started.elapsed();
+    assert_eq!(summary.status, 200, "{}", summary.body);
+    for cid in ["one", "two"] {
+        assert_eq!(summary_entry(&summary.body, cid)["status"], "unreachable");
+    }
+    // 10 s in all, not 10 s each (generous: the machine may be busy).
+    assert!(took < Duration::from_secs(18), "took {took:?}");
+    let shown = s.get(&format!("/v1/agents/{id}/connections/one"));
+    let detail = shown.body["checks"][0]["detail"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(detail.contains("within 10 s"), "{}", shown.body);
+    assert_eq!(
+        server.wait_dropped(2, Duration::from_secs(5)).len(),
+        2,
+        "both hung up"
+    );
+    let bad = s.get(&format!("/v1/agents/{id}/summary?check=maybe"));
+    assert_eq!(
+        (bad.status, bad.code()),
+        (400, "invalid_request"),
+        "{}",
+        bad.body
+    );
 }

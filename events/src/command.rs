@@ -13,7 +13,7 @@ use crate::connection::{
 };
 use crate::endpoint::EndpointInput;
 use crate::event::*;
-use crate::secret::{Cipher, Place};
+use crate::secret::{Cipher, Place, Sealed};
 use crate::spec::{limits, AgentSpec};
 use crate::state::{AgentState, ConnectionState, Status};
 use crate::validation::{validate_agent, Directory};
@@ -55,6 +55,11 @@ pub enum Command {
         connection: String,
         environment: Environment,
         member: Option<String>,
+        /// What was checked: the server and the sealed credentials sent there. A check is
+        /// recorded only while they are still the connection's, so one made of credentials
+        /// replaced meanwhile can never pass for the new ones (nor unblock a deploy).
+        server: String,
+        credentials: Auth<Sealed>,
         outcome: CheckOutcome,
     },
     /// Deploy the draft, or with `version` re-deploy that earlier version's snapshot (rollback).
@@ -172,7 +177,9 @@ pub fn decide(
             check_server_move(stored, connection)?;
             let mut connection = connection.clone();
             connection.id = id.clone();
-            let connection = connection.admit(state.id, ctx.cipher)?;
+            let mut admitted = connection.admit(state.id, ctx.cipher)?;
+            admitted.keep_unsent(&connection, &stored.connection)?;
+            let connection = admitted;
             Ok(Decision::one(Event::ConnectionUpdated(ConnectionUpdated {
                 connection,
             })))
@@ -217,6 +224,8 @@ pub fn decide(
             connection,
             environment,
             member,
+            server,
+            credentials,
             outcome,
         } => {
             let stored = state
@@ -224,6 +233,17 @@ pub fn decide(
                 .get(connection)
                 .ok_or_else(|| Rejection::not_found(format!("connection '{connection}'")))?;
             check_checked_member(&stored.connection, member.as_deref())?;
+            let now = stored.credentials(member.as_deref(), *environment);
+            if stored.connection.server != *server || now.map(|(auth, _)| auth) != Some(credentials)
+            {
+                return Err(Rejection::invalid(
+                    "connection",
+                    format!(
+                        "the credentials of connection '{connection}' changed while they were \
+                         being checked: check again"
+                    ),
+                ));
+            }
             Ok(Decision::one(Event::ConnectionChecked(ConnectionChecked {
                 connection: connection.clone(),
                 environment: *environment,
@@ -268,7 +288,7 @@ pub fn decide(
 /// Whose credentials a check may be of: a member connection's are a member's, a team
 /// connection's the team's.
 pub fn check_checked_member(
-    connection: &Connection<crate::secret::Sealed>,
+    connection: &Connection<Sealed>,
     member: Option<&str>,
 ) -> Result<(), Rejection> {
     match (connection.credentials, member) {
@@ -1122,16 +1142,25 @@ mod tests {
         assert_eq!(invalid_field(&err), Some("server"), "{err:?}");
     }
 
-    fn checked(
+    /// A check of what `state` holds for those credentials now (nothing, for a connection or
+    /// member it does not have).
+    fn checked_in(
+        state: &AgentState,
         connection: &str,
         member: Option<&str>,
         environment: Environment,
         http_status: u16,
     ) -> Command {
+        let stored = state.connections.get(connection);
+        let credentials = stored
+            .and_then(|c| c.credentials(member, environment))
+            .map_or(Auth::Bearer { token: None }, |(auth, _)| auth.clone());
         Command::RecordConnectionCheck {
             connection: connection.into(),
             environment,
             member: member.map(str::to_owned),
+            server: stored.map_or(String::new(), |c| c.connection.server.clone()),
+            credentials,
             outcome: CheckOutcome {
                 status: crate::check::CheckStatus::of_answer(http_status),
                 http_status: Some(http_status),
@@ -1139,6 +1168,16 @@ mod tests {
                 detail: None,
             },
         }
+    }
+
+    fn checked(
+        stream: &Stream,
+        connection: &str,
+        member: Option<&str>,
+        environment: Environment,
+        http_status: u16,
+    ) -> Command {
+        checked_in(&stream.state, connection, member, environment, http_status)
     }
 
     fn warnings(stream: &Stream) -> Vec<String> {
@@ -1160,7 +1199,7 @@ mod tests {
         stream.ok(Command::AddConnection {
             connection: weather("k"),
         });
-        stream.ok(checked("weather", None, Environment::Draft, 401));
+        stream.ok(checked(&stream, "weather", None, Environment::Draft, 401));
         assert_eq!(warnings(&stream), ["connection_rejected"]);
         let err = stream.refused(deploy(None));
         assert!(
@@ -1168,15 +1207,15 @@ mod tests {
             "{err:?}"
         );
         // A passing check of the live credentials does not outweigh the refused draft ones...
-        stream.ok(checked("weather", None, Environment::Live, 200));
+        stream.ok(checked(&stream, "weather", None, Environment::Live, 200));
         stream.refused(deploy(None));
         // ...a passing check of the same ones does.
-        stream.ok(checked("weather", None, Environment::Draft, 200));
+        stream.ok(checked(&stream, "weather", None, Environment::Draft, 200));
         assert!(warnings(&stream).is_empty());
         stream.ok(deploy(None));
 
         // A rejected check blocks a rollback too; new credentials are unchecked, which does not.
-        stream.ok(checked("weather", None, Environment::Live, 403));
+        stream.ok(checked(&stream, "weather", None, Environment::Live, 403));
         stream.refused(deploy(Some(1)));
         stream.ok(Command::UpdateConnection {
             id: "weather".into(),
@@ -1187,6 +1226,57 @@ mod tests {
     }
 
     #[test]
+    fn secrets_sent_back_as_stars_keep_the_stored_ones() {
+        let mut stream = Stream::created();
+        let with_live = |key: &str, live: Option<&str>| {
+            let mut c = weather(key);
+            c.environments = live.map(|l| {
+                serde_json::from_value(json!({"live": {"auth": {"type": "api_key", "key": l}}}))
+                    .expect("environments parse")
+            });
+            c
+        };
+        stream.ok(Command::AddConnection {
+            connection: with_live("draft-k", Some("live-k")),
+        });
+        // A form that edits the display name sends back what it read: `***` everywhere.
+        let mut edited = with_live("***", Some("***"));
+        edited.display_name = "Weather (edited)".into();
+        stream.ok(Command::UpdateConnection {
+            id: "weather".into(),
+            connection: edited,
+        });
+        let c = &stream.state.connections["weather"].connection;
+        assert_eq!(c.display_name, "Weather (edited)");
+        let id = stream.state.id;
+        let draft = c.auth.open(&stream.cipher, |f| c.place(id, None, f));
+        assert_eq!(draft.expect("opens"), weather("draft-k").auth);
+        let live = c.live_auth().expect("kept").open(&stream.cipher, |f| {
+            c.place_in(id, None, Environment::Live, f)
+        });
+        assert_eq!(
+            live.expect("opens"),
+            Auth::ApiKey {
+                header: "X-Api-Key".into(),
+                key: Some("live-k".into())
+            }
+        );
+        // Leaving `environments` out removes the live credentials; `***` cannot bring them back.
+        stream.ok(Command::UpdateConnection {
+            id: "weather".into(),
+            connection: with_live("***", None),
+        });
+        let err = stream.refused(Command::UpdateConnection {
+            id: "weather".into(),
+            connection: with_live("***", Some("***")),
+        });
+        assert!(
+            matches!(&err, Rejection::SecretRequired { field, .. } if field == "environments.live.auth.key"),
+            "{err:?}"
+        );
+    }
+
+    #[test]
     fn checks_name_whose_credentials_they_are() {
         let mut stream = Stream::created();
         stream.ok(Command::AddConnection { connection: crm() });
@@ -1194,19 +1284,62 @@ mod tests {
             connection: weather("k"),
         });
         for (connection, member) in [("crm", None), ("weather", Some("alice")), ("crm", Some(""))] {
-            let err = stream.refused(checked(connection, member, Environment::Draft, 200));
+            let err = stream.refused(checked(
+                &stream,
+                connection,
+                member,
+                Environment::Draft,
+                200,
+            ));
             assert_eq!(
                 invalid_field(&err),
                 Some("member"),
                 "{connection} {member:?}"
             );
         }
-        let err = stream.refused(checked("nope", None, Environment::Draft, 200));
+        let err = stream.refused(checked(&stream, "nope", None, Environment::Draft, 200));
         assert!(matches!(err, Rejection::NotFound { .. }), "{err:?}");
+        // A member without credentials has nothing to check.
+        let err = stream.refused(checked(
+            &stream,
+            "crm",
+            Some("alice"),
+            Environment::Draft,
+            200,
+        ));
+        assert_eq!(invalid_field(&err), Some("connection"), "{err:?}");
 
         for member in ["alice", "bob"] {
-            stream.ok(checked("crm", Some(member), Environment::Draft, 401));
-            stream.ok(checked("crm", Some(member), Environment::Live, 200));
+            stream.ok(Command::SetMemberCredential {
+                connection: "crm".into(),
+                member: member.into(),
+                environment: Environment::Draft,
+                auth: bearer(member),
+            });
+        }
+        // A check of credentials replaced while it ran is not recorded as theirs.
+        let stale = checked(&stream, "weather", None, Environment::Draft, 200);
+        stream.ok(Command::UpdateConnection {
+            id: "weather".into(),
+            connection: weather("k2"),
+        });
+        let err = stream.refused(stale);
+        assert_eq!(invalid_field(&err), Some("connection"), "{err:?}");
+        for member in ["alice", "bob"] {
+            stream.ok(checked(
+                &stream,
+                "crm",
+                Some(member),
+                Environment::Draft,
+                401,
+            ));
+            stream.ok(checked(
+                &stream,
+                "crm",
+                Some(member),
+                Environment::Live,
+                200,
+            ));
         }
         assert_eq!(stream.state.connections["crm"].checks.len(), 4);
         // A member's new credentials forget that member's checks, and no one else's.
@@ -1229,7 +1362,7 @@ mod tests {
             ]
         );
         let crm = &stream.state.connections["crm"];
-        assert!(crm.members.is_empty());
+        assert_eq!(crm.members.len(), 2);
         let opened = crm.live_members["alice"]
             .open(&stream.cipher, |f| {
                 crm.connection
@@ -1333,21 +1466,12 @@ mod tests {
             12 => Command::IssueKey { member: None },
             13 => {
                 let connection = rng.pick(&ids);
-                Command::RecordConnectionCheck {
-                    connection: connection.into(),
-                    environment: *[Environment::Draft, Environment::Live]
-                        .get(rng.below(2) as usize)
-                        .unwrap_or(&Environment::Draft),
-                    member: (connection == "crm").then(|| rng.pick(&members).to_owned()),
-                    outcome: CheckOutcome {
-                        status: crate::check::CheckStatus::of_answer(
-                            [200, 204, 404, 401][rng.below(4) as usize],
-                        ),
-                        http_status: Some(200),
-                        latency_ms: rng.below(100),
-                        detail: None,
-                    },
-                }
+                let environment = *[Environment::Draft, Environment::Live]
+                    .get(rng.below(2) as usize)
+                    .unwrap_or(&Environment::Draft);
+                let member = (connection == "crm").then(|| rng.pick(&members));
+                let http_status = [200, 204, 404, 401][rng.below(4) as usize];
+                checked_in(state, connection, member, environment, http_status)
             }
             _ => Command::RevokeKey {
                 id: match state.keys.keys().next() {

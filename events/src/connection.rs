@@ -421,6 +421,76 @@ impl Auth<String> {
     }
 }
 
+impl<S: Clone> Auth<S> {
+    /// Each secret by its field's name (`auth.token`, `auth.pairs.<name>`…).
+    fn fields(&self) -> BTreeMap<String, S> {
+        let mut out = BTreeMap::new();
+        self.map_fields(|field, s| out.insert(field.to_owned(), s.clone()));
+        out
+    }
+}
+
+impl Connection<Sealed> {
+    /// An update's team secrets sent as `***` (read back from a response, e.g. by a form that
+    /// edits other fields) keep the stored ones, as the push token does, rather than being
+    /// stored as `***`. Only for the same server (a move needs every secret, see
+    /// `command::check_server_move`), so a kept value still opens where it is: same agent,
+    /// connection, server, field and environment. A `***` with nothing stored for it is refused.
+    pub fn keep_unsent(
+        &mut self,
+        sent: &Connection<String>,
+        stored: &Connection<Sealed>,
+    ) -> Result<(), Rejection> {
+        if self.credentials != CredentialMode::Team || self.server != stored.server {
+            return Ok(());
+        }
+        self.auth = keep(&self.auth, &sent.auth, Some(&stored.auth), "")?;
+        if let (Some(live), Some(sent_live)) = (
+            self.environments.as_mut().and_then(|e| e.live.as_mut()),
+            sent.live_auth(),
+        ) {
+            live.auth = keep(
+                &live.auth,
+                sent_live,
+                stored.live_auth(),
+                "environments.live.",
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// `admitted` with each field `sent` as `***` replaced by `stored`'s sealed value of that field.
+fn keep(
+    admitted: &Auth<Sealed>,
+    sent: &Auth<String>,
+    stored: Option<&Auth<Sealed>>,
+    prefix: &str,
+) -> Result<Auth<Sealed>, Rejection> {
+    let sent = sent.fields();
+    let stored = stored
+        .filter(|s| s.type_name() == admitted.type_name())
+        .map(Auth::fields)
+        .unwrap_or_default();
+    let mut missing = None;
+    let kept = admitted.map_fields(|field, sealed| {
+        if sent.get(field).map(String::as_str) != Some(REDACTED) {
+            return sealed.clone();
+        }
+        stored.get(field).cloned().unwrap_or_else(|| {
+            missing.get_or_insert_with(|| format!("{prefix}{field}"));
+            sealed.clone()
+        })
+    });
+    match missing {
+        Some(field) => Err(Rejection::secret_required(
+            field.clone(),
+            format!("{field} is \"***\" but no such secret is stored to keep: send the secret"),
+        )),
+        None => Ok(kept),
+    }
+}
+
 /// Checks member `member`'s own credentials against the connection of agent `agent` they are for,
 /// and seals them for that member there, in `environment`.
 pub fn admit_member_auth(

@@ -9,7 +9,8 @@ use actors::connection_check;
 use actors::Registry;
 use events::check::Check;
 use events::command::{check_checked_member, Command};
-use events::connection::{CredentialMode, Environment};
+use events::connection::{Auth, CredentialMode, Environment};
+use events::secret::Sealed;
 use events::state::ConnectionState;
 use serde::Deserialize;
 use utoipa::ToSchema;
@@ -69,7 +70,7 @@ pub(super) struct CheckBody {
         (status = 412, response = PreconditionFailed),
         (status = 413, response = PayloadTooLarge),
         (status = 415, response = UnsupportedMediaType),
-        (status = 422, description = "invalid_request: a member named for a team connection, none for a member connection, or a member without credentials (details.field names it); credentials_unreadable: the stored credentials do not open (set them again)", body = ErrorBody),
+        (status = 422, description = "invalid_request: a member named for a team connection, none for a member connection, or a member without credentials (details.field names it), credentials replaced while they were being checked (field `connection`: nothing recorded, check again); credentials_unreadable: the stored credentials do not open (set them again)", body = ErrorBody),
         (status = 503, response = Unavailable),
     ),
 )]
@@ -91,6 +92,7 @@ pub(super) async fn check(
         .ok_or_else(|| ApiError::not_found(format!("connection '{cid}'")))?;
     let (member, environment) = (body.member, body.environment);
     check_checked_member(&connection.connection, member.as_deref())?;
+    let checked = Checked::of(connection, member.as_deref(), environment);
     let outcome = connection_check::check(
         agent,
         connection,
@@ -100,23 +102,58 @@ pub(super) async fn check(
     )
     .await
     .map_err(refused)?;
-    let checked = record(&reg, agent, &cid, member, environment, outcome, expected).await?;
-    Ok(HttpResponse::Ok().json(checked))
+    let found = record(
+        &reg,
+        agent,
+        &cid,
+        member,
+        environment,
+        checked,
+        outcome,
+        expected,
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(found))
 }
 
+/// What a check sends, taken before it is sent: the record is refused if it changed meanwhile.
+struct Checked {
+    server: String,
+    credentials: Option<Auth<Sealed>>,
+}
+
+impl Checked {
+    fn of(connection: &ConnectionState, member: Option<&str>, environment: Environment) -> Self {
+        Checked {
+            server: connection.connection.server.clone(),
+            credentials: connection
+                .credentials(member, environment)
+                .map(|(auth, _)| auth.clone()),
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn record(
     reg: &Registry,
     agent: Uuid,
     cid: &str,
     member: Option<String>,
     environment: Environment,
+    checked: Checked,
     outcome: events::check::CheckOutcome,
     expected: Option<u64>,
 ) -> Result<Check, ApiError> {
+    // A check is only made of credentials that exist (`connection_check::check` says so).
+    let credentials = checked
+        .credentials
+        .ok_or_else(|| ApiError::not_found(format!("credentials of connection '{cid}'")))?;
     let command = Command::RecordConnectionCheck {
         connection: cid.to_owned(),
         environment,
         member: member.clone(),
+        server: checked.server,
+        credentials,
         outcome,
     };
     let out = reg.execute(agent, command, expected).await?;
@@ -211,13 +248,31 @@ pub(super) async fn check_draft_connections(reg: &Registry, agent: Uuid) -> Resu
     let found = futures_util::future::join_all(checks).await;
     for ((connection, member, environment), outcome) in wanted.iter().zip(found) {
         let cid = &connection.connection.id;
-        match outcome {
-            Ok(outcome) => {
-                record(reg, agent, cid, member.clone(), *environment, outcome, None).await?;
-            }
+        let outcome = match outcome {
+            Ok(outcome) => outcome,
             Err(e) => {
-                tracing::info!(agent = %agent, connection = %cid, error = %e, "connection check not made")
+                tracing::info!(agent = %agent, connection = %cid, error = %e, "connection check not made");
+                continue;
             }
+        };
+        let checked = Checked::of(connection, member.as_deref(), *environment);
+        let recorded = record(
+            reg,
+            agent,
+            cid,
+            member.clone(),
+            *environment,
+            checked,
+            outcome,
+            None,
+        );
+        match recorded.await {
+            Ok(_) => {}
+            // Changed or removed while it was checked: the summary shows it as it is now.
+            Err(e) if e.status.is_client_error() => {
+                tracing::info!(agent = %agent, connection = %cid, error = %e, "connection check not recorded");
+            }
+            Err(e) => return Err(e),
         }
     }
     Ok(())

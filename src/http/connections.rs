@@ -169,7 +169,7 @@ pub(super) async fn get(
         (status = 412, response = PreconditionFailed),
         (status = 408, response = RequestTimeout),
         (status = 413, response = PayloadTooLarge),
-        (status = 422, description = "invalid_request: a changed id, a bad server, missing team secrets (details.field names it); secret_required: a new `server` without its team secrets (absent or `***`; details.field names the secret)", body = ErrorBody),
+        (status = 422, description = "invalid_request: a changed id, a bad server, missing team secrets (details.field names it); secret_required: a new `server` without its team secrets (absent or `***`), or `***` where no such secret is stored to keep (details.field names the secret)", body = ErrorBody),
         (status = 415, response = UnsupportedMediaType),
         (status = 503, response = Unavailable),
     ),

@@ -324,6 +324,35 @@ fn keys() -> Writer {
     w
 }
 
+/// A check of the credentials `state` holds now for `connection` (and `member`) in
+/// `environment`: what the server answered (`None`: nothing, with `detail` saying why).
+fn checked(
+    state: &AgentState,
+    connection: &str,
+    environment: Environment,
+    member: Option<&str>,
+    http_status: Option<u16>,
+    detail: Option<&str>,
+) -> Command {
+    let stored = &state.connections[connection];
+    let (credentials, _) = stored
+        .credentials(member, environment)
+        .expect("credentials to check");
+    Command::RecordConnectionCheck {
+        connection: connection.into(),
+        environment,
+        member: member.map(str::to_owned),
+        server: stored.connection.server.clone(),
+        credentials: credentials.clone(),
+        outcome: CheckOutcome {
+            status: http_status.map_or(CheckStatus::Unreachable, CheckStatus::of_answer),
+            http_status,
+            latency_ms: 87,
+            detail: detail.map(str::to_owned),
+        },
+    }
+}
+
 /// Connection checks and live credentials: a team connection with its own live credentials,
 /// checked in both environments; a member with draft and live credentials, checked live; the
 /// team connection updated (its checks forgotten) and checked again, unreachable.
@@ -337,78 +366,52 @@ fn checks() -> Writer {
             "environments": {"live": {"auth": {"type": "bearer",
                                                "token": secret("desk-live-token")}}}}))
     };
-    let checked = |connection: &str,
-                   environment: Environment,
-                   member: Option<&str>,
-                   status: CheckStatus,
-                   http_status: Option<u16>,
-                   detail: Option<&str>| Command::RecordConnectionCheck {
-        connection: connection.into(),
-        environment,
-        member: member.map(str::to_owned),
-        outcome: CheckOutcome {
-            status,
-            http_status,
-            latency_ms: 87,
-            detail: detail.map(str::to_owned),
-        },
-    };
     w.run(Command::Create {
         spec: spec(json!({"name": "Help desk", "description": "Opens tickets"})),
     })
-    .run(Command::AddConnection { connection: desk() })
-    .run(checked(
-        "desk",
-        Environment::Draft,
-        None,
-        CheckStatus::Rejected,
-        Some(401),
-        None,
-    ))
-    .run(checked(
-        "desk",
-        Environment::Live,
-        None,
-        CheckStatus::Authenticated,
-        Some(200),
-        None,
-    ))
-    .run(Command::AddConnection {
-        connection: connection(json!({"id": "crm", "server": "https://crm.example.com",
+    .run(Command::AddConnection { connection: desk() });
+    let check = checked(&w.state, "desk", Environment::Draft, None, Some(401), None);
+    w.run(check);
+    let check = checked(&w.state, "desk", Environment::Live, None, Some(200), None);
+    w.run(check)
+        .run(Command::AddConnection {
+            connection: connection(json!({"id": "crm", "server": "https://crm.example.com",
             "credentials": "member", "auth": {"type": "bearer"}})),
-    })
-    .run(Command::SetMemberCredential {
-        connection: "crm".into(),
-        member: "carol".into(),
-        environment: Environment::Draft,
-        auth: auth(json!({"type": "bearer", "token": secret("carol-draft-token")})),
-    })
-    .run(Command::SetMemberCredential {
-        connection: "crm".into(),
-        member: "carol".into(),
-        environment: Environment::Live,
-        auth: auth(json!({"type": "bearer", "token": secret("carol-live-token")})),
-    })
-    .run(checked(
+        })
+        .run(Command::SetMemberCredential {
+            connection: "crm".into(),
+            member: "carol".into(),
+            environment: Environment::Draft,
+            auth: auth(json!({"type": "bearer", "token": secret("carol-draft-token")})),
+        })
+        .run(Command::SetMemberCredential {
+            connection: "crm".into(),
+            member: "carol".into(),
+            environment: Environment::Live,
+            auth: auth(json!({"type": "bearer", "token": secret("carol-live-token")})),
+        });
+    let check = checked(
+        &w.state,
         "crm",
         Environment::Live,
         Some("carol"),
-        CheckStatus::Authenticated,
         Some(204),
         None,
-    ))
-    .run(Command::UpdateConnection {
+    );
+    w.run(check).run(Command::UpdateConnection {
         id: "desk".into(),
         connection: desk(),
-    })
-    .run(checked(
+    });
+    let unreachable = Some("no answer from https://desk.example.com within 10 s");
+    let check = checked(
+        &w.state,
         "desk",
         Environment::Draft,
         None,
-        CheckStatus::Unreachable,
         None,
-        Some("no answer from https://desk.example.com within 10 s"),
-    ));
+        unreachable,
+    );
+    w.run(check);
     w
 }
 
