@@ -107,7 +107,10 @@ pub(super) fn thread_id(field: &str, id: &str) -> Result<String, ApiError> {
 
 /// The request's thread: `thread_id` in the body or the `X-Hangar-Thread` header (the same
 /// one if both are sent).
-fn request_thread(req: &HttpRequest, body: Option<&str>) -> Result<Option<String>, ApiError> {
+pub(super) fn request_thread(
+    req: &HttpRequest,
+    body: Option<&str>,
+) -> Result<Option<String>, ApiError> {
     let header = match req.headers().get(THREAD_HEADER) {
         None => None,
         Some(v) => Some(thread_id(
