@@ -509,3 +509,27 @@ fn a_long_poll_on_another_node_sees_the_result_as_soon_as_it_is_final() {
         "the long-poll on B waited for its timeout, not for the run"
     );
 }
+
+#[test]
+fn runs_that_end_while_postgres_restarts_are_stored_once_it_is_back() {
+    let Some(c) = Cluster::start(2) else { return };
+    let tool = FakeServer::start(|_| Reply::json(200, json!({})).slow(Duration::from_secs(2)));
+    let id = tool_agent(&c[0], &tool, 8);
+    let rids: Vec<String> = (0..6).map(|i| submit(&c[i % 2], &id, "x")).collect();
+    // Every run is in flight (its tool call made) when the database goes away.
+    tool.wait_requests(6, Duration::from_secs(20));
+    c.pg.stop();
+    // The tools answer meanwhile: the runs end while their final state cannot be stored.
+    std::thread::sleep(Duration::from_secs(3));
+    c.pg.start_again();
+    for (i, rid) in rids.iter().enumerate() {
+        let done = until_status(
+            &c[(i + 1) % 2],
+            &id,
+            rid,
+            "succeeded",
+            Duration::from_secs(40),
+        );
+        assert_eq!(done["output"]["status"], 200, "{done}");
+    }
+}
