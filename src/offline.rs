@@ -25,6 +25,15 @@ fn open(data: &Path, store: Option<&str>) -> Result<Box<dyn EventStore>> {
     }
 }
 
+/// Where the tools read, for messages: the data directory, or "the postgres store" (never the
+/// URL, which may hold a password).
+fn place(data: &Path, url: Option<&str>) -> String {
+    match StoreUrl::parse(url) {
+        Ok(StoreUrl::Postgres(_)) => "the postgres store".into(),
+        _ => data.display().to_string(),
+    }
+}
+
 fn open_sled(data: &Path) -> Result<SledStore> {
     if !store_path(data).exists() {
         return Err(format!(
@@ -41,7 +50,7 @@ pub fn events(data: &Path, url: Option<&str>, agent: Uuid) -> Result<ExitCode> {
     let store = open(data, url)?;
     let log = store.read_raw(agent, 1, usize::MAX)?;
     if log.is_empty() {
-        return Err(format!("no agent {agent} in {}", data.display()).into());
+        return Err(format!("no agent {agent} in {}", place(data, url)).into());
     }
     let mut out = std::io::stdout().lock();
     for (_, bytes) in log {
@@ -55,7 +64,7 @@ pub fn replay(data: &Path, url: Option<&str>, agent: Uuid, at: Option<u64>) -> R
     let store = open(data, url)?;
     let head = store.head(agent)?;
     if head == 0 {
-        return Err(format!("no agent {agent} in {}", data.display()).into());
+        return Err(format!("no agent {agent} in {}", place(data, url)).into());
     }
     let at = at.unwrap_or(head);
     if at == 0 || at > head {

@@ -468,3 +468,68 @@ fn each_push_is_delivered_by_one_node() {
         assert_eq!(n, 1, "push of {rid} delivered {n} times");
     }
 }
+
+#[test]
+fn on_sled_the_cluster_is_this_node() {
+    let s = Server::start();
+    let h = s.call("GET", "/healthz", None, &[], None);
+    assert_eq!(h.status, 200, "{}", h.body);
+    assert_eq!(h["status"], "ok");
+    assert_eq!(h["store"], "sled");
+    let port = s.base.rsplit(':').next().expect("port").to_owned();
+    assert!(
+        h["node"]
+            .as_str()
+            .is_some_and(|n| n.ends_with(&format!(":{port}"))),
+        "the default id is host:port: {}",
+        h.body
+    );
+    let c = s.get("/v1/cluster");
+    assert_eq!(c.status, 200, "{}", c.body);
+    assert_eq!(c["store"], "sled");
+    let nodes = c["nodes"].as_array().expect("nodes");
+    assert_eq!(nodes.len(), 1);
+    assert_eq!(nodes[0]["id"], h["node"]);
+    assert_eq!(nodes[0]["addr"], format!("127.0.0.1:{port}"));
+}
+
+#[test]
+fn a_long_poll_on_another_node_sees_the_result_as_soon_as_it_is_final() {
+    let Some(c) = Cluster::start(2) else { return };
+    let (a, b) = (&c[0], &c[1]);
+    let tool = FakeServer::start(|_| Reply::json(200, json!({})).slow(Duration::from_secs(1)));
+    let id = tool_agent(a, &tool, 2);
+    let rid = submit(a, &id, "1");
+    let asked = Instant::now();
+    let r = b.get(&format!("/v1/agents/{id}/requests/{rid}?wait=25"));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r["status"], "succeeded", "{}", r.body);
+    assert!(
+        asked.elapsed() < Duration::from_secs(15),
+        "the long-poll on B waited for its timeout, not for the run"
+    );
+}
+
+#[test]
+fn runs_that_end_while_postgres_restarts_are_stored_once_it_is_back() {
+    let Some(c) = Cluster::start(2) else { return };
+    let tool = FakeServer::start(|_| Reply::json(200, json!({})).slow(Duration::from_secs(2)));
+    let id = tool_agent(&c[0], &tool, 8);
+    let rids: Vec<String> = (0..6).map(|i| submit(&c[i % 2], &id, "x")).collect();
+    // Every run is in flight (its tool call made) when the database goes away.
+    tool.wait_requests(6, Duration::from_secs(20));
+    c.pg.stop();
+    // The tools answer meanwhile: the runs end while their final state cannot be stored.
+    std::thread::sleep(Duration::from_secs(3));
+    c.pg.start_again();
+    for (i, rid) in rids.iter().enumerate() {
+        let done = until_status(
+            &c[(i + 1) % 2],
+            &id,
+            rid,
+            "succeeded",
+            Duration::from_secs(40),
+        );
+        assert_eq!(done["output"]["status"], 200, "{done}");
+    }
+}

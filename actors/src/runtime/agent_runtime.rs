@@ -439,7 +439,11 @@ impl AgentRuntime {
             if push_due.is_some() {
                 rt.wake_pusher();
             }
-            answer(replies, &stored.map(|()| run).map_err(Error::from));
+            let unavailable = matches!(stored, Err(events::store::Error::Unavailable(_)));
+            answer(replies, &stored.map(|()| run.clone()).map_err(Error::from));
+            if unavailable {
+                store_final_state_later(rt, run, push_due).await;
+            }
         });
     }
 
@@ -1168,4 +1172,42 @@ impl Handler<Pump> for AgentRuntime {
     fn handle(&mut self, _msg: Pump, ctx: &mut Self::Context) {
         self.pump(ctx);
     }
+}
+
+/// How long a final state that could not be stored (the store was unreachable: a networked
+/// engine restarting) is retried before it is left to the next start's recovery.
+const FINISH_RETRY_FOR: Duration = Duration::from_secs(600);
+
+/// Retries storing a run's final state while the store is unreachable, so that a run never
+/// stays `running` in the store while this process is alive and well (no other node would
+/// take it for a dead node's); backs off from 1 s to 10 s.
+async fn store_final_state_later(
+    rt: Runtime,
+    run: StoredRun,
+    push_due: Option<chrono::DateTime<Utc>>,
+) {
+    let rid = run.run.request_id;
+    let started = Instant::now();
+    let mut delay = Duration::from_secs(1);
+    while started.elapsed() < FINISH_RETRY_FOR {
+        tokio::time::sleep(delay).await;
+        match rt.runs().finish(run.clone(), push_due).await {
+            Ok(()) => {
+                tracing::info!(request_id = %rid, "stored a run's final state after the store came back");
+                rt.waiters().wake(rid);
+                if push_due.is_some() {
+                    rt.wake_pusher();
+                }
+                return;
+            }
+            Err(events::store::Error::Unavailable(_)) => {
+                delay = (delay * 2).min(Duration::from_secs(10))
+            }
+            Err(e) => {
+                tracing::error!(request_id = %rid, error = %e, "cannot store a run's final state");
+                return;
+            }
+        }
+    }
+    tracing::error!(request_id = %rid, "gave up storing a run's final state; the next start ends it as interrupted");
 }

@@ -64,6 +64,10 @@ impl Default for RuntimeConfig {
     }
 }
 
+/// How often a long-poll reads a run again on a shared store (cluster mode), where the run may
+/// end on another node.
+const SHARED_POLL: Duration = Duration::from_millis(250);
+
 #[derive(Clone)]
 pub struct Runtime {
     inner: Arc<Inner>,
@@ -312,15 +316,34 @@ impl Runtime {
         if settled(&run) || max.is_zero() {
             return Ok(run);
         }
-        let woken = self.inner.waiters.register(rid);
+        let mut woken = self.inner.waiters.register(rid);
         // Read again once registered: a finish between the first read and the registration
         // would otherwise be missed until `max`.
         let run = self.run(agent, rid).await?;
         if settled(&run) {
             return Ok(run);
         }
-        let _ = tokio::time::timeout(max, woken).await;
-        self.run(agent, rid).await
+        if !self.inner.registry.is_shared() {
+            let _ = tokio::time::timeout(max, woken).await;
+            return self.run(agent, rid).await;
+        }
+        // Cluster mode: the run may end on another node, whose wake-up never comes here; the
+        // store is read again every SHARED_POLL as well.
+        let deadline = tokio::time::Instant::now() + max;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero()
+                || tokio::time::timeout(left.min(SHARED_POLL), &mut woken)
+                    .await
+                    .is_ok()
+            {
+                return self.run(agent, rid).await;
+            }
+            let run = self.run(agent, rid).await?;
+            if settled(&run) {
+                return Ok(run);
+            }
+        }
     }
 
     /// A person's answer to paused request `rid`: it goes on in the background. Answers with
