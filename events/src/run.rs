@@ -254,11 +254,28 @@ impl PushState {
     }
 }
 
+/// The thread a run belongs to, as the stores file it: what deleting the thread erases (the
+/// run's content, its run events, the thread's turns).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThreadOf {
+    pub agent: Uuid,
+    /// [`thread_scope`]: the thread id within its member's scope.
+    pub scope: String,
+}
+
 impl StoredRun {
     /// The scope of the run's thread ([`thread_scope`]), if it has one.
     pub fn thread_key(&self) -> Option<String> {
         let thread = self.run.thread_id.as_deref()?;
         Some(thread_scope(self.member.as_deref(), thread))
+    }
+
+    /// The run's thread as the stores file it, if it has one.
+    pub fn thread_of(&self) -> Option<ThreadOf> {
+        Some(ThreadOf {
+            agent: self.run.agent_id,
+            scope: self.thread_key()?,
+        })
     }
 
     /// For a final async run whose version pushes: marks its delivery pending now and returns

@@ -281,6 +281,7 @@ impl AgentRuntime {
                 rid,
                 self.agent,
                 run.member.clone(),
+                run.thread_of(),
             );
             recorder.started(run.run.version, rid);
             self.recorders.insert(rid, recorder.clone());
@@ -389,8 +390,8 @@ impl AgentRuntime {
         let rid = run.run.request_id;
         let recorder = self.recorders.remove(&rid);
         // After the final state's write: a reader told `run.finished` finds the run final.
-        let record_finished = |run: &Run| match &recorder {
-            Some(recorder) => recorder.finished(run),
+        let record_finished = |run: &StoredRun| match &recorder {
+            Some(recorder) => recorder.finished(&run.run),
             None => {
                 actix::spawn(run_events::record_finished(rt.runs(), run));
             }
@@ -403,7 +404,7 @@ impl AgentRuntime {
             // Recorded before the answer, so an engine that writes at once (sled) has it
             // readable by the time the caller learns its id.
             let recorded = rt.runs().record(run.clone());
-            record_finished(&run.run);
+            record_finished(&run);
             answer(replies, &Ok(run));
             actix::spawn(async move {
                 if let Err(e) = recorded.await {
@@ -415,7 +416,7 @@ impl AgentRuntime {
         }
         let push_due = run.schedule_push();
         let finished = rt.runs().finish(run.clone(), push_due);
-        record_finished(&run.run);
+        record_finished(&run);
         // A thread's turn is stored before the thread passes to its next run, which reads it.
         let appended = turn.map(|(thread, turn)| {
             let append = rt.runs().append_turn(self.agent, thread.clone(), turn);
@@ -943,6 +944,7 @@ impl Handler<Submit> for AgentRuntime {
         let rid = run.run.request_id;
         self.queued_inputs.hold(rid, bytes);
         let (tx, rx) = oneshot::channel();
+        let thread_of = run.thread_of();
         let accepted = self.rt.runs().accept(run.clone(), true);
         ctx.spawn(accepted.into_actor(self).map(move |accepted, act, ctx| {
             let (result, queued) = match accepted {
@@ -954,10 +956,10 @@ impl Handler<Submit> for AgentRuntime {
             if queued {
                 act.rt.metrics().run_entered(RunStatus::Queued);
                 // Before the pump below claims it, so numbered before its `run.started`.
-                let written = act
-                    .rt
-                    .runs()
-                    .append_run_event(rid, "run.queued".into(), json!({}));
+                let written =
+                    act.rt
+                        .runs()
+                        .append_run_event(rid, thread_of, "run.queued".into(), json!({}));
                 actix::spawn(async move {
                     if let Err(e) = written.await {
                         tracing::warn!(request_id = %rid, error = %e, "run.queued was not stored");
@@ -1021,7 +1023,7 @@ impl Handler<Cancel> for AgentRuntime {
                         act.lanes.dequeued(thread);
                     }
                     rt.metrics().run_entered(RunStatus::Cancelled);
-                    actix::spawn(run_events::record_finished(rt.runs(), &run.run));
+                    actix::spawn(run_events::record_finished(rt.runs(), &run));
                     rt.waiters().wake(rid);
                     if run.run.push.is_some() {
                         rt.wake_pusher();
@@ -1126,7 +1128,7 @@ impl AgentRuntime {
                     run.finish(status, output, error);
                     let push_due = run.schedule_push();
                     let rid = run.run.request_id;
-                    let ended = run.run.clone();
+                    let ended = run.clone();
                     rt.runs().finish(run, push_due).await?;
                     run_events::record_finished(rt.runs(), &ended).await;
                     rt.metrics().run_entered(RunStatus::Cancelled);

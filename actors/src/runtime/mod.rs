@@ -471,7 +471,7 @@ impl Runtime {
             );
             let push_due = run.schedule_push();
             let rid = run.run.request_id;
-            let ended = run.run.clone();
+            let ended = run.clone();
             self.inner.runs.finish(run, push_due).await?;
             run_events::record_finished(&self.inner.runs, &ended).await;
             self.inner.metrics.run_entered(RunStatus::Failed);

@@ -18,7 +18,7 @@ use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 
-use events::run::RunEvent;
+use events::run::{RunEvent, StoredRun, ThreadOf};
 use events::store::RunStores;
 use serde_json::{json, Value};
 use tokio::sync::{broadcast, Notify};
@@ -130,6 +130,7 @@ impl Recorder {
         rid: Uuid,
         agent: Uuid,
         member: Option<String>,
+        thread: Option<ThreadOf>,
     ) -> Recorder {
         hub.open(rid, agent, member);
         let recorder = Recorder {
@@ -153,7 +154,9 @@ impl Recorder {
                 // Created in order, so numbered in order; awaited together, so one commit.
                 let appends: Vec<_> = batch
                     .into_iter()
-                    .map(|(kind, data)| store.append_run_event(rid, kind.to_owned(), data))
+                    .map(|(kind, data)| {
+                        store.append_run_event(rid, thread.clone(), kind.to_owned(), data)
+                    })
                     .collect();
                 for written in futures_util::future::join_all(appends).await {
                     match written {
@@ -248,11 +251,15 @@ impl Recorder {
 /// once it is stored; a failure is logged, not returned (the run's final state is what counts).
 pub fn record_finished(
     store: &Arc<dyn RunStores>,
-    run: &events::run::Run,
+    run: &StoredRun,
 ) -> impl std::future::Future<Output = ()> + 'static {
-    let written =
-        store.append_run_event(run.request_id, "run.finished".into(), json!({ "run": run }));
-    let rid = run.request_id;
+    let rid = run.run.request_id;
+    let written = store.append_run_event(
+        rid,
+        run.thread_of(),
+        "run.finished".into(),
+        json!({ "run": run.run }),
+    );
     async move {
         if let Err(e) = written.await {
             tracing::warn!(request_id = %rid, error = %e, "run.finished was not stored");

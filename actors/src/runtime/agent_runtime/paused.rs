@@ -95,9 +95,12 @@ impl AgentRuntime {
 /// now; the run-events stream reads it from there.
 async fn on_input_required(rt: &Runtime, run: &StoredRun) {
     let data = json!({ "pending": run.run.pending });
-    let appended =
-        rt.runs()
-            .append_run_event(run.run.request_id, "run.input_required".into(), data);
+    let appended = rt.runs().append_run_event(
+        run.run.request_id,
+        run.thread_of(),
+        "run.input_required".into(),
+        data,
+    );
     if let Err(e) = appended.await {
         tracing::warn!(request_id = %run.run.request_id, error = %e, "cannot record run.input_required");
     }
@@ -121,7 +124,7 @@ pub(super) async fn cancel_paused(
     run.finish(status, output, error);
     let push_due = run.schedule_push();
     rt.runs().finish(run.clone(), push_due).await?;
-    crate::runtime::run_events::record_finished(rt.runs(), &run.run).await;
+    crate::runtime::run_events::record_finished(rt.runs(), &run).await;
     rt.metrics().run_entered(RunStatus::Cancelled);
     rt.waiters().wake(rid);
     if push_due.is_some() {

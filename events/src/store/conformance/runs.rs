@@ -50,6 +50,7 @@ cases!(
     run_events_are_numbered_per_run,
     runs_are_listed_per_agent_newest_first,
     threads_keep_turns_in_order_and_delete_them_all,
+    deleting_a_thread_erases_what_its_runs_said,
 );
 
 pub async fn run_all(store: Arc<dyn RunStores>) {
@@ -606,7 +607,7 @@ pub async fn purge_keeps_what_must_stay(store: Arc<dyn RunStores>) {
         .await
         .expect("finish");
     store
-        .append_run_event(plain.run.request_id, "run.finished".into(), json!({}))
+        .append_run_event(plain.run.request_id, None, "run.finished".into(), json!({}))
         .await
         .expect("event");
     let purged = store
@@ -647,13 +648,13 @@ pub async fn run_events_are_numbered_per_run(store: Arc<dyn RunStores>) {
     let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
     for i in 0..5 {
         let e = store
-            .append_run_event(a, "node.finished".into(), json!({ "i": i }))
+            .append_run_event(a, None, "node.finished".into(), json!({ "i": i }))
             .await
             .expect("append");
         assert_eq!(e.seq, i + 1);
         assert_eq!(e.kind, "node.finished");
         store
-            .append_run_event(b, "other".into(), json!(i))
+            .append_run_event(b, None, "other".into(), json!(i))
             .await
             .expect("append");
     }
@@ -777,4 +778,70 @@ pub async fn runs_are_listed_per_agent_newest_first(store: Arc<dyn RunStores>) {
         .await
         .expect("list")
         .is_empty());
+}
+
+/// Deleting a thread erases what was said in its runs, not only its turns: each run keeps its
+/// record without its input, output and pending, and its events keep their numbers and kinds
+/// without their data. Another thread's runs keep everything.
+pub async fn deleting_a_thread_erases_what_its_runs_said(store: Arc<dyn RunStores>) {
+    let agent = Uuid::now_v7();
+    let in_thread = |thread: &str, said: &str| {
+        let mut run = new_run(agent, Mode::Async, json!({ "message": said }));
+        run.run.thread_id = Some(thread.into());
+        run
+    };
+    let gone = in_thread("gone", "forget me");
+    let kept = in_thread("kept", "keep me");
+    for run in [&gone, &kept] {
+        accept_new(&*store, run, false).await;
+        let mut ended = run.clone();
+        ended.finish(RunStatus::Succeeded, Some(json!("an answer")), None);
+        store.finish(ended, None).await.expect("finish");
+        for kind in ["node.finished", "run.finished"] {
+            store
+                .append_run_event(
+                    run.run.request_id,
+                    run.thread_of(),
+                    kind.into(),
+                    json!({ "said": run.input["message"] }),
+                )
+                .await
+                .expect("event");
+        }
+    }
+    let scope = gone.thread_key().expect("a thread");
+    assert!(store.delete_thread(agent, scope).await.expect("delete"));
+
+    let after = get(&*store, gone.run.request_id)
+        .await
+        .expect("still listed");
+    assert_eq!(after.run.status, RunStatus::Succeeded);
+    assert!(!serde_json::to_string(&after)
+        .expect("json")
+        .contains("forget me"));
+    assert_eq!(after.run.output, None);
+    let events = store
+        .run_events(gone.run.request_id, 0, 10)
+        .await
+        .expect("events");
+    assert_eq!(
+        events
+            .iter()
+            .map(|e| (e.seq, e.kind.as_str()))
+            .collect::<Vec<_>>(),
+        [(1, "node.finished"), (2, "run.finished")]
+    );
+    assert!(
+        events.iter().all(|e| e.data == json!({"deleted": true})),
+        "{events:?}"
+    );
+
+    let other = get(&*store, kept.run.request_id).await.expect("kept");
+    assert_eq!(other.input["message"], "keep me");
+    assert_eq!(other.run.output, Some(json!("an answer")));
+    let events = store
+        .run_events(kept.run.request_id, 0, 10)
+        .await
+        .expect("events");
+    assert_eq!(events[0].data, json!({"said": "keep me"}));
 }

@@ -26,7 +26,7 @@ use tokio_postgres::Row;
 use uuid::Uuid;
 
 use super::{is_unique_violation, pg_error, pool_error, PgStore, Result};
-use crate::run::{PushStatus, RunError, RunEvent, RunStatus, StoredRun, Turn};
+use crate::run::{PushStatus, RunError, RunEvent, RunStatus, StoredRun, ThreadOf, Turn};
 use crate::store::runs::{
     Accepted, DuePush, RunEventStore, RunStore, StoreFuture, ThreadStore, IDEMPOTENCY_WINDOW,
 };
@@ -75,6 +75,8 @@ struct RunRow {
     finished_at: Option<DateTime<Utc>>,
     push_pending: bool,
     keyed: bool,
+    /// The run's thread scope: `delete_thread` erases the runs it names.
+    thread: Option<String>,
     body: Vec<u8>,
 }
 
@@ -92,13 +94,14 @@ impl RunRow {
                 .as_ref()
                 .is_some_and(|p| p.status == PushStatus::Pending),
             keyed: run.idempotency_key.is_some(),
+            thread: run.thread_key(),
             body: encode(run)?,
         })
     }
 
     /// Inserts or replaces the row; `node` is who runs it, when it is running.
     async fn upsert(&self, client: &impl GenericClient, node: Option<&str>) -> Result<()> {
-        let params: [&(dyn ToSql + Sync); 9] = [
+        let params: [&(dyn ToSql + Sync); 10] = [
             &self.rid,
             &self.agent,
             &self.status,
@@ -108,16 +111,18 @@ impl RunRow {
             &self.keyed,
             &node,
             &self.body,
+            &self.thread,
         ];
         client
             .execute(
                 "INSERT INTO runs (rid, agent, status, created_at, finished_at, push_pending,
-                                   keyed, node, body)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                                   keyed, node, body, thread)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
                  ON CONFLICT (rid) DO UPDATE SET agent = EXCLUDED.agent,
                      status = EXCLUDED.status, created_at = EXCLUDED.created_at,
                      finished_at = EXCLUDED.finished_at, push_pending = EXCLUDED.push_pending,
-                     keyed = EXCLUDED.keyed, node = EXCLUDED.node, body = EXCLUDED.body",
+                     keyed = EXCLUDED.keyed, node = EXCLUDED.node, body = EXCLUDED.body,
+                     thread = EXCLUDED.thread",
                 &params,
             )
             .await
@@ -673,7 +678,13 @@ async fn insert_numbered(
 }
 
 impl RunEventStore for PgStore {
-    fn append_run_event(&self, rid: Uuid, kind: String, data: Value) -> StoreFuture<RunEvent> {
+    fn append_run_event(
+        &self,
+        rid: Uuid,
+        thread: Option<ThreadOf>,
+        kind: String,
+        data: Value,
+    ) -> StoreFuture<RunEvent> {
         let at = Utc::now();
         let (ticket, before, done) = self.run_events.enter(rid);
         let store = self.clone();
@@ -682,15 +693,20 @@ impl RunEventStore for PgStore {
                 let _ = before.await;
             }
             let stored = StoredRunEvent { kind, data, at };
+            let (agent, scope) = match thread {
+                Some(t) => (Some(t.agent), Some(t.scope)),
+                None => (None, None),
+            };
             let result = async {
                 let body = encode(&stored)?;
                 let client = store.pool.get().await.map_err(pool_error)?;
                 insert_numbered(
                     &client,
-                    "INSERT INTO run_events (rid, seq, body)
-                     SELECT $1, COALESCE(MAX(seq), 0) + 1, $2 FROM run_events WHERE rid = $1
+                    "INSERT INTO run_events (rid, seq, body, agent, thread)
+                     SELECT $1, COALESCE(MAX(seq), 0) + 1, $2, $3, $4 FROM run_events
+                     WHERE rid = $1
                      RETURNING seq",
-                    &[&rid, &body],
+                    &[&rid, &body, &agent, &scope],
                 )
                 .await
             }
@@ -775,15 +791,50 @@ impl ThreadStore for PgStore {
     fn delete_thread(&self, agent: Uuid, thread: String) -> StoreFuture<bool> {
         let pool = self.pool.clone();
         self.spawn(async move {
-            let client = pool.get().await.map_err(pool_error)?;
-            let deleted = client
+            let mut client = pool.get().await.map_err(pool_error)?;
+            let tx = client.transaction().await.map_err(pg_error)?;
+            let turns = tx
                 .execute(
                     "DELETE FROM thread_turns WHERE agent = $1 AND thread = $2",
                     &[&agent, &thread],
                 )
                 .await
                 .map_err(pg_error)?;
-            Ok(deleted > 0)
+            // Numbered events keep their place and kind (a stream resumed after one still
+            // counts right), not their data: as sled reads them once the thread's key is gone.
+            tx.execute(
+                "UPDATE run_events SET body = convert_to(jsonb_set(
+                     convert_from(body, 'UTF8')::jsonb, '{data}', '{\"deleted\": true}'
+                 )::text, 'UTF8')
+                 WHERE agent = $1 AND thread = $2",
+                &[&agent, &thread],
+            )
+            .await
+            .map_err(pg_error)?;
+            // The thread's runs keep their record (status, times) but lose what was said in
+            // them, as on sled, where the thread's key that sealed it is destroyed.
+            let rows = tx
+                .query(
+                    "SELECT body FROM runs WHERE agent = $1 AND thread = $2 FOR UPDATE",
+                    &[&agent, &thread],
+                )
+                .await
+                .map_err(pg_error)?;
+            for row in &rows {
+                let mut run = run_of(row)?;
+                run.input = serde_json::json!({"deleted": true});
+                run.run.output = None;
+                run.run.pending = None;
+                run.checkpoint = None;
+                tx.execute(
+                    "UPDATE runs SET body = $2 WHERE rid = $1",
+                    &[&run.run.request_id, &encode(&run)?],
+                )
+                .await
+                .map_err(pg_error)?;
+            }
+            tx.commit().await.map_err(pg_error)?;
+            Ok(turns > 0 || !rows.is_empty())
         })
     }
 }

@@ -11,7 +11,7 @@ use super::{pg_error, pool_error, Result};
 use crate::store::Error;
 
 /// Migrations, version 1 first; a migration is never edited once released, only appended.
-const MIGRATIONS: &[&str] = &[V1, V2];
+const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
@@ -96,6 +96,14 @@ CREATE TABLE nodes (
 /// An agent's runs newest first (`RunStore::list_runs`, A2A's `ListTasks`).
 const V2: &str = r#"
 CREATE INDEX runs_by_agent ON runs (agent, rid);
+"#;
+
+/// The thread each run and run event belongs to, so deleting a thread erases them too.
+const V3: &str = r#"
+ALTER TABLE runs ADD COLUMN thread text;
+CREATE INDEX runs_by_thread ON runs (agent, thread) WHERE thread IS NOT NULL;
+ALTER TABLE run_events ADD COLUMN agent uuid, ADD COLUMN thread text;
+CREATE INDEX run_events_by_thread ON run_events (agent, thread) WHERE thread IS NOT NULL;
 "#;
 
 /// Brings the database to [`SCHEMA_VERSION`], or refuses it if it is newer.

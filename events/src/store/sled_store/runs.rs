@@ -29,7 +29,7 @@ use uuid::Uuid;
 
 use super::thread_keys::{self, ThreadKeys};
 use super::{storage, SledStore};
-use crate::run::{PushStatus, RunError, RunEvent, RunStatus, StoredRun, Turn};
+use crate::run::{PushStatus, RunError, RunEvent, RunStatus, StoredRun, ThreadOf, Turn};
 use crate::store::runs::{
     Accepted, DuePush, RunEventStore, RunStore, StoreFuture, ThreadStore, IDEMPOTENCY_WINDOW,
 };
@@ -663,17 +663,76 @@ impl RunStore for SledRuns {
     }
 }
 
+impl SledRuns {
+    /// A run event as stored: JSON, or for a run of a thread, [`SEALED_RUN`], the length (u32,
+    /// BE) of a JSON header (the thread's agent and scope, the event's kind and time), that
+    /// header, then the event's data sealed under the thread's key and bound to the request id:
+    /// deleting the thread erases the data, the numbered kinds stay.
+    fn encode_run_event(
+        &self,
+        rid: Uuid,
+        thread: Option<&ThreadOf>,
+        event: &StoredRunEvent,
+    ) -> Result<Vec<u8>> {
+        let Some(thread) = thread else {
+            return encode(event);
+        };
+        let key = self.keys.get_or_create(thread.agent, &thread.scope)?;
+        let header = encode(&(thread.agent, &thread.scope, &event.kind, event.at))?;
+        let sealed = thread_keys::seal(&key, rid.as_bytes(), &encode(&event.data)?)?;
+        let len = u32::try_from(header.len()).map_err(io)?;
+        let mut out = Vec::with_capacity(5 + header.len() + sealed.len());
+        out.push(SEALED_RUN);
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(&header);
+        out.extend_from_slice(&sealed);
+        Ok(out)
+    }
+
+    /// A run event as [`SledRuns::encode_run_event`] stored it; one of a deleted thread reads
+    /// back with its data `{"deleted": true}`.
+    fn decode_run_event(&self, rid: Uuid, bytes: &[u8]) -> Result<StoredRunEvent> {
+        if bytes.first() != Some(&SEALED_RUN) {
+            return serde_json::from_slice(bytes).map_err(io);
+        }
+        let truncated = || Error::Io("unreadable run event: truncated".into());
+        let len = bytes
+            .get(1..5)
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .map(u32::from_be_bytes)
+            .ok_or_else(truncated)? as usize;
+        let header = bytes.get(5..5 + len).ok_or_else(truncated)?;
+        let (agent, scope, kind, at): (Uuid, String, String, DateTime<Utc>) =
+            serde_json::from_slice(header).map_err(io)?;
+        let data = self
+            .keys
+            .get(agent, &scope)?
+            .and_then(|key| thread_keys::open(&key, rid.as_bytes(), &bytes[5 + len..]))
+            .and_then(|plain| serde_json::from_slice::<Value>(&plain).ok())
+            .unwrap_or_else(|| serde_json::json!({"deleted": true}));
+        Ok(StoredRunEvent { kind, data, at })
+    }
+}
+
 impl RunEventStore for SledRuns {
-    fn append_run_event(&self, rid: Uuid, kind: String, data: Value) -> StoreFuture<RunEvent> {
+    fn append_run_event(
+        &self,
+        rid: Uuid,
+        thread: Option<ThreadOf>,
+        kind: String,
+        data: Value,
+    ) -> StoreFuture<RunEvent> {
         let at = Utc::now();
         let stored = StoredRunEvent { kind, data, at };
-        let written = encode(&stored).and_then(|value| {
-            self.transact(&[&self.run_events], |t| {
-                let seq = next_seq(&self.run_events, rid.as_bytes()).map_err(abort)?;
-                t[0].insert(pair(&rid, &seq.to_be_bytes()), value.as_slice())?;
-                Ok(seq)
-            })
-        });
+        let written = self
+            .encode_run_event(rid, thread.as_ref(), &stored)
+            .and_then(|value| {
+                self.transact(&[&self.run_events], |t| {
+                    let seq = next_seq(&self.run_events, rid.as_bytes()).map_err(abort)?;
+                    t[0].insert(pair(&rid, &seq.to_be_bytes()), value.as_slice())?;
+                    Ok(seq)
+                })
+            });
         self.durable(written.map(|seq| RunEvent {
             seq,
             kind: stored.kind,
@@ -692,7 +751,7 @@ impl RunEventStore for SledRuns {
             .map(|item| {
                 let (key, value) = item.map_err(storage)?;
                 let seq = u64::from_be_bytes(key[16..24].try_into().map_err(io)?);
-                let e: StoredRunEvent = serde_json::from_slice(&value).map_err(io)?;
+                let e = self.decode_run_event(rid, &value)?;
                 Ok(RunEvent {
                     seq,
                     kind: e.kind,
