@@ -45,6 +45,7 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/v1/agents/{id}/invoke", &["post"]),
     ("/v1/agents/{id}/invoke/async", &["post"]),
     ("/v1/agents/{id}/requests/{rid}", &["get", "delete"]),
+    ("/v1/agents/{id}/requests", &["get"]),
     ("/console", &["get"]),
     ("/console/{asset}", &["get"]),
     ("/v1/agents/{id}/invoke/stream", &["post"]),

@@ -16,6 +16,7 @@ mod log;
 mod openai;
 mod openapi;
 mod responses;
+mod runs;
 mod stream;
 mod threads;
 pub mod view;
@@ -47,6 +48,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         ))
         // The router tries each `{id}` pattern in turn (a regex each), so the hot routes go first.
         .configure(invoke::routes)
+        .configure(runs::routes)
         .configure(stream::routes)
         .configure(openai::routes)
         .configure(a2a::routes)

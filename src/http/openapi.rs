@@ -17,7 +17,7 @@ use super::error::{ApiError, ErrorBody};
 use super::responses::*;
 use super::{
     a2a, agents, cluster, connection_checks, connections, console, deployment, invoke, keys, log,
-    openai, stream, threads,
+    openai, runs, stream, threads,
 };
 
 #[derive(OpenApi)]
@@ -65,6 +65,7 @@ use super::{
         invoke::invoke,
         invoke::submit,
         invoke::poll,
+        runs::list,
         invoke::cancel,
         console::page,
         console::asset,
