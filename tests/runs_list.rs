@@ -101,8 +101,8 @@ fn a_members_key_lists_only_that_members_runs() {
         assert_eq!(r.status, 200, "{}", r.body);
         ids(&r)
     };
-    assert_eq!(list(&alice), [mine.clone()]);
-    assert_eq!(list(&bob), [theirs.clone()]);
+    assert_eq!(list(&alice), vec![mine.clone()]);
+    assert_eq!(list(&bob), vec![theirs.clone()]);
     assert_eq!(list(common::TOKEN), [theirs, mine]);
     let anonymous = s.call("GET", &format!("/v1/agents/{id}/requests"), None, &[], None);
     assert_eq!(anonymous.status, 401);
