@@ -263,3 +263,45 @@ fn the_paused_run_is_pushed_then_the_final_one() {
     assert_eq!(last["output"], json!({"name": "Ada"}));
     assert_eq!(pushed[1].headers["webhook-id"], rid);
 }
+
+/// Undeploy stops every run, the ones waiting for a person too: they end `cancelled`
+/// (`undeployed`) without anyone answering them.
+#[test]
+fn undeploy_cancels_the_runs_that_wait_for_a_person() {
+    let s = Server::start();
+    let id = s.create(&json!({
+        "name": "Waiter", "description": "Asks first",
+        "model": {"provider": "echo", "name": "e"},
+        "flow": {"start": "ask", "nodes": [
+            {"id": "ask", "type": "input", "prompt": "Which city?", "next": "done"},
+            {"id": "done", "type": "end", "output": "{{ nodes.ask.city }}"}]}
+    }));
+    assert_eq!(
+        s.post(&format!("/v1/agents/{id}/deploy"), &json!({}))
+            .status,
+        200
+    );
+    let mut paused = Vec::new();
+    for _ in 0..3 {
+        let r = s.post(
+            &format!("/v1/agents/{id}/invoke/async"),
+            &json!({"input": {}}),
+        );
+        assert_eq!(r.status, 202, "{}", r.body);
+        let rid = r["request_id"].as_str().expect("rid").to_owned();
+        assert_eq!(settled(&s, &id, &rid)["status"], "input_required");
+        paused.push(rid);
+    }
+    let r = s.post(&format!("/v1/agents/{id}/undeploy"), &json!({}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    for rid in &paused {
+        let mut run = settled(&s, &id, rid);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while run["status"] == "input_required" && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+            run = s.get(&format!("/v1/agents/{id}/requests/{rid}")).body;
+        }
+        assert_eq!(run["status"], "cancelled", "{run}");
+        assert_eq!(run["error"]["details"]["reason"], "undeployed", "{run}");
+    }
+}

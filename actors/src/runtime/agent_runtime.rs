@@ -1137,8 +1137,40 @@ impl AgentRuntime {
                 }
                 rt.wake_pusher();
             }
+            // Runs waiting for a person end too, in the background: finding them reads the
+            // agent's runs, which must not hold up the undeploy's answer. One answered before
+            // the sweep reaches it is cancelled there (its version is no longer live).
+            actix::spawn(cancel_all_paused(rt, agent, reason));
             Ok(count)
         })
+    }
+}
+
+/// Cancels every paused (`input_required`) run of `agent`.
+async fn cancel_all_paused(rt: Runtime, agent: Uuid, reason: &'static str) {
+    let mut before = None;
+    loop {
+        let page = match rt.runs().list_runs(agent, before, DRAIN_BATCH).await {
+            Ok(page) => page,
+            Err(e) => {
+                tracing::warn!(%agent, error = %e, "cannot list paused runs to cancel them");
+                return;
+            }
+        };
+        let last = page.len() < DRAIN_BATCH;
+        before = page.last().map(|run| run.run.request_id);
+        for run in page {
+            if run.run.status != RunStatus::InputRequired {
+                continue;
+            }
+            let rid = run.run.request_id;
+            if let Err(e) = cancel_paused(&rt, agent, rid, reason).await {
+                tracing::warn!(request_id = %rid, error = %e, "cannot cancel a paused run");
+            }
+        }
+        if last {
+            return;
+        }
     }
 }
 
