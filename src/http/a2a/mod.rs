@@ -665,6 +665,8 @@ pub(super) async fn json_rpc(
         }
         Err(e) => return Err(e),
     };
+    // An unknown agent is the route's 404, not a JSON-RPC answer about a task.
+    rt.state(agent).await?;
     let v1 = speaks_v1(&req);
     let rpc_id = call.get("id").cloned().unwrap_or(Value::Null);
     let answer = |result: Result<Value, A2aError>| -> HttpResponse {
