@@ -745,7 +745,13 @@ mod tests {
 
     #[test]
     fn echo_chunks_join_to_the_reply() {
-        for reply in ["", "x", "no-spaces-at-all-here", "a b c d e f g h i j k", "  lead"] {
+        for reply in [
+            "",
+            "x",
+            "no-spaces-at-all-here",
+            "a b c d e f g h i j k",
+            "  lead",
+        ] {
             let chunks = echo_chunks(reply);
             assert_eq!(chunks.concat(), reply);
             assert!(chunks.len() <= 4);
