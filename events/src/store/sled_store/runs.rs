@@ -606,6 +606,41 @@ impl RunEventStore for SledRuns {
         }))
     }
 
+    fn append_run_events(
+        &self,
+        rid: Uuid,
+        events: Vec<(String, Value)>,
+    ) -> StoreFuture<Vec<RunEvent>> {
+        let at = Utc::now();
+        let stored: Vec<StoredRunEvent> = events
+            .into_iter()
+            .map(|(kind, data)| StoredRunEvent { kind, data, at })
+            .collect();
+        let values: Result<Vec<Vec<u8>>> = stored.iter().map(encode).collect();
+        let written = values.and_then(|values| {
+            self.transact(&[&self.run_events], |t| {
+                let first = next_seq(&self.run_events, rid.as_bytes()).map_err(abort)?;
+                for (i, value) in values.iter().enumerate() {
+                    let seq = first + i as u64;
+                    t[0].insert(pair(&rid, &seq.to_be_bytes()), value.as_slice())?;
+                }
+                Ok(first)
+            })
+        });
+        self.durable(written.map(|first| {
+            stored
+                .into_iter()
+                .enumerate()
+                .map(|(i, e)| RunEvent {
+                    seq: first + i as u64,
+                    kind: e.kind,
+                    data: e.data,
+                    at: e.at,
+                })
+                .collect()
+        }))
+    }
+
     fn run_events(&self, rid: Uuid, after: u64, limit: usize) -> StoreFuture<Vec<RunEvent>> {
         let start = pair(&rid, &after.saturating_add(1).to_be_bytes());
         let end = pair(&rid, &u64::MAX.to_be_bytes());
