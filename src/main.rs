@@ -7,6 +7,7 @@
 //!
 //! The domain and the log live in the `events` crate, the actors in `actors`.
 
+mod cluster;
 mod http;
 mod offline;
 mod serve;
@@ -39,12 +40,18 @@ enum Cmd {
     Events {
         #[arg(long, default_value = "./hangar-data")]
         data: PathBuf,
+        /// A postgres:// store to read instead of --data (HANGAR_STORE).
+        #[arg(long, env = "HANGAR_STORE")]
+        store: Option<String>,
         agent_id: Uuid,
     },
     /// Fold an agent's log and print its state (secrets redacted), optionally as of event SEQ.
     Replay {
         #[arg(long, default_value = "./hangar-data")]
         data: PathBuf,
+        /// A postgres:// store to read instead of --data (HANGAR_STORE).
+        #[arg(long, env = "HANGAR_STORE")]
+        store: Option<String>,
         agent_id: Uuid,
         #[arg(long)]
         at: Option<u64>,
@@ -53,6 +60,9 @@ enum Cmd {
     Verify {
         #[arg(long, default_value = "./hangar-data")]
         data: PathBuf,
+        /// A postgres:// store to read instead of --data (HANGAR_STORE).
+        #[arg(long, env = "HANGAR_STORE")]
+        store: Option<String>,
     },
 }
 
@@ -60,9 +70,18 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Cmd::Serve(opts) => serve::run(opts),
-        Cmd::Events { data, agent_id } => offline::events(&data, agent_id),
-        Cmd::Replay { data, agent_id, at } => offline::replay(&data, agent_id, at),
-        Cmd::Verify { data } => offline::verify(&data),
+        Cmd::Events {
+            data,
+            store,
+            agent_id,
+        } => offline::events(&data, store.as_deref(), agent_id),
+        Cmd::Replay {
+            data,
+            store,
+            agent_id,
+            at,
+        } => offline::replay(&data, store.as_deref(), agent_id, at),
+        Cmd::Verify { data, store } => offline::verify(&data, store.as_deref()),
     };
     match result {
         Ok(code) => code,

@@ -12,9 +12,10 @@ use actors::push::Schedule;
 use actors::runtime::{Runtime, RuntimeConfig};
 use actors::Registry;
 use events::secret::{write_private, Cipher};
-use events::store::{EventStore, RunStores, SledRuns, SledStore};
+use events::store::{EventStore, PgStore, RunStores, SledRuns, SledStore};
 use rand::RngCore;
 
+use crate::cluster::{default_node_id, Node, NodeStore, StoreUrl};
 use crate::http::{self, AdminToken, BodyTimeout, PublicUrl};
 
 #[derive(clap::Args)]
@@ -34,6 +35,13 @@ pub struct Options {
     #[arg(long, default_value_t = 128, env = "HANGAR_CACHE_MB",
           value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
     cache_mb: u64,
+    /// Where everything durable is kept: `sled` (the default: the embedded store in --data) or
+    /// a `postgres://` URL, which any number of nodes may share (cluster mode, docs/cluster.md).
+    #[arg(long, env = "HANGAR_STORE")]
+    store: Option<String>,
+    /// This node's name in logs and `GET /v1/cluster`. Default: host:port.
+    #[arg(long, env = "HANGAR_NODE_ID")]
+    node_id: Option<String>,
 }
 
 /// How `--cache-mb` is shared out: half to sled's page cache, a sixteenth to the compiled
@@ -73,7 +81,20 @@ pub fn run(opts: Options) -> Result<ExitCode> {
         .init();
     // Every setting is checked before anything is created or opened.
     let config = runtime_config()?;
-    create_private_dir(&opts.data)?;
+    let store_url = StoreUrl::parse(opts.store.as_deref())?;
+    if let StoreUrl::Postgres(_) = store_url {
+        // Every node must seal and check with the same secrets: none may make up its own.
+        for var in ["HANGAR_ADMIN_TOKEN", "HANGAR_SECRET_KEY"] {
+            if std::env::var(var).map_or(true, |v| v.trim().is_empty()) {
+                return Err(format!(
+                    "{var} must be set with a postgres store: every node of a cluster shares it"
+                )
+                .into());
+            }
+        }
+    } else {
+        create_private_dir(&opts.data)?;
+    }
     egress_policy()?;
     let token = admin_token(&opts.data)?;
     let secret_key = std::env::var("HANGAR_SECRET_KEY").ok();
@@ -81,16 +102,53 @@ pub fn run(opts: Options) -> Result<ExitCode> {
     let budget = CacheBudget::new(opts.cache_mb, flow_threads());
     // Three caches per thread: templates, tool path templates, expressions.
     actors::flow::template::set_cache_bytes(budget.templates_per_thread / 3);
-    let store = Arc::new(SledStore::open_with(
-        &store_path(&opts.data),
-        budget.store_bytes,
-    )?);
-    actix_web::rt::System::new().block_on(serve(opts, config, token, cipher, store.clone()))?;
-    // The actors' threads outlive the system with their handles on the store, so its drop (which
-    // would do the same) never comes. Without this, the next start replays the write-ahead log:
-    // correct, only slower.
-    if let Err(e) = store.checkpoint_blocking() {
-        tracing::error!(error = %e, "the shutdown checkpoint failed; the next start replays the log");
+    // Bound before the store opens: the node's default id is the port it got.
+    let listener = std::net::TcpListener::bind(&opts.addr)?;
+    let local = listener.local_addr()?;
+    let node_id = opts
+        .node_id
+        .clone()
+        .unwrap_or_else(|| default_node_id(&local));
+    match store_url {
+        StoreUrl::Sled => {
+            let store = Arc::new(SledStore::open_with(
+                &store_path(&opts.data),
+                budget.store_bytes,
+            )?);
+            let node = Node {
+                id: node_id,
+                addr: local.to_string(),
+                started_at: chrono::Utc::now(),
+                store: NodeStore::Sled,
+                beating_since: Default::default(),
+            };
+            let events: Arc<dyn EventStore> = store.clone();
+            let runs: Arc<dyn RunStores> = Arc::new(SledRuns::open(store.clone())?);
+            let stores = (events, runs);
+            actix_web::rt::System::new()
+                .block_on(serve(opts, config, token, cipher, stores, node, listener))?;
+            // The actors' threads outlive the system with their handles on the store, so its
+            // drop (which would do the same) never comes. Without this, the next start replays
+            // the write-ahead log: correct, only slower.
+            if let Err(e) = store.checkpoint_blocking() {
+                tracing::error!(error = %e, "the shutdown checkpoint failed; the next start replays the log");
+            }
+        }
+        StoreUrl::Postgres(url) => {
+            let pg = PgStore::connect(&url, &node_id)?;
+            tracing::info!(node = %node_id, "connected to the postgres store");
+            let node = Node {
+                id: node_id,
+                addr: local.to_string(),
+                started_at: chrono::Utc::now(),
+                store: NodeStore::Postgres(pg.clone()),
+                beating_since: Default::default(),
+            };
+            let stores: (Arc<dyn EventStore>, Arc<dyn RunStores>) =
+                (Arc::new(pg.clone()), Arc::new(pg));
+            actix_web::rt::System::new()
+                .block_on(serve(opts, config, token, cipher, stores, node, listener))?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -100,12 +158,18 @@ async fn serve(
     config: RuntimeConfig,
     token: String,
     cipher: Arc<Cipher>,
-    store: Arc<SledStore>,
+    (events, runs): (Arc<dyn EventStore>, Arc<dyn RunStores>),
+    node: Node,
+    listener: std::net::TcpListener,
 ) -> Result<()> {
     let threads = flow_threads();
-    let events: Arc<dyn EventStore> = store.clone();
-    let registry = Registry::new(events, cipher, threads);
-    let runs: Arc<dyn RunStores> = Arc::new(SledRuns::open(store)?);
+    let node = Arc::new(node);
+    // Before recovery: a node that beats is alive, so no other takes its runs for a dead one's.
+    node.start_heartbeat();
+    let registry = match node.store {
+        NodeStore::Sled => Registry::new(events, cipher, threads),
+        NodeStore::Postgres(_) => Registry::new_shared(events, cipher, threads),
+    };
     let runtime = Runtime::new(registry.clone(), runs, threads, config)?;
     let recovered = runtime.recover().await?;
     if recovered.interrupted > 0 || recovered.agents_with_queue > 0 {
@@ -116,6 +180,7 @@ async fn serve(
         );
     }
     runtime.start_retention();
+    node.start_cluster_tasks(runtime.clone(), registry.clone());
     runtime.start_pusher(push_schedule()?);
     let registry = web::Data::new(registry);
     let draining = runtime.clone();
@@ -123,8 +188,10 @@ async fn serve(
     let token = web::Data::new(AdminToken(token));
     let public = web::Data::new(PublicUrl(opts.public_url.clone()));
     let body_timeout = body_timeout()?;
+    let node_data = web::Data::from(node.clone());
     let server = HttpServer::new(move || {
         App::new()
+            .app_data(node_data.clone())
             .app_data(registry.clone())
             .app_data(runtime.clone())
             .app_data(token.clone())
@@ -136,13 +203,13 @@ async fn serve(
     // Sync runs may take up to their 300 s timeout; SIGTERM lets them finish.
     .shutdown_timeout(300)
     .disable_signals()
-    .bind(&opts.addr)?;
+    .listen(listener)?;
     for addr in server.addrs() {
         // Tests and scripts read this line to learn the port chosen for `--addr 127.0.0.1:0`.
         println!("hangar listening on http://{addr}");
     }
     std::io::stdout().flush()?;
-    tracing::info!(data = %opts.data.display(), "serving");
+    tracing::info!(node = %node.id, store = node.kind(), data = %opts.data.display(), "serving");
     let server = server.run();
     let handle = server.handle();
     let signals = draining.clone();
@@ -154,6 +221,11 @@ async fn serve(
     });
     server.await?;
     let still_running = draining.quiesce(Duration::from_secs(30)).await?;
+    if let NodeStore::Postgres(pg) = &node.store {
+        if let Err(e) = pg.leave().await {
+            tracing::warn!(error = %e, "could not leave the node table; the others will time it out");
+        }
+    }
     tracing::info!(still_running, "stopped");
     Ok(())
 }

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{valid_spec, Server, TOKEN};
-use serde_json::json;
+use serde_json::{json, Value};
 
 #[test]
 fn create_deploy_redeploy_rollback_undeploy() {
@@ -200,7 +200,9 @@ fn summary_reports_profile_tools_connections_and_blockers() {
     assert_eq!(conn["id"], "weather");
     assert_eq!(conn["associated_tools"], json!(["forecast", "alerts"]));
     assert_eq!(conn["live"], false);
-    assert_eq!(conn["status"], "ready");
+    // v1.1: the status of its credentials' last check; never checked yet.
+    assert_eq!(conn["status"], "unchecked");
+    assert_eq!(conn["checked_at"], Value::Null);
     assert_eq!(sum["can_deploy"], false);
     let codes: Vec<&str> = sum["errors"]
         .as_array()

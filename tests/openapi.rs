@@ -14,6 +14,7 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/healthz", &["get"]),
     ("/metrics", &["get"]),
     ("/openapi.json", &["get"]),
+    ("/v1/cluster", &["get"]),
     ("/v1/agents", &["get", "post"]),
     ("/v1/agents/{id}", &["get"]),
     ("/v1/agents/{id}/draft", &["put"]),
@@ -35,6 +36,7 @@ const ROUTES: &[(&str, &[&str])] = &[
         "/v1/agents/{id}/connections/{cid}/members/{member}",
         &["put"],
     ),
+    ("/v1/agents/{id}/connections/{cid}/check", &["post"]),
     ("/v1/agents/{id}/keys", &["get", "post"]),
     ("/v1/agents/{id}/keys/{kid}", &["delete"]),
     ("/v1/agents/{id}/events", &["get"]),
@@ -43,6 +45,9 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/v1/agents/{id}/invoke", &["post"]),
     ("/v1/agents/{id}/invoke/async", &["post"]),
     ("/v1/agents/{id}/requests/{rid}", &["get", "delete"]),
+    ("/v1/agents/{id}/requests", &["get"]),
+    ("/console", &["get"]),
+    ("/console/{asset}", &["get"]),
     ("/v1/agents/{id}/invoke/stream", &["post"]),
     ("/v1/agents/{id}/requests/{rid}/events", &["get"]),
     ("/v1/agents/{id}/chat/completions", &["post"]),
@@ -55,6 +60,8 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/a2a/{id}/tasks", &["get"]),
     ("/a2a/{id}/tasks/{tid}:cancel", &["post"]),
     ("/a2a/{id}/tasks/{tid}:subscribe", &["get", "post"]),
+    ("/v1/agents/{id}/requests/{rid}/input", &["post"]),
+    ("/v1/agents/{id}/threads/{tid}", &["get", "delete"]),
 ];
 
 /// Routes anyone may call.
@@ -62,6 +69,8 @@ const PUBLIC: &[&str] = &[
     "/healthz",
     "/metrics",
     "/openapi.json",
+    "/console",
+    "/console/{asset}",
     "/a2a/{id}/.well-known/agent-card.json",
 ];
 
@@ -116,7 +125,9 @@ fn every_listed_route_is_served() {
             .replace("{cid}", "none")
             .replace("{member}", "alice")
             .replace("{kid}", "key_none")
-            .replace("{rid}", &rid);
+            .replace("{rid}", &rid)
+            .replace("{asset}", "app.js")
+            .replace("{tid}", "thread-1");
         for method in *methods {
             let body = matches!(*method, "post" | "put").then_some("{}");
             let r = server.call(
@@ -148,7 +159,9 @@ fn other_methods_answer_405_with_allow() {
             .replace("{cid}", "c")
             .replace("{member}", "m")
             .replace("{kid}", "k")
-            .replace("{rid}", &unknown_id());
+            .replace("{rid}", &unknown_id())
+            .replace("{asset}", "app.js")
+            .replace("{tid}", "t");
         let resp = match agent
             .request("PATCH", &format!("{}{concrete}", server.base))
             .call()
@@ -293,6 +306,7 @@ fn auth_errors_parameters_and_headers_are_documented() {
             && !path.contains("/requests/")
             && !path.contains("/chat/completions")
             && !path.starts_with("/a2a/")
+            && !path.contains("/threads/")
             && path != "/v1/agents";
         if writes_the_log {
             assert!(headers.contains("If-Match"), "{method} {path}: If-Match");

@@ -77,11 +77,61 @@ impl AgentActor {
         }
     }
 
+    /// Appends that found the stream moved (another node wrote it) are decided again on the
+    /// log as it now is, at most this many times.
+    const CONFLICT_RETRIES: usize = 10;
+
     fn execute(&mut self, msg: Execute) -> Result<(Commit, Option<String>), Error> {
+        let mut attempt = 0;
+        loop {
+            match self.try_execute(&msg) {
+                Err(Error::Store(store::Error::Conflict { .. }))
+                    if attempt < Self::CONFLICT_RETRIES =>
+                {
+                    // Someone else appended to this stream (another node of a cluster on a
+                    // shared store): our state is stale. Read it again and decide again, so a
+                    // stale If-Match is refused and a command without one applies to the
+                    // current state; the log never forks (the append was fenced).
+                    self.catch_up();
+                    attempt += 1;
+                }
+                Err(e @ Error::Store(store::Error::Conflict { .. })) => {
+                    self.rebuild();
+                    return Err(e);
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Brings the state up to the log's head, if another writer moved it (a cluster node).
+    fn catch_up(&mut self) {
+        if self.broken.is_some() {
+            return self.rebuild();
+        }
+        match self.store.read(self.id, self.state.seq + 1, usize::MAX) {
+            Ok(newer) if newer.is_empty() => {}
+            Ok(newer) => {
+                let state = Arc::make_mut(&mut self.state);
+                for env in &newer {
+                    state.apply(env);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(agent = %self.id, error = %e, "cannot catch up with the log");
+            }
+        }
+    }
+
+    fn try_execute(&mut self, msg: &Execute) -> Result<(Commit, Option<String>), Error> {
         if let Some(why) = &self.broken {
             return Err(Error::Unavailable(why.clone()));
         }
         if let Some(expected) = msg.if_match {
+            if expected > self.state.seq {
+                // The client saw a newer seq than ours: another node wrote since we read.
+                self.catch_up();
+            }
             if expected != self.state.seq {
                 return Err(Rejection::Stale {
                     expected,
@@ -104,15 +154,7 @@ impl AgentActor {
             .into_iter()
             .map(events::NewEvent::now)
             .collect();
-        let commit = match self.store.append(self.id, self.state.seq, &new) {
-            Ok(c) => c,
-            Err(e @ store::Error::Conflict { .. }) => {
-                // Only this actor writes this stream, so our state is stale: read it again.
-                self.rebuild();
-                return Err(e.into());
-            }
-            Err(e) => return Err(e.into()),
-        };
+        let commit = self.store.append(self.id, self.state.seq, &new)?;
         let state = Arc::make_mut(&mut self.state);
         for env in commit.envelopes() {
             state.apply(env);
@@ -183,6 +225,27 @@ impl Handler<Execute> for AgentActor {
                     "the agent's actor failed and is being rebuilt from its log; retry".into(),
                 ))))
             }
+        }
+    }
+}
+
+/// Catch up with the log if it moved past `seq` (another node wrote it), and answer the state.
+#[derive(Message)]
+#[rtype(result = "Result<Arc<AgentState>, Error>")]
+pub struct Refresh {
+    pub seq: u64,
+}
+
+impl Handler<Refresh> for AgentActor {
+    type Result = Result<Arc<AgentState>, Error>;
+
+    fn handle(&mut self, msg: Refresh, _ctx: &mut Self::Context) -> Self::Result {
+        if msg.seq > self.state.seq || self.broken.is_some() {
+            self.catch_up();
+        }
+        match &self.broken {
+            Some(why) => Err(Error::Unavailable(why.clone())),
+            None => Ok(self.state.clone()),
         }
     }
 }

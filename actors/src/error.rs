@@ -20,4 +20,10 @@ pub enum Error {
     /// A cancel came after the run had already reached a final state.
     #[error("the run already finished")]
     AlreadyFinished(Box<events::run::Run>),
+    /// `"multitask": "reject"` and a run of the thread is in flight or waiting.
+    #[error("thread '{0}' has a run in flight or waiting; retry once it ends, or send without \"multitask\": \"reject\" to wait your turn")]
+    ThreadBusy(String),
+    /// Input was sent to a run that is not paused for it.
+    #[error("the run is {0}, not input_required: only a paused run takes input")]
+    NotWaiting(&'static str),
 }

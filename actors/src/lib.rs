@@ -5,6 +5,8 @@
 //!   under an actix `Supervisor`, spread over a few arbiters (threads).
 //! - [`agent`]: the [`AgentActor`]: owns one agent's state, rebuilt from its log on start and after
 //!   a crash; turns commands into events, appends them with the expected seq, applies them.
+//! - [`connection_check`]: one request with a connection's credentials, to prove they
+//!   authenticate (under the egress policy, 10 s at most).
 //! - [`directory`]: how validation looks up other agents (collaborators) in the store.
 //! - [`flow`]: the flow interpreter: templates, knowledge ranking, timeouts, and the effects
 //!   (tool and model calls over awc) a run has on the world.
@@ -17,6 +19,7 @@
 
 pub mod a2a;
 pub mod agent;
+pub mod connection_check;
 pub mod directory;
 pub mod egress;
 pub mod error;

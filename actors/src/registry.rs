@@ -14,7 +14,7 @@ use events::store::EventStore;
 use events::AgentState;
 use uuid::Uuid;
 
-use crate::agent::{AgentActor, Execute, GetState, Outcome};
+use crate::agent::{AgentActor, Execute, GetState, Outcome, Refresh};
 use crate::directory::StoreDirectory;
 use crate::Error;
 use events::Rejection;
@@ -36,11 +36,29 @@ struct Inner {
     /// Agent actors are spread over these threads, round robin.
     arbiters: Vec<ArbiterHandle>,
     next_arbiter: AtomicUsize,
+    /// Whether other processes append to the store too (cluster nodes on one PostgreSQL): then
+    /// a read checks the stream's head first, since the published state may be behind it.
+    shared: bool,
 }
 
 impl Registry {
     /// Must be called inside a running actix `System`. `threads` arbiters host the agent actors.
     pub fn new(store: Arc<dyn EventStore>, cipher: Arc<Cipher>, threads: usize) -> Self {
+        Self::build(store, cipher, threads, false)
+    }
+
+    /// A registry over a store that other nodes write as well (`docs/cluster.md`): reads check
+    /// the log's head and catch the actor up when another node moved it.
+    pub fn new_shared(store: Arc<dyn EventStore>, cipher: Arc<Cipher>, threads: usize) -> Self {
+        Self::build(store, cipher, threads, true)
+    }
+
+    fn build(
+        store: Arc<dyn EventStore>,
+        cipher: Arc<Cipher>,
+        threads: usize,
+        shared: bool,
+    ) -> Self {
         let arbiters = (0..threads.max(1))
             .map(|_| Arbiter::new().handle())
             .collect();
@@ -52,6 +70,7 @@ impl Registry {
                 states: RwLock::new(HashMap::new()),
                 arbiters,
                 next_arbiter: AtomicUsize::new(0),
+                shared,
             }),
         }
     }
@@ -118,6 +137,9 @@ impl Registry {
 
     /// The agent's current state: as last published, else from its actor.
     pub async fn state(&self, id: Uuid) -> Result<Arc<AgentState>, Error> {
+        if self.inner.shared {
+            return self.fresh_state(id).await;
+        }
         if let Some(state) = self.cached(id) {
             return Ok(state);
         }
@@ -125,6 +147,31 @@ impl Registry {
         let state = addr.send(GetState).await.map_err(mailbox)??;
         self.publish(state.clone());
         Ok(state)
+    }
+
+    /// On a shared store: the state as of the log's head now, caught up by the actor if
+    /// another node appended since it was published. The head is read off this thread (the
+    /// store's call blocks for a round trip).
+    async fn fresh_state(&self, id: Uuid) -> Result<Arc<AgentState>, Error> {
+        let store = self.inner.store.clone();
+        let head = tokio::task::spawn_blocking(move || store.head(id))
+            .await
+            .map_err(|e| Error::Unavailable(format!("reading the log's head: {e}")))??;
+        if head == 0 {
+            return Err(Rejection::not_found(format!("agent {id}")).into());
+        }
+        if let Some(state) = self.cached(id).filter(|s| s.seq >= head) {
+            return Ok(state);
+        }
+        let addr = self.activate(id, false)?;
+        let state = addr.send(Refresh { seq: head }).await.map_err(mailbox)??;
+        self.publish(state.clone());
+        Ok(state)
+    }
+
+    /// Whether other processes write the store too.
+    pub fn is_shared(&self) -> bool {
+        self.inner.shared
     }
 
     /// Every agent's state, activating each.

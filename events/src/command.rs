@@ -7,13 +7,16 @@ use base64::Engine;
 use rand::RngCore;
 use uuid::Uuid;
 
-use crate::connection::{admit_member_auth, check_member_name, Auth, Connection, CredentialMode};
+use crate::check::CheckOutcome;
+use crate::connection::{
+    admit_member_auth, check_member_name, Auth, Connection, CredentialMode, Environment,
+};
 use crate::endpoint::EndpointInput;
 use crate::event::*;
-use crate::secret::{Cipher, Place};
+use crate::secret::{Cipher, Place, Sealed};
 use crate::spec::{limits, AgentSpec};
 use crate::state::{AgentState, ConnectionState, Status};
-use crate::validation::{validate, Directory};
+use crate::validation::{validate_agent, Directory};
 use crate::Rejection;
 
 #[derive(Debug, Clone)]
@@ -41,7 +44,23 @@ pub enum Command {
     SetMemberCredential {
         connection: String,
         member: String,
+        /// Which of the member's credentials: the draft ones (previews, and live runs while
+        /// there are no live ones) or the live ones.
+        environment: Environment,
         auth: Auth<String>,
+    },
+    /// Record what a check of a connection's credentials found (the check itself is I/O, made
+    /// by the caller).
+    RecordConnectionCheck {
+        connection: String,
+        environment: Environment,
+        member: Option<String>,
+        /// What was checked: the server and the sealed credentials sent there. A check is
+        /// recorded only while they are still the connection's, so one made of credentials
+        /// replaced meanwhile can never pass for the new ones (nor unblock a deploy).
+        server: String,
+        credentials: Auth<Sealed>,
+        outcome: CheckOutcome,
     },
     /// Deploy the draft, or with `version` re-deploy that earlier version's snapshot (rollback).
     Deploy {
@@ -158,7 +177,9 @@ pub fn decide(
             check_server_move(stored, connection)?;
             let mut connection = connection.clone();
             connection.id = id.clone();
-            let connection = connection.admit(state.id, ctx.cipher)?;
+            let mut admitted = connection.admit(state.id, ctx.cipher)?;
+            admitted.keep_unsent(&connection, &stored.connection)?;
+            let connection = admitted;
             Ok(Decision::one(Event::ConnectionUpdated(ConnectionUpdated {
                 connection,
             })))
@@ -174,6 +195,7 @@ pub fn decide(
         Command::SetMemberCredential {
             connection,
             member,
+            environment,
             auth,
         } => {
             let stored = state
@@ -181,14 +203,53 @@ pub fn decide(
                 .get(connection)
                 .ok_or_else(|| Rejection::not_found(format!("connection '{connection}'")))?;
             check_member_name(member)?;
-            let auth = admit_member_auth(state.id, &stored.connection, member, auth, ctx.cipher)?;
+            let auth = admit_member_auth(
+                state.id,
+                &stored.connection,
+                member,
+                *environment,
+                auth,
+                ctx.cipher,
+            )?;
             Ok(Decision::one(Event::MemberCredentialSet(
                 MemberCredentialSet {
                     connection: connection.clone(),
                     member: member.clone(),
                     auth,
+                    environment: *environment,
                 },
             )))
+        }
+        Command::RecordConnectionCheck {
+            connection,
+            environment,
+            member,
+            server,
+            credentials,
+            outcome,
+        } => {
+            let stored = state
+                .connections
+                .get(connection)
+                .ok_or_else(|| Rejection::not_found(format!("connection '{connection}'")))?;
+            check_checked_member(&stored.connection, member.as_deref())?;
+            let now = stored.credentials(member.as_deref(), *environment);
+            if stored.connection.server != *server || now.map(|(auth, _)| auth) != Some(credentials)
+            {
+                return Err(Rejection::invalid(
+                    "connection",
+                    format!(
+                        "the credentials of connection '{connection}' changed while they were \
+                         being checked: check again"
+                    ),
+                ));
+            }
+            Ok(Decision::one(Event::ConnectionChecked(ConnectionChecked {
+                connection: connection.clone(),
+                environment: *environment,
+                member: member.clone(),
+                outcome: outcome.clone(),
+            })))
         }
         Command::Deploy { version } => deploy(state, *version, ctx),
         Command::IssueKey { member } => {
@@ -224,6 +285,32 @@ pub fn decide(
     }
 }
 
+/// Whose credentials a check may be of: a member connection's are a member's, a team
+/// connection's the team's.
+pub fn check_checked_member(
+    connection: &Connection<Sealed>,
+    member: Option<&str>,
+) -> Result<(), Rejection> {
+    match (connection.credentials, member) {
+        (CredentialMode::Member, None) => Err(Rejection::invalid(
+            "member",
+            format!(
+                "connection '{}' uses member credentials: name the member whose credentials to check",
+                connection.id
+            ),
+        )),
+        (CredentialMode::Team, Some(_)) => Err(Rejection::invalid(
+            "member",
+            format!(
+                "connection '{}' uses team credentials: leave member out",
+                connection.id
+            ),
+        )),
+        (_, Some(m)) => check_member_name(m),
+        (_, None) => Ok(()),
+    }
+}
+
 /// Stored credentials were given for the connection's current `server`; they never follow a new
 /// one. So a new server needs the team secrets in the same request (not `***`), and is refused
 /// while members hold credentials of their own: those cannot be sent again by this request, and
@@ -239,14 +326,20 @@ fn check_server_move(
         return Ok(());
     }
     let id = &stored.connection.id;
-    if !stored.members.is_empty() {
+    if !stored.members.is_empty() || !stored.live_members.is_empty() {
+        let members: std::collections::BTreeSet<String> = stored
+            .members
+            .keys()
+            .chain(stored.live_members.keys())
+            .cloned()
+            .collect();
         return Err(Rejection::MembersHoldCredentials {
             connection: id.clone(),
-            members: stored.members.keys().cloned().collect(),
+            members: members.into_iter().collect(),
         });
     }
     if update.credentials == CredentialMode::Team {
-        if let Some(field) = update.auth.unsent_secret() {
+        if let Some(field) = update.unsent_secret() {
             return Err(Rejection::secret_required(
                 field,
                 format!(
@@ -281,13 +374,9 @@ fn deploy(
                 )
             })?,
     };
-    // A rollback is checked again too: a collaborator it names may no longer be live.
-    let report = validate(
-        state.id,
-        &snapshot.spec,
-        &snapshot.connections,
-        ctx.directory,
-    );
+    // A rollback is checked again too: a collaborator it names may no longer be live, a
+    // connection's credentials may have been rejected since.
+    let report = validate_agent(state, &snapshot.spec, &snapshot.connections, ctx.directory);
     if !report.ok() {
         return Err(Rejection::ValidationFailed(report));
     }
@@ -540,6 +629,9 @@ mod tests {
         let mut big = deployable();
         big.flow.as_mut().expect("flow").nodes[0].kind = crate::spec::NodeKind::Model {
             prompt: "p".repeat(limits::TEMPLATE_BYTES + 1),
+            tools: vec![],
+            max_steps: None,
+            history: false,
         };
         let err = stream.refused(Command::EditDraft { spec: big });
         assert_eq!(invalid_field(&err), Some("flow.nodes[0].prompt"), "{err:?}");
@@ -573,6 +665,7 @@ mod tests {
             Command::SetMemberCredential {
                 connection: "crm".into(),
                 member: "alice".into(),
+                environment: Environment::Draft,
                 auth: bearer("t"),
             },
             deploy(None),
@@ -892,6 +985,7 @@ mod tests {
         let err = stream.refused(Command::SetMemberCredential {
             connection: "weather".into(),
             member: "alice".into(),
+            environment: Environment::Draft,
             auth: serde_json::from_value(json!({"type": "api_key", "key": "mine"}))
                 .expect("auth parses"),
         });
@@ -899,6 +993,7 @@ mod tests {
         let err = stream.refused(Command::SetMemberCredential {
             connection: "crm".into(),
             member: "alice".into(),
+            environment: Environment::Draft,
             auth: bearer("t"),
         });
         assert!(matches!(err, Rejection::NotFound { .. }), "{err:?}");
@@ -907,12 +1002,14 @@ mod tests {
         let err = stream.refused(Command::SetMemberCredential {
             connection: "crm".into(),
             member: String::new(),
+            environment: Environment::Draft,
             auth: bearer("t"),
         });
         assert_eq!(invalid_field(&err), Some("member"), "{err:?}");
         let d = stream.ok(Command::SetMemberCredential {
             connection: "crm".into(),
             member: "alice".into(),
+            environment: Environment::Draft,
             auth: bearer("alice-token"),
         });
         assert!(matches!(&d.events[..], [Event::MemberCredentialSet(_)]));
@@ -971,6 +1068,7 @@ mod tests {
             stream.ok(Command::SetMemberCredential {
                 connection: "crm".into(),
                 member: member.into(),
+                environment: Environment::Draft,
                 auth: bearer(member),
             });
         }
@@ -1018,6 +1116,7 @@ mod tests {
         stream.ok(Command::SetMemberCredential {
             connection: "crm".into(),
             member: "alice".into(),
+            environment: Environment::Draft,
             auth: bearer("alice-token"),
         });
         let mut moved = crm();
@@ -1041,6 +1140,239 @@ mod tests {
             connection: bad,
         });
         assert_eq!(invalid_field(&err), Some("server"), "{err:?}");
+    }
+
+    /// A check of what `state` holds for those credentials now (nothing, for a connection or
+    /// member it does not have).
+    fn checked_in(
+        state: &AgentState,
+        connection: &str,
+        member: Option<&str>,
+        environment: Environment,
+        http_status: u16,
+    ) -> Command {
+        let stored = state.connections.get(connection);
+        let credentials = stored
+            .and_then(|c| c.credentials(member, environment))
+            .map_or(Auth::Bearer { token: None }, |(auth, _)| auth.clone());
+        Command::RecordConnectionCheck {
+            connection: connection.into(),
+            environment,
+            member: member.map(str::to_owned),
+            server: stored.map_or(String::new(), |c| c.connection.server.clone()),
+            credentials,
+            outcome: CheckOutcome {
+                status: crate::check::CheckStatus::of_answer(http_status),
+                http_status: Some(http_status),
+                latency_ms: 3,
+                detail: None,
+            },
+        }
+    }
+
+    fn checked(
+        stream: &Stream,
+        connection: &str,
+        member: Option<&str>,
+        environment: Environment,
+        http_status: u16,
+    ) -> Command {
+        checked_in(&stream.state, connection, member, environment, http_status)
+    }
+
+    fn warnings(stream: &Stream) -> Vec<String> {
+        let report = validate_agent(
+            &stream.state,
+            &stream.state.draft,
+            &stream.state.draft_connections(),
+            &NoAgents,
+        );
+        report.warnings.into_iter().map(|p| p.code).collect()
+    }
+
+    #[test]
+    fn a_rejected_check_blocks_deploy_until_a_check_passes_or_credentials_change() {
+        let mut stream = Stream::created();
+        stream.ok(Command::EditDraft {
+            spec: with_weather_tool(),
+        });
+        stream.ok(Command::AddConnection {
+            connection: weather("k"),
+        });
+        stream.ok(checked(&stream, "weather", None, Environment::Draft, 401));
+        assert_eq!(warnings(&stream), ["connection_rejected"]);
+        let err = stream.refused(deploy(None));
+        assert!(
+            matches!(&err, Rejection::ValidationFailed(r) if r.warnings[0].path == "connections.weather"),
+            "{err:?}"
+        );
+        // A passing check of the live credentials does not outweigh the refused draft ones...
+        stream.ok(checked(&stream, "weather", None, Environment::Live, 200));
+        stream.refused(deploy(None));
+        // ...a passing check of the same ones does.
+        stream.ok(checked(&stream, "weather", None, Environment::Draft, 200));
+        assert!(warnings(&stream).is_empty());
+        stream.ok(deploy(None));
+
+        // A rejected check blocks a rollback too; new credentials are unchecked, which does not.
+        stream.ok(checked(&stream, "weather", None, Environment::Live, 403));
+        stream.refused(deploy(Some(1)));
+        stream.ok(Command::UpdateConnection {
+            id: "weather".into(),
+            connection: weather("k2"),
+        });
+        assert!(stream.state.connections["weather"].checks.is_empty());
+        stream.ok(deploy(Some(1)));
+    }
+
+    #[test]
+    fn secrets_sent_back_as_stars_keep_the_stored_ones() {
+        let mut stream = Stream::created();
+        let with_live = |key: &str, live: Option<&str>| {
+            let mut c = weather(key);
+            c.environments = live.map(|l| {
+                serde_json::from_value(json!({"live": {"auth": {"type": "api_key", "key": l}}}))
+                    .expect("environments parse")
+            });
+            c
+        };
+        stream.ok(Command::AddConnection {
+            connection: with_live("draft-k", Some("live-k")),
+        });
+        // A form that edits the display name sends back what it read: `***` everywhere.
+        let mut edited = with_live("***", Some("***"));
+        edited.display_name = "Weather (edited)".into();
+        stream.ok(Command::UpdateConnection {
+            id: "weather".into(),
+            connection: edited,
+        });
+        let c = &stream.state.connections["weather"].connection;
+        assert_eq!(c.display_name, "Weather (edited)");
+        let id = stream.state.id;
+        let draft = c.auth.open(&stream.cipher, |f| c.place(id, None, f));
+        assert_eq!(draft.expect("opens"), weather("draft-k").auth);
+        let live = c.live_auth().expect("kept").open(&stream.cipher, |f| {
+            c.place_in(id, None, Environment::Live, f)
+        });
+        assert_eq!(
+            live.expect("opens"),
+            Auth::ApiKey {
+                header: "X-Api-Key".into(),
+                key: Some("live-k".into())
+            }
+        );
+        // Leaving `environments` out removes the live credentials; `***` cannot bring them back.
+        stream.ok(Command::UpdateConnection {
+            id: "weather".into(),
+            connection: with_live("***", None),
+        });
+        let err = stream.refused(Command::UpdateConnection {
+            id: "weather".into(),
+            connection: with_live("***", Some("***")),
+        });
+        assert!(
+            matches!(&err, Rejection::SecretRequired { field, .. } if field == "environments.live.auth.key"),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn checks_name_whose_credentials_they_are() {
+        let mut stream = Stream::created();
+        stream.ok(Command::AddConnection { connection: crm() });
+        stream.ok(Command::AddConnection {
+            connection: weather("k"),
+        });
+        for (connection, member) in [("crm", None), ("weather", Some("alice")), ("crm", Some(""))] {
+            let err = stream.refused(checked(
+                &stream,
+                connection,
+                member,
+                Environment::Draft,
+                200,
+            ));
+            assert_eq!(
+                invalid_field(&err),
+                Some("member"),
+                "{connection} {member:?}"
+            );
+        }
+        let err = stream.refused(checked(&stream, "nope", None, Environment::Draft, 200));
+        assert!(matches!(err, Rejection::NotFound { .. }), "{err:?}");
+        // A member without credentials has nothing to check.
+        let err = stream.refused(checked(
+            &stream,
+            "crm",
+            Some("alice"),
+            Environment::Draft,
+            200,
+        ));
+        assert_eq!(invalid_field(&err), Some("connection"), "{err:?}");
+
+        for member in ["alice", "bob"] {
+            stream.ok(Command::SetMemberCredential {
+                connection: "crm".into(),
+                member: member.into(),
+                environment: Environment::Draft,
+                auth: bearer(member),
+            });
+        }
+        // A check of credentials replaced while it ran is not recorded as theirs.
+        let stale = checked(&stream, "weather", None, Environment::Draft, 200);
+        stream.ok(Command::UpdateConnection {
+            id: "weather".into(),
+            connection: weather("k2"),
+        });
+        let err = stream.refused(stale);
+        assert_eq!(invalid_field(&err), Some("connection"), "{err:?}");
+        for member in ["alice", "bob"] {
+            stream.ok(checked(
+                &stream,
+                "crm",
+                Some(member),
+                Environment::Draft,
+                401,
+            ));
+            stream.ok(checked(
+                &stream,
+                "crm",
+                Some(member),
+                Environment::Live,
+                200,
+            ));
+        }
+        assert_eq!(stream.state.connections["crm"].checks.len(), 4);
+        // A member's new credentials forget that member's checks, and no one else's.
+        stream.ok(Command::SetMemberCredential {
+            connection: "crm".into(),
+            member: "alice".into(),
+            environment: Environment::Live,
+            auth: bearer("alice-live"),
+        });
+        let left: Vec<(Option<&str>, Environment)> = stream.state.connections["crm"]
+            .checks
+            .iter()
+            .map(|c| (c.member.as_deref(), c.environment))
+            .collect();
+        assert_eq!(
+            left,
+            [
+                (Some("bob"), Environment::Draft),
+                (Some("bob"), Environment::Live)
+            ]
+        );
+        let crm = &stream.state.connections["crm"];
+        assert_eq!(crm.members.len(), 2);
+        let opened = crm.live_members["alice"]
+            .open(&stream.cipher, |f| {
+                crm.connection
+                    .place_in(stream.state.id, Some("alice"), Environment::Live, f)
+            })
+            .expect("opens at alice's live place");
+        assert_eq!(opened, bearer("alice-live"));
+        // The log holds what was found, never a secret.
+        let (_, bytes) = stream.log.last().expect("logged");
+        assert!(!String::from_utf8_lossy(bytes).contains("alice-live"));
     }
 
     /// A small deterministic PRNG (xorshift64*), so the sequence below needs no new dependency
@@ -1068,7 +1400,7 @@ mod tests {
     fn random_command(rng: &mut Rng, state: &AgentState) -> Command {
         let ids = ["weather", "crm", "maps"];
         let members = ["alice", "bob", ""];
-        match rng.below(14) {
+        match rng.below(15) {
             0 => Command::Create {
                 spec: AgentSpec {
                     name: rng.pick(&["Weather helper", ""]).into(),
@@ -1120,6 +1452,7 @@ mod tests {
             8 => Command::SetMemberCredential {
                 connection: rng.pick(&ids).into(),
                 member: rng.pick(&members).into(),
+                environment: Environment::Draft,
                 auth: bearer("member-token"),
             },
             9 | 10 => {
@@ -1131,6 +1464,15 @@ mod tests {
             }
             11 => Command::Undeploy,
             12 => Command::IssueKey { member: None },
+            13 => {
+                let connection = rng.pick(&ids);
+                let environment = *[Environment::Draft, Environment::Live]
+                    .get(rng.below(2) as usize)
+                    .unwrap_or(&Environment::Draft);
+                let member = (connection == "crm").then(|| rng.pick(&members));
+                let http_status = [200, 204, 404, 401][rng.below(4) as usize];
+                checked_in(state, connection, member, environment, http_status)
+            }
             _ => Command::RevokeKey {
                 id: match state.keys.keys().next() {
                     Some(id) if rng.below(4) > 0 => id.clone(),
@@ -1146,7 +1488,7 @@ mod tests {
         let mut stream = Stream::new();
         let mut accepted = BTreeMap::<&str, usize>::new();
         let mut refused = 0;
-        for step in 0..200 {
+        for step in 0..500 {
             let command = random_command(&mut rng, &stream.state);
             match stream.run(command.clone()) {
                 Ok(decision) => {

@@ -23,6 +23,46 @@ pub enum CredentialMode {
     Member,
 }
 
+/// Which credentials a call uses. Live runs use the live ones where a connection (or a member)
+/// has them, and the draft ones otherwise; previews and draft checks use the draft ones only, so
+/// a preview never sends a production secret.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, Default, ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Environment {
+    #[default]
+    Draft,
+    Live,
+}
+
+impl Environment {
+    pub fn is_draft(&self) -> bool {
+        *self == Environment::Draft
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Environment::Draft => "draft",
+            Environment::Live => "live",
+        }
+    }
+}
+
+/// A team connection's credentials per environment beyond the draft's `auth`: for now the live
+/// environment's (`"environments": {"live": {"auth": {...}}}`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Environments<S> {
+    #[serde(default = "none", skip_serializing_if = "Option::is_none")]
+    pub live: Option<EnvironmentCredentials<S>>,
+}
+
+/// One environment's credentials: an auth of the connection's type.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct EnvironmentCredentials<S> {
+    pub auth: Auth<S>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Auth<S> {
@@ -176,7 +216,15 @@ pub struct Connection<S> {
     pub sso: bool,
     #[serde(default)]
     pub credentials: CredentialMode,
+    /// The draft's credentials, and the live environment's too unless `environments.live` is set.
     pub auth: Auth<S>,
+    /// A team connection's live credentials (`environments.live.auth`), used by live runs only.
+    #[serde(default = "none", skip_serializing_if = "Option::is_none")]
+    pub environments: Option<Environments<S>>,
+    /// The path a connection check requests (`GET <server><check_path>`); `/` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^/")]
+    pub check_path: Option<String>,
 }
 
 impl<S> Connection<S> {
@@ -188,6 +236,32 @@ impl<S> Connection<S> {
             None => Place::team(agent, &self.id, &self.server, field),
             Some(m) => Place::member(agent, &self.id, &self.server, m, field),
         }
+    }
+
+    /// As [`Connection::place`], in environment `environment`: live credentials are sealed
+    /// apart from the draft ones, so neither can stand in for the other.
+    pub fn place_in(
+        &self,
+        agent: Uuid,
+        member: Option<&str>,
+        environment: Environment,
+        field: &str,
+    ) -> Place {
+        let place = self.place(agent, member, field);
+        match environment {
+            Environment::Draft => place,
+            Environment::Live => place.live(),
+        }
+    }
+
+    /// The team's live credentials, if the connection has its own for the live environment.
+    pub fn live_auth(&self) -> Option<&Auth<S>> {
+        self.environments.as_ref()?.live.as_ref().map(|l| &l.auth)
+    }
+
+    /// The path a check requests.
+    pub fn check_path(&self) -> &str {
+        self.check_path.as_deref().unwrap_or("/")
     }
 }
 
@@ -201,6 +275,28 @@ impl Connection<String> {
             ));
         }
         check_server(&self.server)?;
+        if let Some(path) = &self.check_path {
+            check_check_path(path)?;
+        }
+        let live = self.live_auth();
+        if let Some(live) = live {
+            if self.credentials == CredentialMode::Member {
+                return Err(Rejection::invalid(
+                    "environments.live",
+                    "a member connection has no team live credentials: each member sets theirs \
+                     with PUT .../members/{member}?environment=live",
+                ));
+            }
+            if live.type_name() != self.auth.type_name() {
+                return Err(Rejection::invalid(
+                    "environments.live.auth.type",
+                    format!(
+                        "live credentials must be of the connection's auth type, {}",
+                        self.auth.type_name()
+                    ),
+                ));
+            }
+        }
         match self.credentials {
             CredentialMode::Member if matches!(self.auth, Auth::KeyValue { .. }) => {
                 return Err(Rejection::invalid(
@@ -213,6 +309,16 @@ impl Connection<String> {
                     return Err(Rejection::invalid(
                         format!("auth.{field}"),
                         format!("team credentials need auth.{field}"),
+                    ));
+                }
+                if let Some(field) = live
+                    .map(|l| l.inherit_header(&self.auth))
+                    .as_ref()
+                    .and_then(Auth::missing_field)
+                {
+                    return Err(Rejection::invalid(
+                        format!("environments.live.auth.{field}"),
+                        format!("live credentials need environments.live.auth.{field}"),
                     ));
                 }
             }
@@ -238,13 +344,24 @@ impl Connection<String> {
             sso: self.sso,
             credentials: self.credentials,
             auth: self.auth.map(|_| None::<()>).keep_shape_only(),
+            environments: None,
+            check_path: self.check_path.clone(),
         };
         // With member credentials the team-level secrets are never used, so none is kept. Team
-        // secrets are sealed for the connection as stored, server included.
+        // secrets are sealed for the connection as stored, server included; live ones for the
+        // live environment.
         if self.credentials == CredentialMode::Team {
             admitted.auth = self
                 .auth
                 .seal(cipher, |field| admitted.place(agent, None, field));
+            if let Some(live) = live {
+                let auth = live.inherit_header(&self.auth).seal(cipher, |field| {
+                    admitted.place_in(agent, None, Environment::Live, field)
+                });
+                admitted.environments = Some(Environments {
+                    live: Some(EnvironmentCredentials { auth }),
+                });
+            }
         }
         Ok(admitted)
     }
@@ -276,16 +393,111 @@ impl Connection<Sealed> {
             sso: self.sso,
             credentials: self.credentials,
             auth: self.auth.redacted(),
+            environments: self.live_auth().map(|auth| Environments {
+                live: Some(EnvironmentCredentials {
+                    auth: auth.redacted(),
+                }),
+            }),
+            check_path: self.check_path.clone(),
         }
     }
 }
 
+impl Auth<String> {
+    /// An `api_key` auth without a header name takes `of`'s: live credentials and members'
+    /// supply the secret, the connection names the header.
+    fn inherit_header(&self, of: &Auth<String>) -> Auth<String> {
+        match (self, of) {
+            (Auth::ApiKey { header, key }, Auth::ApiKey { header: theirs, .. })
+                if header.trim().is_empty() =>
+            {
+                Auth::ApiKey {
+                    header: theirs.clone(),
+                    key: key.clone(),
+                }
+            }
+            _ => self.clone(),
+        }
+    }
+}
+
+impl<S: Clone> Auth<S> {
+    /// Each secret by its field's name (`auth.token`, `auth.pairs.<name>`…).
+    fn fields(&self) -> BTreeMap<String, S> {
+        let mut out = BTreeMap::new();
+        self.map_fields(|field, s| out.insert(field.to_owned(), s.clone()));
+        out
+    }
+}
+
+impl Connection<Sealed> {
+    /// An update's team secrets sent as `***` (read back from a response, e.g. by a form that
+    /// edits other fields) keep the stored ones, as the push token does, rather than being
+    /// stored as `***`. Only for the same server (a move needs every secret, see
+    /// `command::check_server_move`), so a kept value still opens where it is: same agent,
+    /// connection, server, field and environment. A `***` with nothing stored for it is refused.
+    pub fn keep_unsent(
+        &mut self,
+        sent: &Connection<String>,
+        stored: &Connection<Sealed>,
+    ) -> Result<(), Rejection> {
+        if self.credentials != CredentialMode::Team || self.server != stored.server {
+            return Ok(());
+        }
+        self.auth = keep(&self.auth, &sent.auth, Some(&stored.auth), "")?;
+        if let (Some(live), Some(sent_live)) = (
+            self.environments.as_mut().and_then(|e| e.live.as_mut()),
+            sent.live_auth(),
+        ) {
+            live.auth = keep(
+                &live.auth,
+                sent_live,
+                stored.live_auth(),
+                "environments.live.",
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// `admitted` with each field `sent` as `***` replaced by `stored`'s sealed value of that field.
+fn keep(
+    admitted: &Auth<Sealed>,
+    sent: &Auth<String>,
+    stored: Option<&Auth<Sealed>>,
+    prefix: &str,
+) -> Result<Auth<Sealed>, Rejection> {
+    let sent = sent.fields();
+    let stored = stored
+        .filter(|s| s.type_name() == admitted.type_name())
+        .map(Auth::fields)
+        .unwrap_or_default();
+    let mut missing = None;
+    let kept = admitted.map_fields(|field, sealed| {
+        if sent.get(field).map(String::as_str) != Some(REDACTED) {
+            return sealed.clone();
+        }
+        stored.get(field).cloned().unwrap_or_else(|| {
+            missing.get_or_insert_with(|| format!("{prefix}{field}"));
+            sealed.clone()
+        })
+    });
+    match missing {
+        Some(field) => Err(Rejection::secret_required(
+            field.clone(),
+            format!("{field} is \"***\" but no such secret is stored to keep: send the secret"),
+        )),
+        None => Ok(kept),
+    }
+}
+
 /// Checks member `member`'s own credentials against the connection of agent `agent` they are for,
-/// and seals them for that member there.
+/// and seals them for that member there, in `environment`.
 pub fn admit_member_auth(
     agent: Uuid,
     connection: &Connection<Sealed>,
     member: &str,
+    environment: Environment,
     auth: &Auth<String>,
     cipher: &Cipher,
 ) -> Result<Auth<Sealed>, Rejection> {
@@ -323,7 +535,9 @@ pub fn admit_member_auth(
             format!("member credentials need {field}"),
         ));
     }
-    Ok(auth.seal(cipher, |field| connection.place(agent, Some(member), field)))
+    Ok(auth.seal(cipher, |field| {
+        connection.place_in(agent, Some(member), environment, field)
+    }))
 }
 
 /// A member's name, wherever one is given (member credentials, member invocation keys): 1-128
@@ -336,6 +550,18 @@ pub fn check_member_name(member: &str) -> Result<(), Rejection> {
         ));
     }
     Ok(())
+}
+
+impl Connection<String> {
+    /// The first team secret, draft or live, that was not really sent (see
+    /// [`Auth::unsent_secret`]), named by its path in the body.
+    pub fn unsent_secret(&self) -> Option<String> {
+        self.auth.unsent_secret().or_else(|| {
+            self.live_auth()?
+                .unsent_secret()
+                .map(|field| format!("environments.live.{field}"))
+        })
+    }
 }
 
 impl Auth<String> {
@@ -362,6 +588,27 @@ pub fn is_identifier(s: &str) -> bool {
         && s.len() <= 64
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// A check path is a path on the connection's server: it starts with `/`, and cannot leave the
+/// server or smuggle anything into the request line.
+fn check_check_path(path: &str) -> Result<(), Rejection> {
+    let bad = !path.starts_with('/')
+        || path.starts_with("//")
+        || path.len() > 2048
+        || path.contains('#')
+        || path.chars().any(|c| c.is_whitespace() || c.is_control())
+        || path
+            .split(['/', '?'])
+            .any(|segment| segment == ".." || segment == ".");
+    if bad {
+        return Err(Rejection::invalid(
+            "check_path",
+            "check_path must be a path on the server: starting with '/', without '..', '#', \
+             whitespace, at most 2048 characters (e.g. \"/v1/me\")",
+        ));
+    }
+    Ok(())
 }
 
 fn check_server(server: &str) -> Result<(), Rejection> {
@@ -412,6 +659,8 @@ mod tests {
             sso: false,
             credentials,
             auth: serde_json::from_value(auth).expect("auth parses"),
+            environments: None,
+            check_path: None,
         }
     }
 
@@ -523,12 +772,13 @@ mod tests {
         let bad: Auth<String> =
             serde_json::from_value(serde_json::json!({"type": "bearer", "token": "x"}))
                 .expect("parses");
-        assert!(admit_member_auth(AGENT, &stored, "alice", &bad, &c).is_err());
+        assert!(admit_member_auth(AGENT, &stored, "alice", Environment::Draft, &bad, &c).is_err());
         let good: Auth<String> = serde_json::from_value(
             serde_json::json!({"type": "api_key", "header": "", "key": "mine"}),
         )
         .expect("parses");
-        let sealed = admit_member_auth(AGENT, &stored, "alice", &good, &c).expect("admitted");
+        let sealed = admit_member_auth(AGENT, &stored, "alice", Environment::Draft, &good, &c)
+            .expect("admitted");
         let opened = sealed
             .open(&c, |f| stored.place(AGENT, Some("alice"), f))
             .expect("opens");
@@ -545,5 +795,93 @@ mod tests {
                 key: Some("mine".into())
             }
         );
+    }
+
+    #[test]
+    fn live_credentials_are_sealed_apart_and_checked_like_the_draft_ones() {
+        let c = Cipher::from_key(&[0; 32]);
+        let mut team = conn(
+            CredentialMode::Team,
+            serde_json::json!({"type": "api_key", "header": "X-Key", "key": "draft-k"}),
+        );
+        team.environments = Some(
+            serde_json::from_value(serde_json::json!({"live": {"auth":
+                {"type": "api_key", "key": "live-k"}}}))
+            .expect("environments parse"),
+        );
+        let stored = team.admit(AGENT, &c).expect("admitted");
+        let live = stored.live_auth().expect("live credentials kept");
+        let opened = live
+            .open(&c, |f| stored.place_in(AGENT, None, Environment::Live, f))
+            .expect("opens at the live place");
+        // The header is the connection's.
+        assert_eq!(
+            opened,
+            Auth::ApiKey {
+                header: "X-Key".into(),
+                key: Some("live-k".into())
+            }
+        );
+        assert!(live.open(&c, |f| stored.place(AGENT, None, f)).is_err());
+        assert!(stored
+            .auth
+            .open(&c, |f| stored.place_in(AGENT, None, Environment::Live, f))
+            .is_err());
+        let shown = serde_json::to_value(stored.redacted()).expect("serializes");
+        assert_eq!(shown["environments"]["live"]["auth"]["key"], "***");
+
+        let refused = |live: serde_json::Value, credentials: CredentialMode| {
+            let mut bad = conn(
+                credentials,
+                serde_json::json!({"type": "bearer", "token": "t"}),
+            );
+            bad.environments = Some(serde_json::from_value(live).expect("environments parse"));
+            bad.admit(AGENT, &c).expect_err("refused")
+        };
+        let err = refused(
+            serde_json::json!({"live": {"auth": {"type": "basic", "username": "u", "password": "p"}}}),
+            CredentialMode::Team,
+        );
+        assert_eq!(err.field(), Some("environments.live.auth.type"));
+        let err = refused(
+            serde_json::json!({"live": {"auth": {"type": "bearer"}}}),
+            CredentialMode::Team,
+        );
+        assert_eq!(err.field(), Some("environments.live.auth.token"));
+        let err = refused(
+            serde_json::json!({"live": {"auth": {"type": "bearer", "token": "t"}}}),
+            CredentialMode::Member,
+        );
+        assert_eq!(err.field(), Some("environments.live"));
+    }
+
+    #[test]
+    fn a_check_path_stays_on_the_server() {
+        let c = Cipher::from_key(&[0; 32]);
+        let with_path = |path: &str| {
+            let mut x = conn(
+                CredentialMode::Team,
+                serde_json::json!({"type": "bearer", "token": "t"}),
+            );
+            x.check_path = Some(path.into());
+            x.admit(AGENT, &c)
+        };
+        for ok in ["/", "/v1/me", "/health?deep=1", "/a/b.c"] {
+            let stored = with_path(ok).expect(ok);
+            assert_eq!(stored.check_path(), ok);
+        }
+        for bad in [
+            "",
+            "me",
+            "//evil.example/x",
+            "/../admin",
+            "/a/./b",
+            "/x#y",
+            "/a b",
+            "/\n",
+        ] {
+            let err = with_path(bad).expect_err(bad);
+            assert_eq!(err.field(), Some("check_path"), "{bad:?}");
+        }
     }
 }

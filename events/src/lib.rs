@@ -3,6 +3,7 @@
 //! # Layout
 //! - [`spec`]: the agent specification a team edits (the draft), flows and their nodes.
 //! - [`connection`], [`endpoint`]: connections with their credentials, and endpoint settings.
+//! - [`check`]: what a connection check found, and a connection's status from its latest checks.
 //! - [`egress`]: the destinations no outbound request may reach, judged without I/O.
 //! - [`secret`]: sealing credentials with the server's AEAD key; redaction.
 //! - [`event`]: the domain events, one file per kind, each applying itself to the state.
@@ -15,6 +16,7 @@
 //! - [`store`]: the store traits (`EventStore`, `RunStore`, `RunEventStore`, `ThreadStore`), their
 //!   sled implementation, their conformance suites, chain verification.
 
+pub mod check;
 pub mod command;
 pub mod connection;
 pub mod egress;

@@ -111,6 +111,10 @@ pub struct Run {
     /// ends first. Absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<ParentRun>,
+    /// The conversation thread the run belongs to, if any: runs of one thread run one at a
+    /// time, in the order accepted, and each final one adds a turn to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread_id: Option<String>,
 }
 
 /// A run as stored: the client's view plus what the runtime needs to (re)start it.
@@ -139,6 +143,10 @@ pub struct StoredRun {
     /// Whether the version that accepted it pushes results.
     #[serde(default)]
     pub push_enabled: bool,
+    /// Where a paused run (`input_required`) resumes: the flow's position and what its nodes
+    /// produced so far (`actors::flow::Checkpoint`). Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<Value>,
     /// Where an A2A client asked for this task's push notifications (instead of the endpoint's
     /// webhook). Absent for runs not made over A2A with a push config.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -179,6 +187,32 @@ pub struct RunEvent {
     pub at: DateTime<Utc>,
 }
 
+/// Whether `id` may name a thread: 1-128 characters of `A-Za-z0-9._:-`.
+pub fn is_thread_id(id: &str) -> bool {
+    (1..=MAX_THREAD_ID).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+}
+
+/// Where a thread's turns are kept: the thread id as the caller named it, within the caller's
+/// member when it acts as one, so that members of one agent never read or join each other's
+/// threads. A member is named by a digest (its name may be long and hold any character); thread
+/// ids hold no `/`, so no two scopes meet.
+pub fn thread_scope(member: Option<&str>, thread: &str) -> String {
+    use sha2::{Digest, Sha256};
+    match member {
+        None => thread.to_owned(),
+        Some(m) => format!(
+            "{}/{thread}",
+            &hex::encode(Sha256::digest(m.as_bytes()))[..16]
+        ),
+    }
+}
+
+/// The longest thread id.
+pub const MAX_THREAD_ID: usize = 128;
+
 /// One finished run of a thread: what was asked and answered, in the order runs were accepted.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Turn {
@@ -198,6 +232,15 @@ pub fn fingerprint(input: &Value) -> String {
     hex::encode(Sha256::digest(&text))
 }
 
+/// [`fingerprint`] of a request's body: its input, and its thread when it names one (so that
+/// requests without a thread keep the fingerprints they always had).
+pub fn request_fingerprint(input: &Value, thread: Option<&str>) -> String {
+    match thread {
+        None => fingerprint(input),
+        Some(thread) => fingerprint(&serde_json::json!({"input": input, "thread_id": thread})),
+    }
+}
+
 impl PushState {
     /// A delivery not tried yet, due at `due`.
     pub fn pending(due: DateTime<Utc>) -> Self {
@@ -211,7 +254,30 @@ impl PushState {
     }
 }
 
+/// The thread a run belongs to, as the stores file it: what deleting the thread erases (the
+/// run's content, its run events, the thread's turns).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThreadOf {
+    pub agent: Uuid,
+    /// [`thread_scope`]: the thread id within its member's scope.
+    pub scope: String,
+}
+
 impl StoredRun {
+    /// The scope of the run's thread ([`thread_scope`]), if it has one.
+    pub fn thread_key(&self) -> Option<String> {
+        let thread = self.run.thread_id.as_deref()?;
+        Some(thread_scope(self.member.as_deref(), thread))
+    }
+
+    /// The run's thread as the stores file it, if it has one.
+    pub fn thread_of(&self) -> Option<ThreadOf> {
+        Some(ThreadOf {
+            agent: self.run.agent_id,
+            scope: self.thread_key()?,
+        })
+    }
+
     /// For a final async run whose version pushes: marks its delivery pending now and returns
     /// when it is due (for the outbox); `None` for runs that push nothing.
     pub fn schedule_push(&mut self) -> Option<DateTime<Utc>> {
@@ -316,6 +382,7 @@ mod tests {
                 }),
                 pending: None,
                 parent: None,
+                thread_id: None,
             },
             mode: Mode::Async,
             input: serde_json::json!({"q": "x"}),
@@ -325,6 +392,7 @@ mod tests {
             fingerprint: Some(fingerprint(&serde_json::json!({"q": "x"}))),
             push_enabled: true,
             a2a_push: None,
+            checkpoint: None,
         };
         let bytes = serde_json::to_vec(&run).expect("serializes");
         let back: StoredRun = serde_json::from_slice(&bytes).expect("decodes");
@@ -375,6 +443,7 @@ mod tests {
                 push: None,
                 pending: None,
                 parent: None,
+                thread_id: None,
             },
             mode: Mode::Sync,
             fingerprint: Some(fingerprint(&input)),
@@ -384,6 +453,7 @@ mod tests {
             caller: Some("admin".into()),
             push_enabled: false,
             a2a_push: None,
+            checkpoint: None,
         }
     }
 

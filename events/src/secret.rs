@@ -82,6 +82,11 @@ pub struct Place {
     /// edited on its own leaves them unopenable instead of sending them to it.
     #[serde(skip_serializing_if = "Option::is_none")]
     destination: Option<String>,
+    /// `live` for a connection's live-environment credentials; absent for the draft ones (and
+    /// for everything sealed before environments existed), so those keep opening where they did.
+    /// A draft secret copied over a live one, or the other way, does not open.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    environment: Option<&'static str>,
     field: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     member: Option<String>,
@@ -95,8 +100,18 @@ impl Place {
             agent,
             connection: Some(connection.to_owned()),
             destination: Some(server.to_owned()),
+            environment: None,
             field: field.to_owned(),
             member: None,
+        }
+    }
+
+    /// The same place in the live environment: where a connection's (or a member's) live
+    /// credentials are sealed.
+    pub fn live(self) -> Place {
+        Place {
+            environment: Some("live"),
+            ..self
         }
     }
 
@@ -115,6 +130,7 @@ impl Place {
             agent,
             connection: None,
             destination: url.map(str::to_owned),
+            environment: None,
             field: "async.token".to_owned(),
             member: None,
         }
@@ -126,6 +142,7 @@ impl Place {
             agent,
             connection: None,
             destination: Some(url.to_owned()),
+            environment: None,
             field: format!("a2a.push.{field}"),
             member: None,
         }
@@ -137,6 +154,7 @@ impl Place {
             agent,
             connection: None,
             destination: None,
+            environment: None,
             field: "signing_secret".to_owned(),
             member: None,
         }
@@ -352,6 +370,11 @@ mod tests {
             String::from_utf8(member.associated_data()).expect("utf-8"),
             r#"{"agent":"01946a1b-2c00-7000-8000-0000000000a1","connection":"crm","destination":"https://crm.example","field":"auth.key","member":"alice"}"#
         );
+        let live = Place::team(AGENT, "crm", "https://crm.example", "auth.token").live();
+        assert_eq!(
+            String::from_utf8(live.associated_data()).expect("utf-8"),
+            r#"{"agent":"01946a1b-2c00-7000-8000-0000000000a1","connection":"crm","destination":"https://crm.example","environment":"live","field":"auth.token"}"#
+        );
         assert_eq!(
             String::from_utf8(Place::signing_secret(AGENT).associated_data()).expect("utf-8"),
             r#"{"agent":"01946a1b-2c00-7000-8000-0000000000a1","field":"signing_secret"}"#
@@ -400,6 +423,12 @@ mod tests {
                 Place::team(AGENT, "crm", server, "auth.token"),
                 Place::team(AGENT, "crm", "https://attacker.example", "auth.token"),
             ),
+            (
+                "draft to live",
+                Place::team(AGENT, "crm", server, "auth.token"),
+                Place::team(AGENT, "crm", server, "auth.token").live(),
+            ),
+            ("live to draft", alice.clone().live(), alice.clone()),
             (
                 "member to team",
                 alice.clone(),

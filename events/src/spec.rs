@@ -35,6 +35,31 @@ pub struct AgentSpec {
     pub collaborators: Vec<String>,
     #[serde(default)]
     pub flow: Option<Flow>,
+    /// What runs of a thread remember (`thread.turns`); absent: the last 20 turns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<Memory>,
+}
+
+/// How much of a thread's past its runs see.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Memory {
+    /// The last this many turns of the thread are in `thread.turns` and, for model nodes with
+    /// `history`, sent to the model (0-100, default 20).
+    #[serde(default = "default_memory_turns")]
+    pub turns: u32,
+}
+
+fn default_memory_turns() -> u32 {
+    20
+}
+
+impl AgentSpec {
+    /// How many of a thread's last turns a run sees.
+    pub fn memory_turns(&self) -> usize {
+        self.memory
+            .as_ref()
+            .map_or_else(default_memory_turns, |m| m.turns) as usize
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -73,6 +98,17 @@ pub struct Tool {
     /// Optional request body template.
     #[serde(default)]
     pub body: Option<Value>,
+    /// What the tool does, for a model that may call it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// A JSON Schema object for the tool's `args`: what a model is told to send. Required for a
+    /// tool a model node lists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<Value>,
+    /// A person approves each call a model makes to it: the run pauses (`input_required`)
+    /// before the call.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub approval: bool,
 }
 
 fn default_method() -> String {
@@ -111,6 +147,15 @@ pub enum NodeKind {
     },
     Model {
         prompt: String,
+        /// What the model may call: tool names, `"knowledge"`, collaborator agent ids.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        tools: Vec<String>,
+        /// Model calls one node may make while the model keeps calling tools (1-20, default 5).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_steps: Option<u32>,
+        /// Send the thread's turns to the model as earlier user/assistant messages.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        history: bool,
     },
     Tool {
         tool: String,
@@ -137,6 +182,13 @@ pub enum NodeKind {
         #[serde(default)]
         output: Value,
     },
+    /// Pauses the run until a person sends its input (`POST .../requests/{rid}/input`), which
+    /// becomes this node's output.
+    Input {
+        /// What the person is asked (a template).
+        #[serde(default)]
+        prompt: String,
+    },
 }
 
 fn default_top_k() -> u32 {
@@ -153,6 +205,7 @@ impl NodeKind {
             NodeKind::Condition { .. } => "condition",
             NodeKind::Agent { .. } => "agent",
             NodeKind::End { .. } => "end",
+            NodeKind::Input { .. } => "input",
         }
     }
 }

@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::connection::{Auth, Connection};
+use crate::check::Check;
+use crate::connection::{Auth, Connection, Environment};
 use crate::endpoint::EndpointSettings;
 use crate::event::{Apply, Meta, Snapshot};
 use crate::secret::Sealed;
@@ -28,6 +29,51 @@ pub struct ConnectionState {
     pub connection: Connection<Sealed>,
     /// Each member's own credentials, for `member` connections.
     pub members: BTreeMap<String, Auth<Sealed>>,
+    /// Each member's own live-environment credentials (`?environment=live`), used by live runs
+    /// in place of `members`.
+    #[serde(default)]
+    pub live_members: BTreeMap<String, Auth<Sealed>>,
+    /// The latest check of each set of credentials (per environment and member) since they were
+    /// last set: credentials set anew are unchecked.
+    #[serde(default)]
+    pub checks: Vec<Check>,
+}
+
+impl ConnectionState {
+    pub fn new(connection: Connection<Sealed>) -> Self {
+        ConnectionState {
+            connection,
+            members: BTreeMap::new(),
+            live_members: BTreeMap::new(),
+            checks: Vec::new(),
+        }
+    }
+
+    /// The credentials a call in `environment` uses, and the environment they were sealed for:
+    /// the team's (`member: None`) or that member's, live ones in the live environment where
+    /// they exist, else the draft ones (today's behaviour for live runs without live
+    /// credentials). `None`: a member without credentials.
+    pub fn credentials(
+        &self,
+        member: Option<&str>,
+        environment: Environment,
+    ) -> Option<(&Auth<Sealed>, Environment)> {
+        let live = environment == Environment::Live;
+        let found = match member {
+            None => live
+                .then(|| self.connection.live_auth())
+                .flatten()
+                .map(|auth| (auth, Environment::Live)),
+            Some(m) => live
+                .then(|| self.live_members.get(m))
+                .flatten()
+                .map(|auth| (auth, Environment::Live)),
+        };
+        found.or_else(|| match member {
+            None => Some((&self.connection.auth, Environment::Draft)),
+            Some(m) => self.members.get(m).map(|auth| (auth, Environment::Draft)),
+        })
+    }
 }
 
 /// One deployment, kept whole so a rollback can re-deploy it and a run can keep using it after a

@@ -10,7 +10,8 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use chrono::{TimeZone, Utc};
-use events::connection::{Auth, Connection, CredentialMode};
+use events::check::{status, CheckStatus, ConnectionStatus};
+use events::connection::{Auth, Connection, CredentialMode, Environment};
 use events::envelope::GENESIS_HASH;
 use events::secret::{Cipher, Place, Sealed};
 use events::state::Status;
@@ -29,6 +30,7 @@ const LIFECYCLE: Uuid = Uuid::from_u128(0x0194_6a1b_2c00_7000_8000_0000_0000_000
 const STOPPED: Uuid = Uuid::from_u128(0x0194_6a1b_2c00_7000_8000_0000_0000_0002);
 const MEMBERS: Uuid = Uuid::from_u128(0x0194_6a1b_2c00_7000_8000_0000_0000_0003);
 const KEYS: Uuid = Uuid::from_u128(0x0194_6a1b_2c00_7000_8000_0000_0000_0004);
+const CHECKS: Uuid = Uuid::from_u128(0x0194_6a1b_2c00_7000_8000_0000_0000_0005);
 
 /// Every fixture file: (schema, file, the agent whose log it is). A file in `fixtures/` that is
 /// not listed here fails `every_fixture_verifies_and_holds_no_plaintext_secret`.
@@ -37,6 +39,7 @@ const FIXTURES: &[(u32, &str, Uuid)] = &[
     (1, "stopped.jsonl", STOPPED),
     (1, "members.jsonl", MEMBERS),
     (1, "keys.jsonl", KEYS),
+    (1, "checks.jsonl", CHECKS),
 ];
 
 /// Every plaintext secret the fixtures were written with, by name. None may appear in a fixture.
@@ -50,6 +53,10 @@ const SECRETS: &[(&str, &str)] = &[
     ("alice-crm-token", "fixture-alice-crm-token-a60b5c"),
     ("vault-tenant", "fixture-vault-tenant-38f7e1"),
     ("legacy-password", "fixture-legacy-password-c9150d"),
+    ("desk-draft-token", "fixture-desk-draft-token-5e02b7"),
+    ("desk-live-token", "fixture-desk-live-token-c31f98"),
+    ("carol-draft-token", "fixture-carol-draft-token-84d6a0"),
+    ("carol-live-token", "fixture-carol-live-token-1b7e3c"),
 ];
 
 fn secret(name: &str) -> &'static str {
@@ -384,6 +391,80 @@ fn v1_keys_replay() {
     );
 }
 
+#[test]
+fn v1_checks_replay() {
+    let log = Log::open(1, "checks.jsonl", CHECKS);
+    assert_eq!(
+        log.kinds(),
+        [
+            "Created",
+            "ConnectionAdded",
+            "ConnectionChecked",
+            "ConnectionChecked",
+            "ConnectionAdded",
+            "MemberCredentialSet",
+            "MemberCredentialSet",
+            "ConnectionChecked",
+            "ConnectionUpdated",
+            "ConnectionChecked",
+        ]
+    );
+    // Draft member credentials are stored as before environments: no `environment` field.
+    let draft_member: Value = serde_json::from_slice(&log.lines[5]).expect("json");
+    assert!(
+        draft_member["data"].get("environment").is_none(),
+        "{draft_member}"
+    );
+    let s = log.state();
+    assert_eq!(s.seq, 10);
+
+    let desk = &s.connections["desk"];
+    assert_eq!(desk.connection.check_path(), "/api/me");
+    let c = &desk.connection;
+    assert_eq!(
+        open_auth(CHECKS, c, None, &c.auth),
+        bearer(secret("desk-draft-token"))
+    );
+    let live = c.live_auth().expect("live credentials");
+    let opened = live
+        .open(&cipher(), |f| {
+            c.place_in(CHECKS, None, Environment::Live, f)
+        })
+        .expect("opens at the live place");
+    assert_eq!(opened, bearer(secret("desk-live-token")));
+    assert!(
+        live.open(&cipher(), |f| c.place(CHECKS, None, f)).is_err(),
+        "live credentials do not open as draft ones"
+    );
+    // The update forgot the checks before it; the one after it is unreachable.
+    assert_eq!(desk.checks.len(), 1);
+    assert_eq!(desk.checks[0].outcome.status, CheckStatus::Unreachable);
+    assert_eq!(desk.checks[0].outcome.http_status, None);
+    assert_eq!(
+        desk.checks[0].checked_at,
+        Utc.with_ymd_and_hms(2025, 5, 12, 16, 10, 0).unwrap()
+    );
+    assert_eq!(status(desk).0, ConnectionStatus::Unreachable);
+
+    let crm = &s.connections["crm"];
+    let c = &crm.connection;
+    let draft = crm.members["carol"]
+        .open(&cipher(), |f| c.place(CHECKS, Some("carol"), f))
+        .expect("opens");
+    assert_eq!(draft, bearer(secret("carol-draft-token")));
+    let live = crm.live_members["carol"]
+        .open(&cipher(), |f| {
+            c.place_in(CHECKS, Some("carol"), Environment::Live, f)
+        })
+        .expect("opens");
+    assert_eq!(live, bearer(secret("carol-live-token")));
+    assert_eq!(crm.checks.len(), 1);
+    assert_eq!(crm.checks[0].environment, Environment::Live);
+    assert_eq!(crm.checks[0].member.as_deref(), Some("carol"));
+    assert_eq!(crm.checks[0].outcome.http_status, Some(204));
+    assert_eq!(status(crm).0, ConnectionStatus::Authenticated);
+}
+
 /// Every fixture file: verified, and written with no secret in plaintext. A file without
 /// expectations above fails here, so a fixture cannot be added without being checked; and every
 /// kind in the registry must occur in some fixture, so a new kind needs one.
@@ -464,10 +545,11 @@ fn assert_no_plaintext(log: &Log) {
 /// Every sealed value in `log` with the place the runtime opens it at, found as the agent's state
 /// is folded: a member's credentials belong beside the connection's server as it stood then.
 fn secrets_with_places(log: &Log) -> Vec<(Sealed, Place)> {
-    fn auth(
+    fn auth_in(
         agent: Uuid,
         c: &Connection<Sealed>,
         member: Option<&str>,
+        environment: Environment,
         auth: &Auth<Sealed>,
         out: &mut Vec<(Sealed, Place)>,
     ) {
@@ -475,13 +557,29 @@ fn secrets_with_places(log: &Log) -> Vec<(Sealed, Place)> {
             // A Basic-auth username from before usernames were sealed is no sealed value.
             let text = serde_json::to_value(s).expect("serializes");
             if text.as_str().is_some_and(Sealed::is_sealed_text) {
-                out.push((s.clone(), c.place(agent, member, field)));
+                out.push((s.clone(), c.place_in(agent, member, environment, field)));
             }
         });
     }
+    fn auth(
+        agent: Uuid,
+        c: &Connection<Sealed>,
+        member: Option<&str>,
+        auth: &Auth<Sealed>,
+        out: &mut Vec<(Sealed, Place)>,
+    ) {
+        auth_in(agent, c, member, Environment::Draft, auth, out)
+    }
+    /// A team connection's credentials: the draft ones and its live ones.
+    fn team(agent: Uuid, c: &Connection<Sealed>, out: &mut Vec<(Sealed, Place)>) {
+        auth(agent, c, None, &c.auth, out);
+        if let Some(live) = c.live_auth() {
+            auth_in(agent, c, None, Environment::Live, live, out);
+        }
+    }
     fn snapshot(agent: Uuid, snap: &events::event::Snapshot, out: &mut Vec<(Sealed, Place)>) {
         for c in &snap.connections {
-            auth(agent, c, None, &c.auth, out);
+            team(agent, c, out);
         }
         endpoint(agent, &snap.endpoint, out);
     }
@@ -500,15 +598,11 @@ fn secrets_with_places(log: &Log) -> Vec<(Sealed, Place)> {
     for env in &log.envelopes {
         let agent = env.agent_id;
         match &env.event {
-            Event::ConnectionAdded(e) => {
-                auth(agent, &e.connection, None, &e.connection.auth, &mut out)
-            }
-            Event::ConnectionUpdated(e) => {
-                auth(agent, &e.connection, None, &e.connection.auth, &mut out)
-            }
+            Event::ConnectionAdded(e) => team(agent, &e.connection, &mut out),
+            Event::ConnectionUpdated(e) => team(agent, &e.connection, &mut out),
             Event::MemberCredentialSet(e) => {
                 let c = &state.connections[&e.connection].connection;
-                auth(agent, c, Some(&e.member), &e.auth, &mut out);
+                auth_in(agent, c, Some(&e.member), e.environment, &e.auth, &mut out);
             }
             Event::EndpointConfigured(e) => endpoint(agent, &e.settings, &mut out),
             Event::SigningSecretRotated(e) => {
@@ -523,12 +617,34 @@ fn secrets_with_places(log: &Log) -> Vec<(Sealed, Place)> {
     out
 }
 
-/// Every secret in the schema-1 fixtures was sealed before places were bound: it opens where the
-/// runtime looks for it (checked above), and — the limit `docs/security.md` states — anywhere
-/// else too, since it carries no place to check.
+/// The schema-1 fixtures written before places were bound to sealed secrets. Those added since
+/// (`checks.jsonl`) seal `enc:v2:` values, bound to their place.
+const BEFORE_PLACES: &[&str] = &[
+    "lifecycle.jsonl",
+    "stopped.jsonl",
+    "members.jsonl",
+    "keys.jsonl",
+];
+
+/// Every secret in the schema-1 fixtures written before places was sealed without one: it opens
+/// where the runtime looks for it (checked above), and — the limit `docs/security.md` states —
+/// anywhere else too, since it carries no place to check. Those sealed since open only there.
 #[test]
 fn v1_secrets_are_unbound_and_still_open() {
     for &(_, file, agent) in FIXTURES.iter().filter(|(schema, _, _)| *schema == 1) {
+        if !BEFORE_PLACES.contains(&file) {
+            let log = Log::open(1, file, agent);
+            for (s, place) in secrets_with_places(&log) {
+                assert!(!s.is_unbound(), "{} {place:?}", log.name);
+                let elsewhere = Place::signing_secret(Uuid::from_u128(1));
+                assert!(
+                    cipher().open(&s, &elsewhere).is_err(),
+                    "{} {place:?}",
+                    log.name
+                );
+            }
+            continue;
+        }
         let log = Log::open(1, file, agent);
         for (s, place) in secrets_with_places(&log) {
             assert!(s.is_unbound(), "{} {place:?}", log.name);

@@ -354,12 +354,21 @@ pub(super) async fn validation(
     Ok(HttpResponse::Ok().json(view::validation(&state, &reg.directory())))
 }
 
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct SummaryQuery {
+    /// `true`: first check every connection the draft uses (in parallel, 10 s in all; each
+    /// check is recorded), then answer with their fresh statuses.
+    check: Option<bool>,
+}
+
 /// The pre-deployment summary: profile, knowledge, tools, collaborators, connections, problems.
 #[utoipa::path(
     get, path = "/v1/agents/{id}/summary", operation_id = "get_summary", tag = "agents",
-    params(("id" = Uuid, Path, description = "The agent's id")),
+    params(("id" = Uuid, Path, description = "The agent's id"), SummaryQuery),
     responses(
         (status = 200, description = "The summary", body = Summary),
+        (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
@@ -370,7 +379,14 @@ pub(super) async fn summary(
     _: Admin,
     reg: web::Data<Registry>,
     id: web::Path<String>,
+    req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let state = reg.state(agent_id(&id)?).await?;
+    let agent = agent_id(&id)?;
+    let query = web::Query::<SummaryQuery>::from_query(req.query_string())
+        .map_err(|e| ApiError::bad_field("check", format!("bad query string: {e}")))?;
+    if query.check == Some(true) {
+        super::connection_checks::check_draft_connections(&reg, agent).await?;
+    }
+    let state = reg.state(agent).await?;
     Ok(HttpResponse::Ok().json(view::summary(&state, &reg.directory())))
 }

@@ -6,9 +6,9 @@ use actix_web::http::{header, Method};
 use actix_web::{web, HttpRequest, HttpResponse};
 use actors::Registry;
 use events::command::Command;
-use events::connection::{Auth, Connection};
-use serde::Serialize;
-use utoipa::ToSchema;
+use events::connection::{Auth, Connection, Environment};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::{agent_id, if_match, Admin, Body, IfMatchHeader};
@@ -169,7 +169,7 @@ pub(super) async fn get(
         (status = 412, response = PreconditionFailed),
         (status = 408, response = RequestTimeout),
         (status = 413, response = PayloadTooLarge),
-        (status = 422, description = "invalid_request: a changed id, a bad server, missing team secrets (details.field names it); secret_required: a new `server` without its team secrets (absent or `***`; details.field names the secret)", body = ErrorBody),
+        (status = 422, description = "invalid_request: a changed id, a bad server, missing team secrets (details.field names it); secret_required: a new `server` without its team secrets (absent or `***`), or `***` where no such secret is stored to keep (details.field names the secret)", body = ErrorBody),
         (status = 415, response = UnsupportedMediaType),
         (status = 503, response = Unavailable),
     ),
@@ -227,13 +227,22 @@ pub(super) async fn remove(
     Ok(HttpResponse::NoContent().finish())
 }
 
-/// Store a member's own credentials for a `member` connection (used by runs of that member's invocation keys).
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct MemberQuery {
+    /// `draft` (default): the credentials previews use, and live runs while there are no live
+    /// ones. `live`: the ones live runs use.
+    environment: Option<Environment>,
+}
+
+/// Store a member's own credentials for a `member` connection (used by runs of that member's invocation keys); `?environment=live` for those of live runs.
 #[utoipa::path(
     put, path = "/v1/agents/{id}/connections/{cid}/members/{member}", operation_id = "set_member_credentials", tag = "connections",
     params(
         ("id" = Uuid, Path, description = "The agent's id"),
         ("cid" = String, Path, description = "The connection's id"),
         ("member" = String, Path, description = "The member's name, as a member invocation key names it (1-128 printable characters)"),
+        MemberQuery,
         IfMatchHeader,
     ),
     request_body(content = Auth<String>, description = "An auth object of the connection's type; for `api_key` only `key` counts (the header is the connection's)"),
@@ -260,9 +269,17 @@ pub(super) async fn set_member(
     Body(auth): Body<Auth<String>>,
 ) -> Result<HttpResponse, ApiError> {
     let (id, cid, member) = path.into_inner();
+    let query = web::Query::<MemberQuery>::from_query(req.query_string()).map_err(|e| {
+        ApiError::bad_field(
+            "environment",
+            format!("bad query string: {e} (environment is draft or live)"),
+        )
+    })?;
+    let environment = query.environment.unwrap_or_default();
     let command = Command::SetMemberCredential {
         connection: cid.clone(),
         member: member.clone(),
+        environment,
         auth,
     };
     let out = reg
@@ -272,11 +289,15 @@ pub(super) async fn set_member(
         .state
         .connections
         .get(&cid)
-        .and_then(|c| c.members.get(&member))
+        .and_then(|c| match environment {
+            Environment::Draft => c.members.get(&member),
+            Environment::Live => c.live_members.get(&member),
+        })
         .ok_or_else(|| ApiError::not_found(format!("member '{member}' of connection '{cid}'")))?;
     Ok(HttpResponse::Ok().json(MemberCredential {
         connection: cid,
         member,
+        environment,
         auth: stored.redacted(),
     }))
 }
@@ -286,6 +307,7 @@ pub(super) async fn set_member(
 pub(super) struct MemberCredential {
     connection: String,
     member: String,
+    environment: Environment,
     #[schema(value_type = Auth<String>)]
     auth: Auth<&'static str>,
 }

@@ -181,6 +181,9 @@ impl From<actors::Error> for ApiError {
                 "conflict",
                 "the agent was changed concurrently; retry",
             ),
+            actors::Error::Store(Store::Unavailable(why)) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", why)
+            }
             actors::Error::Store(e) => {
                 tracing::error!(error = %e, "storage failure");
                 ApiError::new(
@@ -208,6 +211,14 @@ impl From<actors::Error> for ApiError {
                 format!("the request already ended {}; nothing to cancel", run.status.as_str()),
             )
             .with_details(serde_json::json!({ "run": run })),
+            actors::Error::ThreadBusy(ref thread) => {
+                ApiError::new(StatusCode::CONFLICT, "thread_busy", e.to_string())
+                    .with_details(json!({ "thread_id": thread }))
+            }
+            actors::Error::NotWaiting(status) => {
+                ApiError::new(StatusCode::CONFLICT, "not_waiting", e.to_string())
+                    .with_details(json!({ "status": status }))
+            }
         }
     }
 }

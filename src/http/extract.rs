@@ -404,4 +404,12 @@ pub struct RunHeaders {
         max_length = 255
     )]
     member: Option<String>,
+    /// The conversation thread, as `thread_id` in the body (the same one if both are sent).
+    #[param(
+        rename = "X-Hangar-Thread",
+        pattern = r"^[A-Za-z0-9._:-]{1,128}$",
+        min_length = 1,
+        max_length = 128
+    )]
+    thread: Option<String>,
 }

@@ -54,13 +54,79 @@ pub(super) struct InvokeBody {
     /// The flow's `input`: any JSON, usually an object (default `{}`).
     #[serde(default = "empty_object")]
     input: Value,
+    /// The conversation thread (1-128 of `A-Za-z0-9._:-`; or the `X-Hangar-Thread` header):
+    /// its runs run one at a time, in the order accepted, and see its earlier turns.
+    #[serde(default)]
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[A-Za-z0-9._:-]{1,128}$"
+    )]
+    thread_id: Option<String>,
+    /// What to do when the thread has a run in flight or waiting: `wait` (the default) for
+    /// its turn, or `reject` with 409 `thread_busy`.
+    #[serde(default)]
+    multitask: Multitask,
+}
+
+#[derive(Deserialize, ToSchema, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum Multitask {
+    #[default]
+    Wait,
+    Reject,
 }
 
 impl Default for InvokeBody {
     fn default() -> Self {
         InvokeBody {
             input: empty_object(),
+            thread_id: None,
+            multitask: Multitask::Wait,
         }
+    }
+}
+
+/// The header that names a run's thread, as `thread_id` in the body does.
+pub(super) const THREAD_HEADER: &str = "X-Hangar-Thread";
+
+/// A thread id as a client sent it, or 400 naming `field`.
+pub(super) fn thread_id(field: &str, id: &str) -> Result<String, ApiError> {
+    if events::run::is_thread_id(id) {
+        Ok(id.to_owned())
+    } else {
+        Err(ApiError::bad_field(
+            field,
+            format!(
+                "{field} must be 1-{} characters of A-Z, a-z, 0-9, '.', '_', ':' and '-'",
+                events::run::MAX_THREAD_ID
+            ),
+        ))
+    }
+}
+
+/// The request's thread: `thread_id` in the body or the `X-Hangar-Thread` header (the same
+/// one if both are sent).
+pub(super) fn request_thread(
+    req: &HttpRequest,
+    body: Option<&str>,
+) -> Result<Option<String>, ApiError> {
+    let header = match req.headers().get(THREAD_HEADER) {
+        None => None,
+        Some(v) => Some(thread_id(
+            THREAD_HEADER,
+            v.to_str().map_err(|_| {
+                ApiError::bad_field(THREAD_HEADER, "X-Hangar-Thread must be printable ASCII")
+            })?,
+        )?),
+    };
+    let body = body.map(|id| thread_id("thread_id", id)).transpose()?;
+    match (body, header) {
+        (Some(b), Some(h)) if b != h => Err(ApiError::bad_field(
+            "thread_id",
+            "thread_id and the X-Hangar-Thread header name different threads: send one",
+        )),
+        (b, h) => Ok(b.or(h)),
     }
 }
 
@@ -77,6 +143,8 @@ pub(super) fn request(
     body: InvokeBody,
 ) -> Result<Request, ApiError> {
     Ok(Request {
+        thread: request_thread(req, body.thread_id.as_deref())?,
+        reject_if_busy: body.multitask == Multitask::Reject,
         input: body.input,
         member: invoker.member.clone(),
         idempotency_key: token_header(req, "Idempotency-Key")?,
@@ -116,7 +184,8 @@ fn sync_answer(run: &Run) -> Result<HttpResponse, ApiError> {
         .map(|e| e.message.clone())
         .unwrap_or_default();
     match run.status {
-        RunStatus::Succeeded => Ok(HttpResponse::Ok().json(run)),
+        // A paused run is an answer too: the Run says what it waits for (`pending`).
+        RunStatus::Succeeded | RunStatus::InputRequired => Ok(HttpResponse::Ok().json(run)),
         RunStatus::TimedOut => Err(
             ApiError::new(StatusCode::GATEWAY_TIMEOUT, "timeout", message)
                 .with_details(details(error.map(|e| e.details).unwrap_or_default())),
@@ -127,11 +196,8 @@ fn sync_answer(run: &Run) -> Result<HttpResponse, ApiError> {
             ApiError::new(StatusCode::BAD_GATEWAY, "run_failed", message)
                 .with_details(details(json!({ "error": error }))),
         ),
-        // An idempotent repeat of a sync request still in flight after the sync timeout, or a
-        // run paused for a person's answer.
-        RunStatus::Queued | RunStatus::Running | RunStatus::InputRequired => {
-            Ok(HttpResponse::Accepted().json(run))
-        }
+        // An idempotent repeat of a sync request still in flight after the sync timeout.
+        RunStatus::Queued | RunStatus::Running => Ok(HttpResponse::Accepted().json(run)),
     }
 }
 
@@ -144,13 +210,13 @@ fn sync_answer(run: &Run) -> Result<HttpResponse, ApiError> {
     ),
     request_body(content = Option<InvokeBody>, description = "`{\"input\": ...}`; may be empty"),
     responses(
-        (status = 200, description = "The run succeeded", body = Run),
+        (status = 200, description = "The run succeeded, or paused for a person (`status: input_required`, `pending` says what it waits for: answer with POST .../requests/{rid}/input)", body = Run),
         (status = 202, description = "An idempotent repeat of a sync request still running after the sync timeout: poll it", body = Run),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
-        (status = 409, description = "not_deployed: the agent has no live version; cancelled: an undeploy cancelled the run (details: request_id, run)", body = ErrorBody),
+        (status = 409, description = "not_deployed: the agent has no live version; cancelled: an undeploy cancelled the run (details: request_id, run); thread_busy: `multitask: reject` and the thread has a run in flight or waiting", body = ErrorBody),
         (status = 408, response = RequestTimeout),
         (status = 413, response = PayloadTooLarge),
         (status = 415, response = UnsupportedMediaType),
@@ -248,7 +314,7 @@ pub(super) async fn preview(
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
         (status = 404, response = NotFound),
-        (status = 409, description = "not_deployed: the agent has no live version", body = ErrorBody),
+        (status = 409, description = "not_deployed: the agent has no live version; thread_busy: `multitask: reject` and the thread has a run in flight, waiting or queued", body = ErrorBody),
         (status = 408, response = RequestTimeout),
         (status = 413, response = PayloadTooLarge),
         (status = 415, response = UnsupportedMediaType),

@@ -3,7 +3,10 @@
 
 mod a2a;
 mod agents;
+mod cluster;
+mod connection_checks;
 mod connections;
+mod console;
 mod deployment;
 pub mod error;
 pub mod extract;
@@ -13,13 +16,13 @@ mod log;
 mod openai;
 mod openapi;
 mod responses;
+mod runs;
 mod stream;
+mod threads;
 pub mod view;
 
 use actix_web::http::{header, Method, StatusCode};
 use actix_web::{web, HttpResponse, Resource, ResponseError, Route};
-use serde::Serialize;
-use utoipa::ToSchema;
 
 pub use deployment::PublicUrl;
 pub use extract::{AdminToken, BodyTimeout};
@@ -31,21 +34,32 @@ use error::ApiError;
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.app_data(web::PayloadConfig::new(extract::MAX_BODY))
         .app_data(extract::path_config())
-        .service(resource("/healthz", [(Method::GET, web::to(healthz))]))
+        .service(resource(
+            "/healthz",
+            [(Method::GET, web::to(cluster::healthz))],
+        ))
+        .service(resource(
+            "/v1/cluster",
+            [(Method::GET, web::to(cluster::cluster))],
+        ))
         .service(resource(
             "/openapi.json",
             [(Method::GET, web::to(openapi::document))],
         ))
         // The router tries each `{id}` pattern in turn (a regex each), so the hot routes go first.
         .configure(invoke::routes)
+        .configure(runs::routes)
         .configure(stream::routes)
         .configure(openai::routes)
         .configure(a2a::routes)
+        .configure(threads::routes)
         .configure(agents::routes)
         .configure(connections::routes)
+        .configure(connection_checks::routes)
         .configure(deployment::routes)
         .configure(log::routes)
         .configure(keys::routes)
+        .configure(console::routes)
         .service(resource("/metrics", [(Method::GET, web::to(metrics))]));
 }
 
@@ -76,22 +90,6 @@ fn resource<const N: usize>(path: &str, routes: [(Method, Route); N]) -> Resourc
             res
         }
     }))
-}
-
-#[derive(Serialize, ToSchema)]
-struct Health {
-    /// Always `ok`: the server answers.
-    status: &'static str,
-}
-
-/// Liveness: 200 while the server answers. No auth.
-#[utoipa::path(
-    get, path = "/healthz", operation_id = "healthz", tag = "server",
-    security(()),
-    responses((status = 200, description = "The server is up", body = Health)),
-)]
-async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(Health { status: "ok" })
 }
 
 /// Prometheus text; no auth, and nothing secret in it.

@@ -204,6 +204,8 @@ pub(super) struct ChatCompletion {
         ("id" = Uuid, Path, description = "The agent's id"),
         ("Idempotency-Key" = Option<String>, Header, max_length = 255, pattern = r"^[\t -~]*[!-~][\t -~]*$",
             description = "The same key within 24 h returns the same request"),
+        ("X-Hangar-Thread" = Option<String>, Header, min_length = 1, max_length = 128, pattern = r"^[A-Za-z0-9._:-]{1,128}$",
+            description = "The conversation thread: its runs run one at a time, and the flow sees its turns"),
     ),
     request_body(content = ChatRequest, description = "OpenAI's chat completions request; unknown fields are ignored"),
     responses(
@@ -240,8 +242,16 @@ pub(super) async fn chat_completions(
         .find(|m| m.role == "user")
         .map(|m| text_of(&m.content))
         .unwrap_or_default();
+    // The conversation's thread, when the caller names one (`X-Hangar-Thread`): OpenAI's body
+    // has no field for it, and its `messages` are the client's copy of the history.
+    let thread = super::invoke::request_thread(&req, None)?;
+    let mut input = json!({"message": message, "messages": chat.messages});
+    if let Some(thread) = &thread {
+        input["thread_id"] = json!(thread);
+    }
     let request = Request {
-        input: json!({"message": message, "messages": chat.messages}),
+        input,
+        thread,
         member: invoker.member.clone(),
         idempotency_key: token_header(&req, "Idempotency-Key")?,
         caller: Some(invoker.scope().to_owned()),

@@ -15,7 +15,10 @@ use utoipa::{Modify, OpenApi};
 
 use super::error::{ApiError, ErrorBody};
 use super::responses::*;
-use super::{a2a, agents, connections, deployment, invoke, keys, log, openai, stream};
+use super::{
+    a2a, agents, cluster, connection_checks, connections, console, deployment, invoke, keys, log,
+    openai, runs, stream, threads,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -28,7 +31,8 @@ use super::{a2a, agents, connections, deployment, invoke, keys, log, openai, str
             answers `{\"error\": {\"code\", \"message\", \"details\"}}`.",
     ),
     paths(
-        super::healthz,
+        cluster::healthz,
+        cluster::cluster,
         super::metrics,
         document,
         agents::create,
@@ -47,6 +51,7 @@ use super::{a2a, agents, connections, deployment, invoke, keys, log, openai, str
         connections::update,
         connections::remove,
         connections::set_member,
+        connection_checks::check,
         deployment::deploy,
         deployment::undeploy,
         deployment::deployment,
@@ -60,7 +65,10 @@ use super::{a2a, agents, connections, deployment, invoke, keys, log, openai, str
         invoke::invoke,
         invoke::submit,
         invoke::poll,
+        runs::list,
         invoke::cancel,
+        console::page,
+        console::asset,
         stream::invoke_stream,
         stream::run_events,
         openai::chat_completions,
@@ -74,6 +82,9 @@ use super::{a2a, agents, connections, deployment, invoke, keys, log, openai, str
         a2a::rest_subscribe,
         a2a::rest_subscribe_post,
         a2a::rest_list,
+        threads::get_thread,
+        threads::delete_thread,
+        threads::input,
     ),
     components(
         schemas(ErrorBody),
@@ -105,6 +116,7 @@ use super::{a2a, agents, connections, deployment, invoke, keys, log, openai, str
         (name = "invocation", description = "The deployed endpoints: sync, async, poll, cancel (admin token or the agent's invocation key)"),
         (name = "protocols", description = "The same runs through standard protocols: OpenAI's chat completions, A2A (see docs/protocols.md)"),
         (name = "server", description = "Health, metrics, this document (no auth)"),
+        (name = "console", description = "The web console's page and files, compiled into the binary (no auth: the page asks for the admin token)"),
     ),
 )]
 pub struct ApiDoc;

@@ -7,12 +7,13 @@ use serde_json::Value;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use events::check::Check;
 use events::connection::{Connection, CredentialMode};
 use events::endpoint::EndpointSettings;
 use events::secret::REDACTED;
 use events::spec::{AgentSpec, Model};
 use events::state::{AgentState, ConnectionState, Status};
-use events::validation::{validate, Directory, Problem, Report};
+use events::validation::{validate_agent, Directory, Problem, Report};
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct AgentView {
@@ -101,7 +102,13 @@ pub struct ConnectionView {
     pub connection: Connection<&'static str>,
     /// `ready`, or `needs_member_credentials` for a member connection no member has set up yet.
     pub status: &'static str,
+    /// Members with their own (draft) credentials.
     pub members: Vec<String>,
+    /// Members with their own live credentials.
+    pub live_members: Vec<String>,
+    /// The latest check of each set of credentials (per environment and member) since they
+    /// were last set.
+    pub checks: Vec<Check>,
 }
 
 impl ConnectionView {
@@ -110,6 +117,8 @@ impl ConnectionView {
             connection: c.connection.redacted(),
             status: connection_status(c),
             members: c.members.keys().cloned().collect(),
+            live_members: c.live_members.keys().cloned().collect(),
+            checks: c.checks.clone(),
         }
     }
 }
@@ -117,7 +126,9 @@ impl ConnectionView {
 fn connection_status(c: &ConnectionState) -> &'static str {
     match c.connection.credentials {
         CredentialMode::Team => "ready",
-        CredentialMode::Member if c.members.is_empty() => "needs_member_credentials",
+        CredentialMode::Member if c.members.is_empty() && c.live_members.is_empty() => {
+            "needs_member_credentials"
+        }
         CredentialMode::Member => "ready",
     }
 }
@@ -185,12 +196,7 @@ pub struct ValidationView {
 }
 
 pub fn validation(state: &AgentState, directory: &dyn Directory) -> ValidationView {
-    let report = validate(
-        state.id,
-        &state.draft,
-        &state.draft_connections(),
-        directory,
-    );
+    let report = validate_agent(state, &state.draft, &state.draft_connections(), directory);
     ValidationView {
         ok: report.ok(),
         errors: report.errors,
@@ -206,9 +212,76 @@ pub struct Summary {
     pub collaborators: Vec<CollaboratorEntry>,
     pub behavior: Behavior,
     pub connections: Vec<ConnectionEntry>,
+    /// What each model node's model may call on its own (its `tools`), so the team sees what it
+    /// lets a model do before it deploys.
+    pub model_tools: Vec<ModelToolsEntry>,
     pub errors: Vec<Problem>,
     pub warnings: Vec<Problem>,
     pub can_deploy: bool,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ModelToolsEntry {
+    /// The model node's id.
+    pub node: String,
+    /// Model calls the node may make (`max_steps`).
+    pub max_steps: u32,
+    /// Whether the model gets the thread's earlier turns.
+    pub history: bool,
+    pub tools: Vec<ModelTool>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ModelTool {
+    pub name: String,
+    /// `tool` (one of the agent's tools), `knowledge` or `collaborator`; `unknown` for a name
+    /// that is none of these (a validation error).
+    pub kind: &'static str,
+    /// For a tool: the connection its calls go to.
+    pub connection: Option<String>,
+    /// A person approves each call first.
+    pub approval: bool,
+}
+
+fn model_tools(spec: &events::spec::AgentSpec) -> Vec<ModelToolsEntry> {
+    use events::spec::NodeKind;
+    let nodes = spec.flow.iter().flat_map(|f| &f.nodes);
+    nodes
+        .filter_map(|node| match &node.kind {
+            NodeKind::Model {
+                tools,
+                max_steps,
+                history,
+                ..
+            } if !tools.is_empty() || *history => Some(ModelToolsEntry {
+                node: node.id.clone(),
+                max_steps: max_steps.unwrap_or(events::spec::limits::DEFAULT_MAX_STEPS),
+                history: *history,
+                tools: tools
+                    .iter()
+                    .map(|name| {
+                        let tool = spec.tools.iter().find(|t| t.name == *name);
+                        let kind = if name == events::validation::KNOWLEDGE_TOOL {
+                            "knowledge"
+                        } else if tool.is_some() {
+                            "tool"
+                        } else if spec.collaborators.contains(name) {
+                            "collaborator"
+                        } else {
+                            "unknown"
+                        };
+                        ModelTool {
+                            name: name.clone(),
+                            kind,
+                            connection: tool.map(|t| t.connection.clone()),
+                            approval: tool.is_some_and(|t| t.approval),
+                        }
+                    })
+                    .collect(),
+            }),
+            _ => None,
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -232,6 +305,8 @@ pub struct ToolEntry {
     pub security: String,
     /// The tool's `security` equals its connection's auth type (false for an unknown connection).
     pub security_matches: bool,
+    /// A person approves each call a model makes to it.
+    pub approval: bool,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -254,13 +329,22 @@ pub struct ConnectionEntry {
     pub associated_tools: Vec<String>,
     /// Part of the live version's snapshot.
     pub live: bool,
+    /// What the latest checks of its credentials say (the worst of them, per environment and
+    /// member): `authenticated`, `rejected` (a warning: blocks deploy), `unreachable`;
+    /// `unchecked` since its credentials were last set; `needs_member_credentials` for a
+    /// member connection no member has credentials for.
+    #[schema(
+        pattern = "^(authenticated|rejected|unreachable|unchecked|needs_member_credentials)$"
+    )]
     pub status: &'static str,
+    /// When the check that gives `status` was made; `null` when unchecked.
+    pub checked_at: Option<DateTime<Utc>>,
 }
 
 pub fn summary(state: &AgentState, directory: &dyn Directory) -> Summary {
     let spec = &state.draft;
     let Report { errors, warnings } =
-        validate(state.id, spec, &state.draft_connections(), directory);
+        validate_agent(state, spec, &state.draft_connections(), directory);
     let live_connections: Vec<&str> = state
         .live()
         .map(|v| {
@@ -297,6 +381,7 @@ pub fn summary(state: &AgentState, directory: &dyn Directory) -> Summary {
                     .connections
                     .get(&t.connection)
                     .is_some_and(|c| c.connection.auth.type_name() == t.security),
+                approval: t.approval,
             })
             .collect(),
         collaborators: spec
@@ -331,9 +416,11 @@ pub fn summary(state: &AgentState, directory: &dyn Directory) -> Summary {
                     .map(|t| t.name.clone())
                     .collect(),
                 live: live_connections.contains(&c.connection.id.as_str()),
-                status: connection_status(c),
+                status: events::check::status(c).0.as_str(),
+                checked_at: events::check::status(c).1,
             })
             .collect(),
+        model_tools: model_tools(spec),
         can_deploy: errors.is_empty() && warnings.is_empty(),
         errors,
         warnings,

@@ -26,6 +26,7 @@ pub struct Reply {
     pub body: String,
     /// Wait this long before answering (watching for the client to hang up).
     pub delay: Duration,
+    /// The answer's `Content-Type`.
     pub content_type: &'static str,
 }
 

@@ -3,7 +3,9 @@
 //! and speaks HTTP to it.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod fake_http;
+pub mod scripted_model;
 pub mod sse;
 
 use std::io::{BufRead, BufReader, Read};

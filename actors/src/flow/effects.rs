@@ -19,6 +19,16 @@ pub trait Effects {
         prompt: &'a str,
     ) -> LocalBoxFuture<'a, Result<String, EffectError>>;
 
+    /// One chat completion of a (non-`echo`) model over whole `messages` (OpenAI's shape), with
+    /// `tools` offered as function tools (none when empty); not streamed. Model nodes with
+    /// `tools` or `history` use it ([`super::agentic`]).
+    fn chat<'a>(
+        &'a self,
+        model: &'a Model,
+        messages: &'a [Value],
+        tools: &'a [Value],
+    ) -> LocalBoxFuture<'a, Result<ChatReply, EffectError>>;
+
     /// Sends one tool request and returns the tool's answer, whatever its status.
     fn tool<'a>(
         &'a self,
@@ -57,6 +67,24 @@ pub enum Progress {
         tool: String,
         status: u16,
     },
+}
+
+/// What a model answered in a chat: its text, and the tools it asks to call (none: it is done).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ChatReply {
+    pub text: String,
+    pub tool_calls: Vec<RequestedCall>,
+}
+
+/// One entry of a model's `tool_calls`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RequestedCall {
+    /// The model's id for the call, echoed in the `tool` message that answers it.
+    pub id: String,
+    pub name: String,
+    /// The arguments as the model sent them, parsed from their JSON text (a string if they do
+    /// not parse).
+    pub args: Value,
 }
 
 /// One tool request, its templates already rendered.

@@ -10,7 +10,6 @@
 //! a run with no time limit at all (async `timeout_s: null`, no node or model limit) waits for
 //! its tool or model as long as it takes, or until it is cancelled. Only connecting is capped.
 
-use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,16 +18,17 @@ use awc::http::header::{HeaderName, HeaderValue, AUTHORIZATION};
 use awc::http::Method;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use events::connection::{Auth, Connection, CredentialMode};
+use events::connection::{Auth, Connection, CredentialMode, Environment};
 use events::event::Snapshot;
 use events::secret::{Cipher, Sealed};
 use events::spec::Model;
+use events::AgentState;
 use futures_util::future::LocalBoxFuture;
 use futures_util::FutureExt;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::effects::{excerpt, EffectError, Effects, Progress, ToolCall, ToolResponse};
+use super::effects::{excerpt, ChatReply, EffectError, Effects, Progress, ToolCall, ToolResponse};
 use super::model_stream;
 use super::tool_url::tool_url;
 use crate::egress;
@@ -46,9 +46,13 @@ pub struct HttpEffects {
     pub agent_id: Uuid,
     /// The version being run: its connections (sealed) are the only servers a tool may reach.
     pub snapshot: Arc<Snapshot>,
-    /// The agent's members' own credentials, `connection id → member → auth`, as they stand
-    /// now: members rotate them without a redeploy.
-    pub member_credentials: BTreeMap<String, BTreeMap<String, Auth<Sealed>>>,
+    /// The agent as it stands now, for the credentials a run takes from it rather than from its
+    /// version: members' own (they rotate them without a redeploy) and the live environment's
+    /// (a rollback keeps using the connection's current live credentials).
+    pub current: Arc<AgentState>,
+    /// Which credentials this run uses: `Live` for runs of a deployed version, `Draft` for
+    /// previews, which never send live credentials.
+    pub environment: Environment,
     /// The member the caller acts as (its key's member, or the admin's `X-Hangar-Member`), which
     /// picks the credentials of `member` connections.
     pub member: Option<String>,
@@ -66,7 +70,7 @@ thread_local! {
     static CLIENT: awc::Client = build_client();
 }
 
-fn client() -> awc::Client {
+pub(crate) fn client() -> awc::Client {
     CLIENT.with(Clone::clone)
 }
 
@@ -87,7 +91,7 @@ fn build_client_with(connector: awc::Connector<egress::Connector>) -> awc::Clien
 }
 
 /// Why a request got no answer.
-enum NoAnswer {
+pub(super) enum NoAnswer {
     /// The egress policy refused the destination: retrying cannot help, the operator or the
     /// agent's author must change something.
     Refused(egress::Denied),
@@ -96,7 +100,7 @@ enum NoAnswer {
 }
 
 impl NoAnswer {
-    fn into_effect_error(
+    pub(super) fn into_effect_error(
         self,
         failed: impl FnOnce(String) -> EffectError,
         what: &str,
@@ -110,11 +114,14 @@ impl NoAnswer {
     }
 }
 
-type Headers = Vec<(HeaderName, HeaderValue)>;
+pub(crate) type Headers = Vec<(HeaderName, HeaderValue)>;
 
 impl HttpEffects {
     /// The connection `id` of this version and the headers that authenticate with it.
-    fn authenticate(&self, id: &str) -> Result<(&Connection<Sealed>, Headers), EffectError> {
+    pub(super) fn authenticate(
+        &self,
+        id: &str,
+    ) -> Result<(&Connection<Sealed>, Headers), EffectError> {
         let connection = self
             .snapshot
             .connections
@@ -128,8 +135,12 @@ impl HttpEffects {
                     ),
                 )
             })?;
-        let (sealed, member) = match connection.credentials {
-            CredentialMode::Team => (&connection.auth, None),
+        let current = self.current.connections.get(id);
+        let (sealed, member, sealed_in) = match connection.credentials {
+            CredentialMode::Team => {
+                let (auth, env) = self.team_credentials(connection, current);
+                (auth, None, env)
+            }
             CredentialMode::Member => {
                 let member = self.member.as_deref().ok_or_else(|| {
                     EffectError::new(
@@ -140,10 +151,8 @@ impl HttpEffects {
                         ),
                     )
                 })?;
-                let auth = self
-                    .member_credentials
-                    .get(id)
-                    .and_then(|members| members.get(member))
+                let (auth, env) = current
+                    .and_then(|c| c.credentials(Some(member), self.environment))
                     .ok_or_else(|| {
                         EffectError::new(
                             "missing_member_credentials",
@@ -153,15 +162,15 @@ impl HttpEffects {
                             ),
                         )
                     })?;
-                (auth, Some(member))
+                (auth, Some(member), env)
             }
         };
-        // Opened at their place: this agent, this connection with this version's server, and the
-        // member. Credentials copied there from elsewhere in the log, or set for another server
-        // than the one this version calls, do not open, and nothing is sent.
+        // Opened at their place: this agent, this connection with this version's server, the
+        // member and the environment. Credentials copied there from elsewhere in the log, or set
+        // for another server than the one this version calls, do not open, and nothing is sent.
         let opened = sealed
             .open(&self.cipher, |field| {
-                connection.place(self.agent_id, member, field)
+                connection.place_in(self.agent_id, member, sealed_in, field)
             })
             .map_err(|_| {
                 EffectError::new(
@@ -182,11 +191,33 @@ impl HttpEffects {
         Ok((connection, auth_headers(id, &opened, fallback_header)?))
     }
 
+    /// The team credentials of `connection` (this version's) for this run, and the environment
+    /// they were sealed for. A live run uses the connection's live credentials as they stand
+    /// now while it still goes to this version's server (a rollback included); when it was
+    /// moved or removed since, the live credentials this version was deployed with; and with
+    /// no live credentials at all, the version's `auth`, as before environments existed.
+    fn team_credentials<'a>(
+        &self,
+        connection: &'a Connection<Sealed>,
+        current: Option<&'a events::state::ConnectionState>,
+    ) -> (&'a Auth<Sealed>, Environment) {
+        if self.environment == Environment::Live {
+            let live = match current.filter(|c| c.connection.server == connection.server) {
+                Some(now) => now.connection.live_auth(),
+                None => connection.live_auth(),
+            };
+            if let Some(auth) = live {
+                return (auth, Environment::Live);
+            }
+        }
+        (&connection.auth, Environment::Draft)
+    }
+
     /// A connection's credentials go only to its own server's origin. Validation refuses a draft
     /// whose `base_url` is elsewhere, but a preview runs the draft unvalidated (and a version
     /// deployed before the rule existed was never checked), so the call is refused here too,
     /// before any secret is opened.
-    fn check_model_origin(&self, id: &str, base_url: &str) -> Result<(), EffectError> {
+    pub(super) fn check_model_origin(&self, id: &str, base_url: &str) -> Result<(), EffectError> {
         let Some(connection) = self.snapshot.connections.iter().find(|c| c.id == id) else {
             // `authenticate` names the missing connection.
             return Ok(());
@@ -408,6 +439,15 @@ impl Effects for HttpEffects {
         }
     }
 
+    fn chat<'a>(
+        &'a self,
+        model: &'a Model,
+        messages: &'a [Value],
+        tools: &'a [Value],
+    ) -> LocalBoxFuture<'a, Result<ChatReply, EffectError>> {
+        self.call_chat(model, messages, tools).boxed_local()
+    }
+
     fn tool<'a>(
         &'a self,
         call: ToolCall<'a>,
@@ -425,7 +465,7 @@ impl Effects for HttpEffects {
 }
 
 /// Sends one request; the status and raw body, or why no answer came.
-async fn send(
+pub(super) async fn send(
     client: &awc::Client,
     method: Method,
     url: &str,
@@ -455,7 +495,7 @@ async fn send(
 
 /// The headers of one credential set. A secret that is missing is an error, not a request sent
 /// without it.
-fn auth_headers(
+pub(crate) fn auth_headers(
     id: &str,
     auth: &Auth<String>,
     fallback_header: &str,
@@ -508,7 +548,7 @@ fn auth_headers(
 }
 
 /// JSON if it parses, else the text; `null` for an empty body.
-fn parse_body(bytes: &[u8]) -> Value {
+pub(super) fn parse_body(bytes: &[u8]) -> Value {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Value::Null;
     }
@@ -546,6 +586,8 @@ mod tests {
             sso: false,
             credentials,
             auth: serde_json::from_value(auth).expect("auth parses"),
+            environments: None,
+            check_path: None,
         }
         .admit(AGENT, c)
         .expect("admitted")
@@ -560,7 +602,8 @@ mod tests {
                 endpoint: Default::default(),
                 connections,
             }),
-            member_credentials: BTreeMap::new(),
+            current: Arc::new(AgentState::new(AGENT)),
+            environment: Environment::Live,
             member: None,
             cipher,
             agent: Rc::new(|agent, input| {
@@ -568,6 +611,21 @@ mod tests {
             }),
             progress: None,
         }
+    }
+
+    /// Stores `auth` as `member`'s draft credentials for `connection` in the agent as it is now.
+    fn set_member(
+        fx: &mut HttpEffects,
+        connection: &Connection<Sealed>,
+        member: &str,
+        auth: Auth<Sealed>,
+    ) {
+        Arc::make_mut(&mut fx.current)
+            .connections
+            .entry(connection.id.clone())
+            .or_insert_with(|| events::state::ConnectionState::new(connection.clone()))
+            .members
+            .insert(member.into(), auth);
     }
 
     fn tool(connection: &str, method: &str, path: &str, body: Option<Value>) -> Tool {
@@ -578,6 +636,9 @@ mod tests {
             method: method.into(),
             path: path.into(),
             body,
+            description: None,
+            parameters: None,
+            approval: false,
         }
     }
 
@@ -720,11 +781,9 @@ mod tests {
         let mut fx = effects(vec![conn.clone()], c.clone());
         for (member, key) in [("alice", "a-key"), ("bob", "b-key")] {
             let auth = serde_json::from_value(json!({"type": "api_key", "key": key})).unwrap();
-            let sealed = admit_member_auth(AGENT, &conn, member, &auth, &c).expect("member auth");
-            fx.member_credentials
-                .entry("m".into())
-                .or_default()
-                .insert(member.into(), sealed);
+            let sealed = admit_member_auth(AGENT, &conn, member, Environment::Draft, &auth, &c)
+                .expect("member auth");
+            set_member(&mut fx, &conn, member, sealed);
         }
         let t = tool("m", "GET", "", None);
         for (member, key) in [("alice", "a-key"), ("bob", "b-key")] {
@@ -743,6 +802,81 @@ mod tests {
         let err = call(&fx, &t, "/x", None).await.unwrap_err();
         assert_eq!(err.code, "missing_member_credentials");
         assert!(err.message.contains("X-Hangar-Member"), "{err}");
+    }
+
+    /// A team connection with live credentials, as `admit` stores it.
+    fn with_live(
+        id: &str,
+        server: &str,
+        draft: &str,
+        live: &str,
+        c: &Cipher,
+    ) -> Connection<Sealed> {
+        Connection::<String> {
+            id: id.into(),
+            display_name: String::new(),
+            server: server.into(),
+            sso: false,
+            credentials: CredentialMode::Team,
+            auth: serde_json::from_value(json!({"type": "bearer", "token": draft}))
+                .expect("auth parses"),
+            environments: Some(
+                serde_json::from_value(
+                    json!({"live": {"auth": {"type": "bearer", "token": live}}}),
+                )
+                .expect("environments parse"),
+            ),
+            check_path: None,
+        }
+        .admit(AGENT, c)
+        .expect("admitted")
+    }
+
+    /// Calls `t` and answers the `Authorization` the server saw.
+    async fn sent_token(
+        fx: &HttpEffects,
+        t: &Tool,
+        rx: &std::sync::mpsc::Receiver<super::super::loopback::Seen>,
+    ) -> String {
+        assert_eq!(call(fx, t, "/x", None).await.expect("answered").status, 200);
+        recv(rx).headers["authorization"].clone()
+    }
+
+    #[actix_rt::test]
+    async fn live_runs_send_the_current_live_credentials_and_previews_the_draft_ones() {
+        let (base, rx) = serve(vec![(200, "{}"); 5]);
+        let c = cipher();
+        let version = with_live("svc", &base, "draft-t", "live-deployed", &c);
+        let mut fx = effects(vec![version.clone()], c.clone());
+        let t = tool("svc", "GET", "", None);
+        // The version's own live credentials while the agent has no newer ones.
+        assert_eq!(sent_token(&fx, &t, &rx).await, "Bearer live-deployed");
+        // The connection's live credentials as they stand now, for the same server.
+        let now = with_live("svc", &base, "draft-2", "live-now", &c);
+        Arc::make_mut(&mut fx.current)
+            .connections
+            .insert("svc".into(), events::state::ConnectionState::new(now));
+        assert_eq!(sent_token(&fx, &t, &rx).await, "Bearer live-now");
+        // Moved to another server since: the version keeps what it was deployed with.
+        let moved = with_live("svc", "https://elsewhere.example", "d", "live-moved", &c);
+        Arc::make_mut(&mut fx.current)
+            .connections
+            .insert("svc".into(), events::state::ConnectionState::new(moved));
+        assert_eq!(sent_token(&fx, &t, &rx).await, "Bearer live-deployed");
+        // A preview sends the version's draft credentials, whatever live ones exist.
+        fx.environment = Environment::Draft;
+        assert_eq!(sent_token(&fx, &t, &rx).await, "Bearer draft-t");
+        // Without live credentials a live run sends `auth`, as before environments.
+        let plain = connection(
+            "svc",
+            &base,
+            CredentialMode::Team,
+            json!({"type": "bearer", "token": "only-t"}),
+            &c,
+        );
+        let mut fx = effects(vec![plain], c.clone());
+        fx.environment = Environment::Live;
+        assert_eq!(sent_token(&fx, &t, &rx).await, "Bearer only-t");
     }
 
     /// Sealed credentials copied to another place in the log (by someone who can rewrite and
@@ -797,12 +931,10 @@ mod tests {
         );
         let auth = serde_json::from_value(json!({"type": "bearer", "token": "alice-token"}))
             .expect("auth parses");
-        let alices = admit_member_auth(AGENT, &m, "alice", &auth, &c).expect("member auth");
-        let mut fx = effects(vec![m], c.clone());
-        fx.member_credentials
-            .entry("m".into())
-            .or_default()
-            .insert("mallory".into(), alices);
+        let alices = admit_member_auth(AGENT, &m, "alice", Environment::Draft, &auth, &c)
+            .expect("member auth");
+        let mut fx = effects(vec![m.clone()], c.clone());
+        set_member(&mut fx, &m, "mallory", alices);
         fx.member = Some("mallory".into());
         let err = call(&fx, &tool("m", "GET", "", None), "/x", None)
             .await

@@ -10,10 +10,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use events::event::Snapshot;
+use events::run::Turn;
 use events::spec::{AgentSpec, Node, NodeKind};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
+use super::agentic::{run_model, LoopOutcome, LoopState, ModelNode};
 use super::deadline::{bounded, earliest, Deadline, Limit};
 use super::effects::{excerpt, EffectError, Effects, Progress, ToolCall};
 use super::indexes::IndexCache;
@@ -62,19 +65,102 @@ impl FlowError {
 
 /// What a node leads to.
 enum Step {
-    Next { output: Value, next: String },
+    Next {
+        output: Value,
+        next: String,
+    },
     End(Value),
+    /// The run waits for a person: `pending` says for what; `model` is a paused tool loop.
+    Pause {
+        pending: Value,
+        model: Option<LoopState>,
+    },
 }
 
-/// Runs the flow of `snapshot`'s spec on `input`, bounded as a whole by `agent_limit` (the
-/// endpoint's timeout). The snapshot, not only its spec, so that its knowledge index is built
-/// once for all its runs.
+/// What a run starts from.
+#[derive(Debug, Clone, Default)]
+pub struct Start {
+    pub input: Value,
+    /// The thread the run belongs to, with its last turns (`thread.turns` in templates).
+    pub thread: Option<Thread>,
+    /// For a paused run going on: where it stopped and the person's answer.
+    pub resume: Option<Resume>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Thread {
+    pub id: String,
+    pub turns: Vec<Turn>,
+}
+
+/// Where a paused run resumes: the node it stopped at, the outputs of the nodes before it, and
+/// a paused tool loop's state. Stored with the run (`StoredRun::checkpoint`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub node: String,
+    pub nodes: Map<String, Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<LoopState>,
+}
+
+/// A person's answer to a paused run.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    /// To `pending.kind == "approval"`: whether the call may go ahead.
+    Approve(bool),
+    /// To `pending.kind == "input"`: the input node's output.
+    Input(Value),
+}
+
+#[derive(Debug, Clone)]
+pub struct Resume {
+    pub checkpoint: Checkpoint,
+    pub answer: Answer,
+}
+
+/// How a flow stopped without failing.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// The `end` node's output.
+    Done(Value),
+    /// Waiting for a person: what is asked, and where to go on from.
+    Paused {
+        pending: Value,
+        checkpoint: Checkpoint,
+    },
+}
+
+/// Runs the flow of `snapshot`'s spec on `input`, to its end; a pause is a failure here
+/// (`input_required`). See [`run_from`].
 pub async fn run(
     snapshot: &Arc<Snapshot>,
     input: &Value,
     effects: &dyn Effects,
     agent_limit: Option<Duration>,
 ) -> Result<Value, FlowError> {
+    let start = Start {
+        input: input.clone(),
+        ..Start::default()
+    };
+    match run_from(snapshot, start, effects, agent_limit).await? {
+        Outcome::Done(output) => Ok(output),
+        Outcome::Paused { checkpoint, .. } => Err(FlowError::failed(
+            &checkpoint.node,
+            "input_required",
+            "the flow paused for a person's input",
+        )),
+    }
+}
+
+/// Runs the flow of `snapshot`'s spec from `start` (its beginning, or where a paused run
+/// stopped), bounded as a whole by `agent_limit` (the endpoint's timeout). The snapshot, not
+/// only its spec, so that its knowledge index is built once for all its runs.
+pub async fn run_from(
+    snapshot: &Arc<Snapshot>,
+    start: Start,
+    effects: &dyn Effects,
+    agent_limit: Option<Duration>,
+) -> Result<Outcome, FlowError> {
     let agent_deadline = Deadline::starting_now(Limit::Agent, agent_limit);
     let spec = &snapshot.spec;
     let flow = spec.flow.as_ref().ok_or_else(|| {
@@ -84,14 +170,30 @@ pub async fn run(
             "the agent has no flow: add one with a start node",
         )
     })?;
-    let mut nodes = Map::new();
-    let mut current = flow.node(&flow.start).ok_or_else(|| {
+    let Start {
+        input,
+        thread,
+        mut resume,
+    } = start;
+    let (first, mut nodes) = match &mut resume {
+        Some(r) => (
+            r.checkpoint.node.clone(),
+            std::mem::take(&mut r.checkpoint.nodes),
+        ),
+        None => (flow.start.clone(), Map::new()),
+    };
+    let mut current = flow.node(&first).ok_or_else(|| {
         FlowError::failed(
-            &flow.start,
+            &first,
             "flow_error",
-            format!("the start node '{}' does not exist", flow.start),
+            format!("the node '{first}' to start from does not exist"),
         )
     })?;
+    let turns = thread.as_ref().map(|t| t.turns.as_slice());
+    let thread_ctx = match &thread {
+        Some(t) => json!({"id": t.id, "turns": t.turns}),
+        None => json!({"id": null, "turns": []}),
+    };
     // A flow that passed validation visits each node at most once.
     let max_steps = flow.nodes.len() + 1;
     for _ in 0..max_steps {
@@ -99,28 +201,43 @@ pub async fn run(
             agent_deadline,
             Deadline::starting_now_s(Limit::Node, current.timeout_s),
         );
-        let ctx = json!({"input": input, "nodes": nodes});
+        let ctx = json!({"input": input, "nodes": nodes, "thread": thread_ctx});
         tracing::debug!(node = %current.id, kind = current.kind.type_name(), "flow step");
         effects.progress(Progress::NodeStarted {
             node: current.id.clone(),
             kind: current.kind.type_name().to_owned(),
         });
-        let step = bounded(
+        let node_run = NodeRun {
+            snapshot,
+            node: current,
+            ctx: &ctx,
             node_deadline,
-            run_node(snapshot, current, &ctx, effects, node_deadline),
-        )
-        .await
-        .map_err(|limit| FlowError::Timeout {
-            limit,
-            node: current.id.clone(),
-        })??;
+            turns,
+            resume: resume.take(),
+        };
+        let step = bounded(node_deadline, run_node(node_run, effects))
+            .await
+            .map_err(|limit| FlowError::Timeout {
+                limit,
+                node: current.id.clone(),
+            })??;
         match step {
             Step::End(output) => {
                 effects.progress(Progress::NodeFinished {
                     node: current.id.clone(),
                     output: output.clone(),
                 });
-                return Ok(output);
+                return Ok(Outcome::Done(output));
+            }
+            Step::Pause { pending, model } => {
+                return Ok(Outcome::Paused {
+                    pending,
+                    checkpoint: Checkpoint {
+                        node: current.id.clone(),
+                        nodes,
+                        model,
+                    },
+                })
             }
             Step::Next { output, next } => {
                 effects.progress(Progress::NodeFinished {
@@ -145,13 +262,27 @@ pub async fn run(
     ))
 }
 
-async fn run_node(
-    snapshot: &Arc<Snapshot>,
-    node: &Node,
-    ctx: &Value,
-    effects: &dyn Effects,
+/// One node to run, and what it runs with.
+struct NodeRun<'a> {
+    snapshot: &'a Arc<Snapshot>,
+    node: &'a Node,
+    ctx: &'a Value,
     node_deadline: Option<Deadline>,
-) -> Result<Step, FlowError> {
+    /// The thread's turns, for a model node with `history`.
+    turns: Option<&'a [Turn]>,
+    /// When the run paused at this node: the person's answer.
+    resume: Option<Resume>,
+}
+
+async fn run_node(run: NodeRun<'_>, effects: &dyn Effects) -> Result<Step, FlowError> {
+    let NodeRun {
+        snapshot,
+        node,
+        ctx,
+        node_deadline,
+        turns,
+        resume,
+    } = run;
     let spec: &AgentSpec = &snapshot.spec;
     let id = node.id.as_str();
     let template = |e: TemplateError| FlowError::failed(id, e.code(), e.to_string());
@@ -162,7 +293,12 @@ async fn run_node(
     };
     let output = match &node.kind {
         NodeKind::Transform { output } => render(output, ctx).map_err(template)?,
-        NodeKind::Model { prompt } => {
+        NodeKind::Model {
+            prompt,
+            tools,
+            max_steps,
+            history,
+        } => {
             let prompt = render_str(prompt, ctx).map_err(template)?;
             let model = spec.model.as_ref().ok_or_else(|| {
                 FlowError::failed(
@@ -171,7 +307,54 @@ async fn run_node(
                     "the agent has no model: set model.provider to \"echo\" or \"openai\"",
                 )
             })?;
+            if model.provider == "openai" && (!tools.is_empty() || *history) {
+                let resumed = match resume {
+                    Some(Resume {
+                        checkpoint:
+                            Checkpoint {
+                                model: Some(state), ..
+                            },
+                        answer: Answer::Approve(approved),
+                    }) => Some((state, approved)),
+                    Some(_) => {
+                        return Err(FlowError::failed(
+                            id,
+                            "invalid_resume",
+                            "the run paused here for another kind of answer",
+                        ))
+                    }
+                    None => None,
+                };
+                let model_node = ModelNode {
+                    snapshot,
+                    node: id,
+                    model,
+                    prompt,
+                    tools,
+                    max_steps: *max_steps,
+                    history: if *history { turns } else { None },
+                    ctx,
+                    node_deadline,
+                };
+                return match run_model(model_node, effects, resumed).await? {
+                    LoopOutcome::Paused { pending, state } => Ok(Step::Pause {
+                        pending,
+                        model: Some(state),
+                    }),
+                    LoopOutcome::Done(output) => Ok(Step::Next {
+                        output,
+                        next: next_of(node)?,
+                    }),
+                };
+            }
             let reply = match model.provider.as_str() {
+                "echo" if !tools.is_empty() => {
+                    // The echo model calls no tools; the output keeps the shape of a tool loop's.
+                    return Ok(Step::Next {
+                        output: json!({"text": prompt, "tool_calls": []}),
+                        next: next_of(node)?,
+                    });
+                }
                 "echo" => {
                     for text in echo_chunks(&prompt) {
                         effects.progress(Progress::ModelDelta { text });
@@ -210,7 +393,33 @@ async fn run_node(
                 )
             })?;
             let mut tool_ctx = ctx.clone();
-            tool_ctx["args"] = render(args, ctx).map_err(template)?;
+            let args = render(args, ctx).map_err(template)?;
+            if spec_tool.approval {
+                match resume.map(|r| r.answer) {
+                    None => {
+                        return Ok(Step::Pause {
+                            pending: json!({"kind": "approval", "node": id, "tool": tool, "args": args}),
+                            model: None,
+                        })
+                    }
+                    Some(Answer::Approve(true)) => {}
+                    Some(Answer::Approve(false)) => {
+                        return Err(FlowError::failed(
+                            id,
+                            "tool_not_approved",
+                            format!("a person refused the call of tool '{tool}'"),
+                        ))
+                    }
+                    Some(Answer::Input(_)) => {
+                        return Err(FlowError::failed(
+                            id,
+                            "invalid_resume",
+                            "the run paused here for an approval, not an input",
+                        ))
+                    }
+                }
+            }
+            tool_ctx["args"] = args;
             let path = render_path(&spec_tool.path, &tool_ctx).map_err(template)?;
             let body = spec_tool
                 .body
@@ -291,15 +500,38 @@ async fn run_node(
             effects.agent(agent_id, input).await.map_err(effect)?
         }
         NodeKind::End { output } => return Ok(Step::End(render(output, ctx).map_err(template)?)),
+        NodeKind::Input { prompt } => match resume.map(|r| r.answer) {
+            None => {
+                let prompt = render_str(prompt, ctx).map_err(template)?;
+                return Ok(Step::Pause {
+                    pending: json!({"kind": "input", "node": id, "prompt": prompt}),
+                    model: None,
+                });
+            }
+            Some(Answer::Input(value)) => value,
+            Some(Answer::Approve(_)) => {
+                return Err(FlowError::failed(
+                    id,
+                    "invalid_resume",
+                    "the run paused here for an input, not an approval",
+                ))
+            }
+        },
     };
-    let next = node.next.clone().ok_or_else(|| {
+    Ok(Step::Next {
+        output,
+        next: next_of(node)?,
+    })
+}
+
+fn next_of(node: &Node) -> Result<String, FlowError> {
+    node.next.clone().ok_or_else(|| {
         FlowError::failed(
-            id,
+            &node.id,
             "flow_error",
             "the node has no next: point it at another node or end the flow with an end node",
         )
-    })?;
-    Ok(Step::Next { output, next })
+    })
 }
 
 /// The `echo` model's reply as a few `model.delta` chunks (at most four, split at whitespace
@@ -330,7 +562,7 @@ mod tests {
     use futures_util::future::LocalBoxFuture;
     use futures_util::FutureExt;
 
-    use super::super::effects::ToolResponse;
+    use super::super::effects::{ChatReply, RequestedCall, ToolResponse};
     use super::*;
 
     const FRIEND: &str = "0190f0c0-0000-7000-8000-000000000001";
@@ -343,9 +575,64 @@ mod tests {
         tool_error: Option<EffectError>,
         calls: RefCell<Vec<Value>>,
         progress: RefCell<Vec<Progress>>,
+        /// What the chat model answers, in turn; then plain text.
+        chat_replies: RefCell<std::collections::VecDeque<ChatReply>>,
+        /// The messages of every chat call.
+        chats: RefCell<Vec<Vec<Value>>>,
+    }
+
+    impl Fake {
+        fn scripted(replies: Vec<ChatReply>) -> Fake {
+            Fake {
+                tool_status: 200,
+                chat_replies: RefCell::new(replies.into()),
+                ..Fake::default()
+            }
+        }
+    }
+
+    fn calls(calls: &[(&str, Value)]) -> ChatReply {
+        ChatReply {
+            text: String::new(),
+            tool_calls: calls
+                .iter()
+                .enumerate()
+                .map(|(i, (name, args))| RequestedCall {
+                    id: format!("c{i}"),
+                    name: (*name).into(),
+                    args: args.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    fn says(text: &str) -> ChatReply {
+        ChatReply {
+            text: text.into(),
+            tool_calls: vec![],
+        }
     }
 
     impl Effects for Fake {
+        fn chat<'a>(
+            &'a self,
+            _model: &'a Model,
+            messages: &'a [Value],
+            _tools: &'a [Value],
+        ) -> LocalBoxFuture<'a, Result<ChatReply, EffectError>> {
+            self.chats.borrow_mut().push(messages.to_vec());
+            let reply = self
+                .chat_replies
+                .borrow_mut()
+                .pop_front()
+                .unwrap_or_else(|| says("done"));
+            async move {
+                tokio::time::sleep(Duration::from_secs(self.model_delay_s)).await;
+                Ok(reply)
+            }
+            .boxed_local()
+        }
+
         fn model<'a>(
             &'a self,
             model: &'a Model,
@@ -756,5 +1043,298 @@ mod tests {
             assert_eq!(chunks.concat(), reply);
             assert!(chunks.len() <= 4);
         }
+    }
+
+    /// A model node that may call `forecast` (needs approval when `approval`), knowledge and
+    /// the collaborator.
+    fn agentic(approval: bool, max_steps: Option<u32>) -> Arc<Snapshot> {
+        let mut spec = one_node(
+            "openai",
+            json!({"type": "model", "prompt": "Q: {{ input.q }}", "max_steps": max_steps,
+                   "tools": ["forecast", "knowledge", FRIEND]}),
+        );
+        spec.tools[0].parameters = Some(json!({"type": "object"}));
+        spec.tools[0].approval = approval;
+        snapshot(&spec)
+    }
+
+    async fn from(
+        version: &Arc<Snapshot>,
+        fake: &Fake,
+        resume: Option<Resume>,
+    ) -> Result<Outcome, FlowError> {
+        let start = Start {
+            input: json!({"q": "weather?"}),
+            resume,
+            ..Start::default()
+        };
+        run_from(version, start, fake, None).await
+    }
+
+    #[tokio::test]
+    async fn the_model_calls_tools_until_it_answers() {
+        let fake = Fake::scripted(vec![
+            calls(&[
+                ("forecast", json!({"city": "Oslo", "days": 2})),
+                ("knowledge", json!({"query": "refunds"})),
+            ]),
+            calls(&[(FRIEND, json!({"x": 1}))]),
+            says("Sunny, and refunds take 14 days."),
+        ]);
+        let out = from(&agentic(false, None), &fake, None).await;
+        let Ok(Outcome::Done(out)) = out else {
+            panic!("{out:?}")
+        };
+        assert_eq!(out["text"], "Sunny, and refunds take 14 days.");
+        assert_eq!(
+            out["tool_calls"],
+            json!([{"name": "forecast", "args": {"city": "Oslo", "days": 2}, "status": "ok"},
+                   {"name": "knowledge", "args": {"query": "refunds"}, "status": "ok"},
+                   {"name": FRIEND, "args": {"x": 1}, "status": "ok"}])
+        );
+        assert_eq!(
+            fake.calls.borrow()[0],
+            json!({"tool": "forecast", "path": "/forecast?city=Oslo", "body": {"days": 2}})
+        );
+        let chats = fake.chats.borrow();
+        assert_eq!(chats.len(), 3);
+        assert_eq!(
+            chats[0][0],
+            json!({"role": "system", "content": "Be brief."})
+        );
+        assert_eq!(
+            chats[0][1],
+            json!({"role": "user", "content": "Q: weather?"})
+        );
+        // The second call carries the first answer's calls and their results, in order.
+        let second = &chats[1];
+        assert_eq!(second[2]["role"], "assistant");
+        assert_eq!(second[3]["tool_call_id"], "c0");
+        assert!(second[3]["content"]
+            .as_str()
+            .unwrap()
+            .contains("\"temp\":21"));
+        assert!(second[4]["content"]
+            .as_str()
+            .unwrap()
+            .contains("Refunds take 14 days."));
+    }
+
+    #[tokio::test]
+    async fn a_failing_tool_is_reported_to_the_model_and_max_steps_bounds_the_loop() {
+        let mut fake = Fake::scripted(vec![calls(&[("forecast", json!({}))]), says("sorry")]);
+        fake.tool_status = 500;
+        let out = from(&agentic(false, None), &fake, None).await;
+        let Ok(Outcome::Done(out)) = out else {
+            panic!("{out:?}")
+        };
+        assert_eq!(out["tool_calls"][0]["status"], "failed");
+        let told = fake.chats.borrow()[1][3]["content"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(told.contains("tool_failed"), "{told}");
+
+        let looping = Fake::scripted(
+            (0..5)
+                .map(|_| calls(&[("knowledge", json!({"query": "x"}))]))
+                .collect(),
+        );
+        let out = from(&agentic(false, Some(2)), &looping, None).await;
+        assert_eq!(
+            failed_code(out.map(|_| Value::Null)),
+            ("a".into(), "max_steps_exceeded".into())
+        );
+        assert_eq!(looping.chats.borrow().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn an_approval_pauses_the_loop_and_the_answer_resumes_it() {
+        let version = agentic(true, None);
+        let fake = Fake::scripted(vec![calls(&[("forecast", json!({"city": "Oslo"}))])]);
+        let out = from(&version, &fake, None).await;
+        let Ok(Outcome::Paused {
+            pending,
+            checkpoint,
+        }) = out
+        else {
+            panic!("{out:?}")
+        };
+        assert_eq!(
+            pending,
+            json!({"kind": "approval", "node": "a", "tool": "forecast", "args": {"city": "Oslo"}})
+        );
+        assert!(
+            fake.calls.borrow().is_empty(),
+            "nothing called before the approval"
+        );
+        // The checkpoint survives being stored.
+        let stored = serde_json::to_value(&checkpoint).unwrap();
+        let checkpoint: Checkpoint = serde_json::from_value(stored).unwrap();
+
+        let refused = Fake::scripted(vec![says("I may not.")]);
+        let resume = Resume {
+            checkpoint: checkpoint.clone(),
+            answer: Answer::Approve(false),
+        };
+        let out = from(&version, &refused, Some(resume)).await;
+        let Ok(Outcome::Done(out)) = out else {
+            panic!("{out:?}")
+        };
+        assert_eq!(out["tool_calls"][0]["status"], "not_approved");
+        assert!(refused.calls.borrow().is_empty());
+        let told = refused.chats.borrow()[0].last().unwrap()["content"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(told.contains("tool_not_approved"), "{told}");
+
+        let approved = Fake::scripted(vec![says("Sunny.")]);
+        let resume = Resume {
+            checkpoint,
+            answer: Answer::Approve(true),
+        };
+        let out = from(&version, &approved, Some(resume)).await;
+        assert_eq!(
+            out,
+            Ok(Outcome::Done(json!({"text": "Sunny.", "tool_calls": [
+            {"name": "forecast", "args": {"city": "Oslo"}, "status": "ok"}]})))
+        );
+        assert_eq!(approved.calls.borrow().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_input_node_pauses_and_its_answer_becomes_its_output() {
+        let spec = spec(
+            "echo",
+            None,
+            json!([
+                {"id": "a", "type": "transform", "output": 1, "next": "ask"},
+                {"id": "ask", "type": "input", "prompt": "Which city, {{ input.name }}?", "next": "done"},
+                {"id": "done", "type": "end", "output": {"a": "{{ nodes.a }}", "city": "{{ nodes.ask.city }}"}}
+            ]),
+        );
+        let version = snapshot(&spec);
+        let start = Start {
+            input: json!({"name": "Ada"}),
+            ..Start::default()
+        };
+        let out = run_from(&version, start, &Fake::default(), None).await;
+        let Ok(Outcome::Paused {
+            pending,
+            checkpoint,
+        }) = out
+        else {
+            panic!("{out:?}")
+        };
+        assert_eq!(
+            pending,
+            json!({"kind": "input", "node": "ask", "prompt": "Which city, Ada?"})
+        );
+        let start = Start {
+            input: json!({"name": "Ada"}),
+            resume: Some(Resume {
+                checkpoint,
+                answer: Answer::Input(json!({"city": "Oslo"})),
+            }),
+            ..Start::default()
+        };
+        let out = run_from(&version, start, &Fake::default(), None).await;
+        assert_eq!(out, Ok(Outcome::Done(json!({"a": 1, "city": "Oslo"}))));
+    }
+
+    #[tokio::test]
+    async fn history_sends_the_threads_turns_and_templates_see_them() {
+        let mut spec = one_node(
+            "openai",
+            json!({"type": "model", "prompt": "{{ thread.turns | length }} before: {{ input.message }}", "history": true}),
+        );
+        spec.tools.clear();
+        let turn = |i: &str, o: Option<Value>| events::run::Turn {
+            request_id: Uuid::now_v7(),
+            input: json!({"message": i}),
+            output: o,
+            at: chrono::Utc::now(),
+        };
+        let start = Start {
+            input: json!({"message": "third"}),
+            thread: Some(Thread {
+                id: "t".into(),
+                turns: vec![
+                    turn("first", Some(json!({"text": "one"}))),
+                    turn("failed", None),
+                    turn("second", Some(json!("two"))),
+                ],
+            }),
+            resume: None,
+        };
+        let fake = Fake::scripted(vec![says("three")]);
+        let out = run_from(&snapshot(&spec), start, &fake, None).await;
+        assert_eq!(
+            out,
+            Ok(Outcome::Done(json!({"text": "three", "tool_calls": []})))
+        );
+        let roles: Vec<(String, String)> = fake.chats.borrow()[0]
+            .iter()
+            .map(|m| {
+                (
+                    m["role"].as_str().unwrap().into(),
+                    m["content"].as_str().unwrap().into(),
+                )
+            })
+            .collect();
+        let expect = [
+            ("system", "Be brief."),
+            ("user", "first"),
+            ("assistant", "one"),
+            ("user", "second"),
+            ("assistant", "two"),
+            ("user", "3 before: third"),
+        ];
+        assert_eq!(roles, expect.map(|(a, b)| (a.to_owned(), b.to_owned())));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_model_limit_bounds_each_call_of_the_loop() {
+        let mut spec = one_node(
+            "openai",
+            json!({"type": "model", "prompt": "p", "tools": ["knowledge"]}),
+        );
+        if let Some(model) = spec.model.as_mut() {
+            model.timeout_s = Some(3);
+        }
+        let fake = Fake {
+            model_delay_s: 2,
+            ..Fake::scripted(vec![calls(&[("knowledge", json!({"query": "x"}))])])
+        };
+        let out = run_from(
+            &snapshot(&spec),
+            Start::default(),
+            &fake,
+            Some(Duration::from_secs(60)),
+        )
+        .await;
+        assert!(
+            matches!(out, Ok(Outcome::Done(_))),
+            "each call is under 3 s: {out:?}"
+        );
+        let slow = Fake {
+            model_delay_s: 4,
+            ..Fake::default()
+        };
+        let out = run_from(
+            &snapshot(&spec),
+            Start::default(),
+            &slow,
+            Some(Duration::from_secs(60)),
+        )
+        .await;
+        assert_eq!(
+            out,
+            Err(FlowError::Timeout {
+                limit: Limit::Model,
+                node: "a".into()
+            })
+        );
     }
 }

@@ -10,6 +10,8 @@
 //! - [`knowledge`]: BM25 ranking of the passages of the knowledge files.
 //! - [`indexes`]: one knowledge index per version's snapshot, built on first use, shared by its
 //!   runs.
+//! - [`agentic`]: the tool loop of a model node with `tools` (and history for the model).
+//! - `chat`: the chat-completion call with function tools that the loop makes, over awc.
 //! - [`effects`]: the [`Effects`] trait, the interpreter's only way out: models, tools,
 //!   collaborators.
 //! - [`http_effects`]: [`HttpEffects`], the real effects over awc, with the connections'
@@ -18,6 +20,8 @@
 //! - [`tool_url`]: the URL of a tool call, refused unless it stays on its connection's server.
 //! - `loopback` (tests only): a tiny recording HTTP server on 127.0.0.1.
 
+pub mod agentic;
+mod chat;
 pub mod deadline;
 pub mod effects;
 pub mod http_effects;
@@ -31,9 +35,13 @@ pub mod template;
 pub mod tool_url;
 
 pub use deadline::Limit;
-pub use effects::{EffectError, Effects, Progress, ToolCall, ToolResponse};
+pub use effects::{
+    ChatReply, EffectError, Effects, Progress, RequestedCall, ToolCall, ToolResponse,
+};
 pub use http_effects::{AgentCall, HttpEffects};
 pub use indexes::IndexCache;
-pub use interpreter::{run, FlowError};
+pub use interpreter::{
+    run, run_from, Answer, Checkpoint, FlowError, Outcome, Resume, Start, Thread,
+};
 pub use knowledge::{KnowledgeIndex, Passage};
 pub use template::{eval_condition, render, render_path, render_str, TemplateError};

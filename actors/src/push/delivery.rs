@@ -66,6 +66,21 @@ pub(super) enum Unsent {
     Egress(egress::Denied),
 }
 
+/// The delivery's `webhook-id`: the request id for the final Run. A paused Run (`input_required`)
+/// is a delivery of its own, so it gets an id of its own, `<request id>.input_required.<8 hex of
+/// what it waits for>`: a receiver that drops repeated ids must not drop the final Run as a
+/// repeat of the pause.
+pub(super) fn message_id(run: &Run) -> String {
+    use sha2::{Digest, Sha256};
+    if run.status != events::run::RunStatus::InputRequired {
+        return run.request_id.to_string();
+    }
+    let pending = serde_json::to_vec(&run.pending).unwrap_or_default();
+    let digest = Sha256::digest(&pending);
+    let short: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{}.input_required.{short}", run.request_id)
+}
+
 /// POSTs `run` to the target, signed for this moment. Fails only if the secret is malformed or
 /// the egress policy refuses the destination.
 pub(super) async fn attempt(
@@ -74,7 +89,7 @@ pub(super) async fn attempt(
     run: &Run,
     body: Vec<u8>,
 ) -> Result<Answer, Unsent> {
-    let msg_id = run.request_id.to_string();
+    let msg_id = message_id(run);
     let timestamp = Utc::now().timestamp();
     let mut request = client
         .post(target.url.as_str())
@@ -177,6 +192,7 @@ mod tests {
             push: None,
             pending: None,
             parent: None,
+            thread_id: None,
         };
         let unsent = attempt(&client, &target, &run, Vec::new())
             .await

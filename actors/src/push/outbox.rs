@@ -20,7 +20,7 @@ use super::delivery::{self, Answer, Target};
 use super::schedule::Schedule;
 use super::signature::sign;
 use crate::{Error, Registry};
-use events::run::{PushStatus, StoredRun};
+use events::run::{PushStatus, RunStatus, StoredRun};
 use events::store::{DuePush, RunStore};
 
 /// Deliveries in flight at once, per pusher.
@@ -305,6 +305,15 @@ impl Courier {
                 None
             }
         };
+        if stored.run.status == RunStatus::InputRequired {
+            // The push of a paused run: it may have been resumed (even finished) during the
+            // attempt. Its state then is newer than the one read here, and is kept as it is.
+            if let Ok(Some(now)) = self.runs.get(key.rid).await {
+                if now.run.status != stored.run.status || now.run.pending != stored.run.pending {
+                    return self.settle(key, &now, None).await;
+                }
+            }
+        }
         push.next_attempt_at = next;
         stored.run.push = Some(push);
         self.settle(key, &stored, next).await

@@ -161,6 +161,7 @@ async fn finished_run(w: &World, agent: Uuid) -> Uuid {
             }),
             pending: None,
             parent: None,
+            thread_id: None,
         },
         mode: Mode::Async,
         input: json!({}),
@@ -169,6 +170,7 @@ async fn finished_run(w: &World, agent: Uuid) -> Uuid {
         caller: None,
         fingerprint: None,
         push_enabled: true,
+        checkpoint: None,
         a2a_push: None,
     };
     w.runs.finish(run, Some(now)).await.expect("finished");

@@ -7,18 +7,19 @@
 //! time is on its way (`claiming`), so a slot is never given twice. Only cancelling a queued run
 //! holds the actor (`ctx.wait`): cancels are rare, and one that races a claim is answered when
 //! the claim lands (`cancel_on_start`).
+//!
+//! `lanes`: runs waiting for their conversation thread; `paused`: runs waiting for a person.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::future::ready;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use chrono::Utc;
-use events::connection::Auth;
+use events::connection::Environment;
 use events::event::Snapshot;
-use events::run::{fingerprint, json_len};
-use events::secret::Sealed;
+use events::run::{json_len, request_fingerprint, thread_scope, Turn};
 use events::store::Accepted;
 use events::{AgentState, Rejection};
 use serde_json::{json, Value};
@@ -28,9 +29,18 @@ use uuid::Uuid;
 use super::executor::{Abort, Executor, Finished, Job};
 use super::quota::QueuedInputs;
 use super::run_events::{self, Recorder};
+use super::threads::Lanes;
+
+mod lanes;
+mod paused;
+
 use super::{Mode, Run, RunError, RunStatus, Runtime, StoredRun};
-use crate::flow::{FlowError, Limit};
+use crate::flow::{FlowError, Limit, Outcome, Resume};
 use crate::Error;
+pub use lanes::Adopt;
+use lanes::{Held, ThreadFree};
+use paused::cancel_paused;
+pub use paused::ResumeRun;
 
 /// Draft previews one agent may run at once. They do not take the live endpoint's
 /// `max_concurrency` slots (a preview must never make a live call 429), so they have a bound of
@@ -55,6 +65,10 @@ pub struct Request {
     /// is dropped (the calling run ended, was cancelled, timed out or undeployed, so its flow
     /// future was dropped) this run is cancelled at once.
     pub parent: Option<Parent>,
+    /// The conversation thread (`thread_id`): its runs run one at a time, in accept order.
+    pub thread: Option<String>,
+    /// `"multitask": "reject"`: refuse (409 `thread_busy`) rather than wait for the thread.
+    pub reject_if_busy: bool,
     /// An A2A client's push config for this task (async runs only), its secrets sealed.
     pub a2a_push: Option<events::run::A2aPush>,
     /// Told the request id once a sync run exists (started, or found by its `Idempotency-Key`),
@@ -136,6 +150,10 @@ pub struct AgentRuntime {
     shutdown_after_claim: Option<(&'static str, oneshot::Sender<Result<usize, Error>>)>,
     /// The event recorders of the stored runs in flight; `run.finished` goes through them.
     recorders: HashMap<Uuid, Recorder>,
+    /// The runs of each thread, one at a time. A run waiting here holds a slot (`reserved`).
+    lanes: Lanes<Held>,
+    /// This actor, for what ends outside it (a thread's turn stored) to come back to it.
+    me: Option<Addr<AgentRuntime>>,
 }
 
 fn answer(replies: Vec<Answer>, result: &Result<StoredRun, Error>) {
@@ -169,6 +187,8 @@ impl AgentRuntime {
             cancel_on_start: HashMap::new(),
             shutdown_after_claim: None,
             recorders: HashMap::new(),
+            lanes: Lanes::default(),
+            me: None,
         }
     }
 
@@ -201,15 +221,6 @@ impl AgentRuntime {
             .map_or(0, |(_, s)| s.endpoint.max_concurrency as usize)
     }
 
-    fn members(&self) -> BTreeMap<String, BTreeMap<String, Auth<Sealed>>> {
-        self.state()
-            .connections
-            .iter()
-            .filter(|(_, c)| !c.members.is_empty())
-            .map(|(id, c)| (id.clone(), c.members.clone()))
-            .collect()
-    }
-
     fn new_run(&self, version: u32, mode: Mode, request: &Request, push: bool) -> StoredRun {
         let now = Utc::now();
         StoredRun {
@@ -232,6 +243,7 @@ impl AgentRuntime {
                     agent_id: p.agent,
                     request_id: p.request_id,
                 }),
+                thread_id: request.thread.clone(),
             },
             mode,
             input: request.input.clone(),
@@ -239,11 +251,12 @@ impl AgentRuntime {
             fingerprint: request
                 .idempotency_key
                 .as_ref()
-                .map(|_| fingerprint(&request.input)),
+                .map(|_| request_fingerprint(&request.input, request.thread.as_deref())),
             idempotency_key: request.idempotency_key.clone(),
             caller: request.caller.clone(),
             push_enabled: push,
             a2a_push: request.a2a_push.clone(),
+            checkpoint: None,
         }
     }
 
@@ -256,6 +269,7 @@ impl AgentRuntime {
         reply: Option<Answer>,
         persist: bool,
         depth: u8,
+        resume: Option<Resume>,
         ctx: &mut Context<Self>,
     ) {
         let rid = run.run.request_id;
@@ -267,17 +281,34 @@ impl AgentRuntime {
                 rid,
                 self.agent,
                 run.member.clone(),
+                run.thread_of(),
             );
             recorder.started(run.run.version, rid);
             self.recorders.insert(rid, recorder.clone());
             recorder
         });
+        // Templates see the thread id the caller named; its turns are read from its scope.
+        let thread = run.thread_key().map(|key| {
+            let turns = self
+                .rt
+                .runs()
+                .turns(self.agent, key, snapshot.spec.memory_turns());
+            (run.run.thread_id.clone().unwrap_or_default(), turns)
+        });
         let job = Job {
+            thread,
+            resume,
             rid,
             snapshot,
             input: run.input.clone(),
             member: run.member.clone(),
-            members: self.members(),
+            current: self.state(),
+            // A preview runs the draft, with the draft's credentials only.
+            environment: if persist {
+                Environment::Live
+            } else {
+                Environment::Draft
+            },
             cipher: self.rt.cipher().clone(),
             limit,
             collaborator: self.rt.collaborator_call(self.agent, rid, depth),
@@ -316,6 +347,16 @@ impl AgentRuntime {
         (status, output, error): Ending,
         durable_answer: bool,
     ) {
+        // The turn keeps the whole input the run had, not what an ended run keeps of it.
+        let turn = run.thread_key().filter(|_| persist).map(|thread| {
+            let turn = Turn {
+                request_id: run.run.request_id,
+                input: run.input.clone(),
+                output: output.clone(),
+                at: Utc::now(),
+            };
+            (thread, turn)
+        });
         run.finish(status, output, error);
         // A line per successful run is an access log: at `debug`, since formatting and writing it
         // cost a tenth of a sync call's CPU (the metrics count every run anyway). Runs that did
@@ -349,17 +390,21 @@ impl AgentRuntime {
         let rid = run.run.request_id;
         let recorder = self.recorders.remove(&rid);
         // After the final state's write: a reader told `run.finished` finds the run final.
-        let record_finished = |run: &Run| match &recorder {
-            Some(recorder) => recorder.finished(run),
+        let record_finished = |run: &StoredRun| match &recorder {
+            Some(recorder) => recorder.finished(&run.run),
             None => {
                 actix::spawn(run_events::record_finished(rt.runs(), run));
             }
         };
-        if run.mode == Mode::Sync && run.idempotency_key.is_none() && !durable_answer {
+        if run.mode == Mode::Sync
+            && run.idempotency_key.is_none()
+            && !durable_answer
+            && turn.is_none()
+        {
             // Recorded before the answer, so an engine that writes at once (sled) has it
             // readable by the time the caller learns its id.
             let recorded = rt.runs().record(run.clone());
-            record_finished(&run.run);
+            record_finished(&run);
             answer(replies, &Ok(run));
             actix::spawn(async move {
                 if let Err(e) = recorded.await {
@@ -371,17 +416,35 @@ impl AgentRuntime {
         }
         let push_due = run.schedule_push();
         let finished = rt.runs().finish(run.clone(), push_due);
-        record_finished(&run.run);
+        record_finished(&run);
+        // A thread's turn is stored before the thread passes to its next run, which reads it.
+        let appended = turn.map(|(thread, turn)| {
+            let append = rt.runs().append_turn(self.agent, thread.clone(), turn);
+            (thread, append)
+        });
+        let me = self.me.clone();
         actix::spawn(async move {
             let stored = finished.await;
             if let Err(e) = &stored {
                 tracing::error!(request_id = %rid, error = %e, "cannot store a run's final state");
             }
+            if let Some((thread, append)) = appended {
+                if let Err(e) = append.await {
+                    tracing::error!(request_id = %rid, error = %e, "cannot store a thread's turn");
+                }
+                if let Some(me) = me {
+                    me.do_send(ThreadFree { thread, rid });
+                }
+            }
             rt.waiters().wake(rid);
             if push_due.is_some() {
                 rt.wake_pusher();
             }
-            answer(replies, &stored.map(|()| run).map_err(Error::from));
+            let unavailable = matches!(stored, Err(events::store::Error::Unavailable(_)));
+            answer(replies, &stored.map(|()| run.clone()).map_err(Error::from));
+            if unavailable {
+                store_final_state_later(rt, run, push_due).await;
+            }
         });
     }
 
@@ -478,9 +541,15 @@ impl AgentRuntime {
     fn answer_cancel_from_store(&self, rid: Uuid, tx: Answer) {
         let agent = self.agent;
         let stored = self.rt.runs().get(rid);
+        let rt = self.rt.clone();
         actix::spawn(async move {
             let result = match stored.await {
                 Err(e) => Err(e.into()),
+                Ok(Some(r))
+                    if r.run.agent_id == agent && r.run.status == RunStatus::InputRequired =>
+                {
+                    cancel_paused(&rt, agent, rid, "requested").await
+                }
                 Ok(Some(r)) if r.run.agent_id == agent && r.run.status.is_final() => {
                     Err(Error::AlreadyFinished(Box::new(r.run)))
                 }
@@ -493,9 +562,37 @@ impl AgentRuntime {
         });
     }
 
-    fn start_queued(&mut self, run: StoredRun, ctx: &mut Context<Self>) {
+    fn start_queued(&mut self, mut run: StoredRun, ctx: &mut Context<Self>) {
         if self.closed {
             // Undeployed while the claim was on its way.
+            let ending = cancelled("undeployed");
+            self.finalize(run, true, vec![], Instant::now(), ending, true);
+            return;
+        }
+        if let Some(thread) = run.thread_key() {
+            self.lanes.dequeued(&thread);
+            if !self.lanes.free(&thread) {
+                // Its thread is busy: it waits, holding its slot, stored as not started yet.
+                run.run.started_at = None;
+                let rid = run.run.request_id;
+                let put = self.rt.runs().put(run.clone());
+                actix::spawn(async move {
+                    if let Err(e) = put.await {
+                        tracing::error!(request_id = %rid, error = %e, "cannot store a run waiting for its thread");
+                    }
+                });
+                self.reserved += 1;
+                self.lanes.wait(&thread, rid, Held::Claimed { run });
+                return;
+            }
+            self.lanes.enter(&thread, run.run.request_id);
+        }
+        self.launch_queued(run, None, ctx);
+    }
+
+    /// Starts an async run (claimed, or resumed after a pause) under its version's async limit.
+    fn launch_queued(&mut self, run: StoredRun, resume: Option<Resume>, ctx: &mut Context<Self>) {
+        if self.closed {
             let ending = cancelled("undeployed");
             self.finalize(run, true, vec![], Instant::now(), ending, true);
             return;
@@ -507,7 +604,7 @@ impl AgentRuntime {
                     .asynchronous
                     .timeout_s
                     .map(Duration::from_secs);
-                self.start(run, snapshot, limit, None, true, 0, ctx);
+                self.start(run, snapshot, limit, None, true, 0, resume, ctx);
             }
             None => {
                 let error = RunError::new(
@@ -545,7 +642,7 @@ impl AgentRuntime {
             .rt
             .runs()
             .find_by_key(self.agent, request.caller.clone(), key, Utc::now());
-        let fingerprint = fingerprint(&request.input);
+        let fingerprint = request_fingerprint(&request.input, request.thread.as_deref());
         Box::pin(async move {
             match found.await? {
                 Some(run) if run.fingerprint.as_ref().is_none_or(|f| *f == fingerprint) => Ok(run),
@@ -560,6 +657,7 @@ impl Actor for AgentRuntime {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        self.me = Some(ctx.address());
         let queued = self.rt.runs().queued(self.agent);
         ctx.wait(queued.into_actor(self).map(|queued, act, ctx| {
             match queued {
@@ -586,6 +684,15 @@ fn cancelled(reason: &str) -> Ending {
 fn outcome(result: Result<Value, FlowError>) -> Ending {
     match result {
         Ok(output) => (RunStatus::Succeeded, Some(output), None),
+        Err(FlowError::Failed {
+            node,
+            code,
+            message,
+        }) if code == "tool_not_approved" => (
+            RunStatus::Failed,
+            None,
+            Some(RunError::new(code, message, json!({ "node": node }))),
+        ),
         Err(FlowError::Timeout { limit, node }) => {
             let which = match limit {
                 Limit::Agent => "agent",
@@ -665,19 +772,85 @@ impl Handler<Invoke> for AgentRuntime {
             self.cancel_with(parent, run.run.request_id, ctx);
         }
         let started = msg.request.started.clone();
+        // A thread's runs go one at a time, in the order they come here. A preview reads the
+        // thread but is no turn of it.
+        let thread = run.thread_key().filter(|_| persist);
+        if let Some(thread) = &thread {
+            if msg.request.reject_if_busy && self.lanes.busy(thread) {
+                let named = msg.request.thread.clone().unwrap_or_default();
+                return fail(Error::ThreadBusy(named));
+            }
+            if !self.lanes.free(thread) {
+                if run.idempotency_key.is_some() {
+                    // Keyed: found again by its key only once accepted; it waits after that.
+                    return self.accept_keyed(run, snapshot, limit, tx, rx, depth, started, ctx);
+                }
+                // Held for its thread: a streaming caller follows it once it has ended.
+                self.reserved += 1;
+                let rid = run.run.request_id;
+                let held = Held::Sync {
+                    run,
+                    snapshot,
+                    limit,
+                    reply: tx,
+                    depth,
+                };
+                self.lanes.wait(thread, rid, held);
+                return reply_from(rx);
+            }
+            self.lanes.enter(thread, run.run.request_id);
+        }
         if !persist || run.idempotency_key.is_none() {
             // Nothing to find again: stored when it ends (see `finalize`).
             let rid = run.run.request_id;
-            self.start(run, snapshot, Some(limit), Some(tx), persist, depth, ctx);
+            self.start(
+                run,
+                snapshot,
+                Some(limit),
+                Some(tx),
+                persist,
+                depth,
+                None,
+                ctx,
+            );
             fire(&started, rid);
             return reply_from(rx);
         }
-        // A keyed call is durable before it runs, so that a crash can never run it twice: its
-        // repeat finds it (and recovery marks it interrupted), rather than a second run.
+        self.accept_keyed(run, snapshot, limit, tx, rx, depth, started, ctx)
+    }
+}
+
+impl AgentRuntime {
+    /// A keyed sync call is durable before it runs, so that a crash can never run it twice:
+    /// its repeat finds it (and recovery marks it interrupted), rather than a second run. A run
+    /// of a busy thread waits for it once accepted.
+    #[allow(clippy::too_many_arguments)]
+    fn accept_keyed(
+        &mut self,
+        run: StoredRun,
+        snapshot: Arc<Snapshot>,
+        limit: Duration,
+        tx: Answer,
+        rx: oneshot::Receiver<Result<StoredRun, Error>>,
+        depth: u8,
+        started: Option<StartSignal>,
+        ctx: &mut Context<Self>,
+    ) -> Reply<StoredRun> {
         self.reserved += 1;
         let accepted = self.rt.runs().accept(run.clone(), false);
         ctx.spawn(accepted.into_actor(self).map(move |accepted, act, ctx| {
             act.reserved -= 1;
+            let rid = run.run.request_id;
+            let thread = run.thread_key();
+            // Whether this run holds its thread (it entered a free lane before accepting).
+            let holds = thread
+                .as_ref()
+                .is_some_and(|t| !act.lanes.free(t) && act.lanes.active(t) == Some(rid));
+            if !matches!(accepted, Ok(Accepted::New)) && holds {
+                if let Some(thread) = &thread {
+                    act.thread_free(thread, rid, ctx);
+                }
+            }
             match accepted {
                 Ok(Accepted::New) if act.closed => {
                     let rid = run.run.request_id;
@@ -685,11 +858,29 @@ impl Handler<Invoke> for AgentRuntime {
                     act.finalize(run, true, vec![tx], Instant::now(), ending, true);
                     fire(&started, rid);
                 }
-                Ok(Accepted::New) => {
-                    let rid = run.run.request_id;
-                    act.start(run, snapshot, Some(limit), Some(tx), true, depth, ctx);
-                    fire(&started, rid);
-                }
+                Ok(Accepted::New) => match thread {
+                    Some(thread) if !holds => {
+                        act.reserved += 1;
+                        let held = Held::Sync {
+                            run,
+                            snapshot,
+                            limit,
+                            reply: tx,
+                            depth,
+                        };
+                        if act.lanes.free(&thread) {
+                            act.lanes.enter(&thread, rid);
+                            act.start_held(held, Instant::now(), ctx);
+                            fire(&started, rid);
+                        } else {
+                            act.lanes.wait(&thread, rid, held);
+                        }
+                    }
+                    _ => {
+                        act.start(run, snapshot, Some(limit), Some(tx), true, depth, None, ctx);
+                        fire(&started, rid);
+                    }
+                },
                 Ok(Accepted::Existing(existing)) => {
                     fire(&started, existing.run.request_id);
                     let rt = act.rt.clone();
@@ -727,6 +918,12 @@ impl Handler<Submit> for AgentRuntime {
         let Some((version, snapshot)) = self.live() else {
             return fail(Rejection::NotDeployed);
         };
+        if let Some(thread) = &msg.request.thread {
+            let scoped = thread_scope(msg.request.member.as_deref(), thread);
+            if msg.request.reject_if_busy && self.lanes.busy(&scoped) {
+                return fail(Error::ThreadBusy(thread.clone()));
+            }
+        }
         let bytes = json_len(&msg.request.input);
         if self.queued >= self.rt.config().max_queue || !self.queued_inputs.admits(bytes) {
             return self.overloaded(&msg.request);
@@ -737,11 +934,17 @@ impl Handler<Submit> for AgentRuntime {
             &msg.request,
             snapshot.endpoint.asynchronous.push_enabled,
         );
-        // Counted at once, so that racing submits respect the bound.
+        // Counted at once, so that racing submits respect the bound, and a thread is busy from
+        // its request's arrival.
         self.queued += 1;
+        let thread = run.thread_key();
+        if let Some(thread) = &thread {
+            self.lanes.queued(thread);
+        }
         let rid = run.run.request_id;
         self.queued_inputs.hold(rid, bytes);
         let (tx, rx) = oneshot::channel();
+        let thread_of = run.thread_of();
         let accepted = self.rt.runs().accept(run.clone(), true);
         ctx.spawn(accepted.into_actor(self).map(move |accepted, act, ctx| {
             let (result, queued) = match accepted {
@@ -753,10 +956,10 @@ impl Handler<Submit> for AgentRuntime {
             if queued {
                 act.rt.metrics().run_entered(RunStatus::Queued);
                 // Before the pump below claims it, so numbered before its `run.started`.
-                let written = act
-                    .rt
-                    .runs()
-                    .append_run_event(rid, "run.queued".into(), json!({}));
+                let written =
+                    act.rt
+                        .runs()
+                        .append_run_event(rid, thread_of, "run.queued".into(), json!({}));
                 actix::spawn(async move {
                     if let Err(e) = written.await {
                         tracing::warn!(request_id = %rid, error = %e, "run.queued was not stored");
@@ -765,6 +968,9 @@ impl Handler<Submit> for AgentRuntime {
             } else {
                 act.queued = act.queued.saturating_sub(1);
                 act.queued_inputs.release(rid);
+                if let Some(thread) = &thread {
+                    act.lanes.dequeued(thread);
+                }
             }
             let _ = tx.send(result);
             // Start it only once it is durable: a run never has effects before its 202 could.
@@ -786,6 +992,15 @@ impl Handler<Cancel> for AgentRuntime {
 
     fn handle(&mut self, msg: Cancel, ctx: &mut Self::Context) -> Self::Result {
         let (tx, rx) = oneshot::channel();
+        if let Some(held) = self.lanes.remove_waiting(msg.rid) {
+            // Waiting for its thread: it never started.
+            self.reserved = self.reserved.saturating_sub(1);
+            let (run, reply) = held.what.into_run();
+            let replies = reply.into_iter().chain([tx]).collect();
+            let ending = cancelled("requested");
+            self.finalize(run, true, replies, Instant::now(), ending, true);
+            return reply_from(rx);
+        }
         if let Some(entry) = self.running.get(&msg.rid) {
             entry.executor.do_send(Abort);
             self.end(msg.rid, cancelled("requested"), Some(tx), true);
@@ -804,8 +1019,11 @@ impl Handler<Cancel> for AgentRuntime {
                 Ok(Some(run)) => {
                     act.queued = act.queued.saturating_sub(1);
                     act.queued_inputs.release(rid);
+                    if let Some(thread) = &run.thread_key() {
+                        act.lanes.dequeued(thread);
+                    }
                     rt.metrics().run_entered(RunStatus::Cancelled);
-                    actix::spawn(run_events::record_finished(rt.runs(), &run.run));
+                    actix::spawn(run_events::record_finished(rt.runs(), &run));
                     rt.waiters().wake(rid);
                     if run.run.push.is_some() {
                         rt.wake_pusher();
@@ -872,6 +1090,21 @@ impl AgentRuntime {
             self.end(rid, cancelled(msg.reason), Some(tx), true);
             ended.push(rx);
         }
+        for held in self.lanes.drain() {
+            self.reserved = self.reserved.saturating_sub(1);
+            let (run, reply) = held.what.into_run();
+            let (tx, rx) = oneshot::channel();
+            let replies = reply.into_iter().chain([tx]).collect();
+            self.finalize(
+                run,
+                true,
+                replies,
+                Instant::now(),
+                cancelled(msg.reason),
+                true,
+            );
+            ended.push(rx);
+        }
         self.queued = 0;
         self.queued_inputs.clear();
         ctx.stop();
@@ -895,7 +1128,7 @@ impl AgentRuntime {
                     run.finish(status, output, error);
                     let push_due = run.schedule_push();
                     let rid = run.run.request_id;
-                    let ended = run.run.clone();
+                    let ended = run.clone();
                     rt.runs().finish(run, push_due).await?;
                     run_events::record_finished(rt.runs(), &ended).await;
                     rt.metrics().run_entered(RunStatus::Cancelled);
@@ -914,7 +1147,18 @@ impl Handler<Finished> for AgentRuntime {
 
     fn handle(&mut self, msg: Finished, ctx: &mut Self::Context) {
         // A run cancelled meanwhile is no longer in `running`: its result is dropped.
-        self.end(msg.rid, outcome(msg.result), None, false);
+        match msg.result {
+            Ok(Outcome::Paused {
+                pending,
+                checkpoint,
+            }) => self.pause(msg.rid, pending, checkpoint),
+            Ok(Outcome::Done(output)) => {
+                self.end(msg.rid, outcome(Ok(output)), None, false);
+            }
+            Err(e) => {
+                self.end(msg.rid, outcome(Err(e)), None, false);
+            }
+        }
         self.pump(ctx);
     }
 }
@@ -930,4 +1174,42 @@ impl Handler<Pump> for AgentRuntime {
     fn handle(&mut self, _msg: Pump, ctx: &mut Self::Context) {
         self.pump(ctx);
     }
+}
+
+/// How long a final state that could not be stored (the store was unreachable: a networked
+/// engine restarting) is retried before it is left to the next start's recovery.
+const FINISH_RETRY_FOR: Duration = Duration::from_secs(600);
+
+/// Retries storing a run's final state while the store is unreachable, so that a run never
+/// stays `running` in the store while this process is alive and well (no other node would
+/// take it for a dead node's); backs off from 1 s to 10 s.
+async fn store_final_state_later(
+    rt: Runtime,
+    run: StoredRun,
+    push_due: Option<chrono::DateTime<Utc>>,
+) {
+    let rid = run.run.request_id;
+    let started = Instant::now();
+    let mut delay = Duration::from_secs(1);
+    while started.elapsed() < FINISH_RETRY_FOR {
+        tokio::time::sleep(delay).await;
+        match rt.runs().finish(run.clone(), push_due).await {
+            Ok(()) => {
+                tracing::info!(request_id = %rid, "stored a run's final state after the store came back");
+                rt.waiters().wake(rid);
+                if push_due.is_some() {
+                    rt.wake_pusher();
+                }
+                return;
+            }
+            Err(events::store::Error::Unavailable(_)) => {
+                delay = (delay * 2).min(Duration::from_secs(10))
+            }
+            Err(e) => {
+                tracing::error!(request_id = %rid, error = %e, "cannot store a run's final state");
+                return;
+            }
+        }
+    }
+    tracing::error!(request_id = %rid, "gave up storing a run's final state; the next start ends it as interrupted");
 }

@@ -2,21 +2,24 @@
 //! stopping the actor drops the future — and with it any tool or model HTTP call in flight: the
 //! connection is closed, not awaited.
 
-use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use events::connection::Auth;
+use events::connection::Environment;
 use events::event::Snapshot;
-use events::secret::{Cipher, Sealed};
+use events::secret::Cipher;
+use events::AgentState;
 use serde_json::Value;
 use tracing::Instrument;
 use uuid::Uuid;
 
 use super::run_events::Recorder;
-use crate::flow::{self, FlowError, HttpEffects};
+use events::run::Turn;
+use events::store::StoreFuture;
+
+use crate::flow::{self, FlowError, HttpEffects, Outcome};
 
 /// Everything one run needs, fixed when it starts.
 pub struct Job {
@@ -25,8 +28,10 @@ pub struct Job {
     pub input: Value,
     /// The caller's member name (`X-Hangar-Member`).
     pub member: Option<String>,
-    /// Members' own credentials, as the agent has them now.
-    pub members: BTreeMap<String, BTreeMap<String, Auth<Sealed>>>,
+    /// The agent as it is now: members' own credentials and live credentials come from it.
+    pub current: Arc<AgentState>,
+    /// Live for a deployed version's run, draft for a preview.
+    pub environment: Environment,
     pub cipher: Arc<Cipher>,
     /// The agent (endpoint) limit: the outermost timeout.
     pub limit: Option<Duration>,
@@ -34,6 +39,10 @@ pub struct Job {
     pub collaborator: flow::AgentCall,
     /// Where the run's events go; `None` for a preview, which records none.
     pub recorder: Option<Recorder>,
+    /// The run's thread and the read of its last turns (`thread.turns`, `history`).
+    pub thread: Option<(String, StoreFuture<Vec<Turn>>)>,
+    /// For a paused run going on: where it stopped and the answer it got.
+    pub resume: Option<flow::Resume>,
 }
 
 pub struct Executor {
@@ -68,7 +77,8 @@ impl Actor for Executor {
         let effects = HttpEffects {
             agent_id: self.agent,
             snapshot: job.snapshot.clone(),
-            member_credentials: job.members,
+            current: job.current,
+            environment: job.environment,
             member: job.member,
             cipher: job.cipher,
             agent: job.collaborator,
@@ -77,12 +87,30 @@ impl Actor for Executor {
             }),
         };
         let snapshot = job.snapshot;
-        let (input, limit) = (job.input, job.limit);
+        let (input, limit, thread, resume) = (job.input, job.limit, job.thread, job.resume);
         let span = tracing::info_span!("run", request_id = %rid, agent = %self.agent);
-        let work =
-            async move { flow::run(&snapshot, &input, &effects, limit).await }.instrument(span);
+        let work = async move {
+            let thread = match thread {
+                Some((id, turns)) => Some(flow::Thread {
+                    id,
+                    turns: turns.await.map_err(|e| FlowError::Failed {
+                        node: String::new(),
+                        code: "thread_unreadable".into(),
+                        message: format!("the thread's turns could not be read: {e}"),
+                    })?,
+                }),
+                None => None,
+            };
+            let start = flow::Start {
+                input,
+                thread,
+                resume,
+            };
+            flow::run_from(&snapshot, start, &effects, limit).await
+        }
+        .instrument(span);
         let handle = ctx.spawn(work.into_actor(self).map(
-            move |result: Result<Value, FlowError>, act, ctx| {
+            move |result: Result<Outcome, FlowError>, act, ctx| {
                 act.parent.do_send(Finished { rid, result });
                 ctx.stop();
             },
@@ -96,7 +124,7 @@ impl Actor for Executor {
 #[rtype(result = "()")]
 pub struct Finished {
     pub rid: Uuid,
-    pub result: Result<Value, FlowError>,
+    pub result: Result<Outcome, FlowError>,
 }
 
 /// Stop now: the flow future is dropped with whatever call it was waiting on.

@@ -10,9 +10,10 @@ mod executor;
 mod metrics;
 mod quota;
 pub mod run_events;
+mod threads;
 mod waiters;
 
-pub use agent_runtime::{AgentRuntime, Parent, Request, StartSignal, MAX_PREVIEWS};
+pub use agent_runtime::{AgentRuntime, Parent, Request, ResumeRun, StartSignal, MAX_PREVIEWS};
 pub use events::run::{Mode, PushState, PushStatus, Run, RunError, RunStatus, StoredRun};
 pub use events::store::IDEMPOTENCY_WINDOW;
 pub use metrics::Metrics;
@@ -32,7 +33,7 @@ use events::{AgentState, Rejection};
 use serde_json::Value;
 use uuid::Uuid;
 
-use self::agent_runtime::{Cancel, Invoke, Pump, Shutdown, Submit};
+use self::agent_runtime::{Adopt, Cancel, Invoke, Pump, Shutdown, Submit};
 use self::waiters::Waiters;
 use crate::agent::Outcome;
 use crate::flow::{AgentCall, EffectError};
@@ -62,6 +63,10 @@ impl Default for RuntimeConfig {
         }
     }
 }
+
+/// How often a long-poll reads a run again on a shared store (cluster mode), where the run may
+/// end on another node.
+const SHARED_POLL: Duration = Duration::from_millis(250);
 
 #[derive(Clone)]
 pub struct Runtime {
@@ -311,15 +316,64 @@ impl Runtime {
         if settled(&run) || max.is_zero() {
             return Ok(run);
         }
-        let woken = self.inner.waiters.register(rid);
+        let mut woken = self.inner.waiters.register(rid);
         // Read again once registered: a finish between the first read and the registration
         // would otherwise be missed until `max`.
         let run = self.run(agent, rid).await?;
         if settled(&run) {
             return Ok(run);
         }
-        let _ = tokio::time::timeout(max, woken).await;
-        self.run(agent, rid).await
+        if !self.inner.registry.is_shared() {
+            let _ = tokio::time::timeout(max, woken).await;
+            return self.run(agent, rid).await;
+        }
+        // Cluster mode: the run may end on another node, whose wake-up never comes here; the
+        // store is read again every SHARED_POLL as well.
+        let deadline = tokio::time::Instant::now() + max;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero()
+                || tokio::time::timeout(left.min(SHARED_POLL), &mut woken)
+                    .await
+                    .is_ok()
+            {
+                return self.run(agent, rid).await;
+            }
+            let run = self.run(agent, rid).await?;
+            if settled(&run) {
+                return Ok(run);
+            }
+        }
+    }
+
+    /// A person's answer to paused request `rid`: it goes on in the background. Answers with
+    /// the run as resumed; [`Error::NotWaiting`] when it is not paused.
+    pub async fn resume(
+        &self,
+        agent: Uuid,
+        rid: Uuid,
+        answer: crate::flow::Answer,
+    ) -> Result<StoredRun, Error> {
+        let addr = self.agent_runtime(agent)?;
+        self.state(agent).await?;
+        addr.send(ResumeRun { rid, answer })
+            .await
+            .map_err(mailbox)?
+    }
+
+    /// The last `last` turns of thread `thread` of `agent`, oldest first.
+    pub async fn thread(
+        &self,
+        agent: Uuid,
+        thread: String,
+        last: usize,
+    ) -> Result<Vec<events::run::Turn>, Error> {
+        Ok(self.inner.runs.turns(agent, thread, last).await?)
+    }
+
+    /// Deletes thread `thread` of `agent` from storage; false if it had no turns.
+    pub async fn delete_thread(&self, agent: Uuid, thread: String) -> Result<bool, Error> {
+        Ok(self.inner.runs.delete_thread(agent, thread).await?)
     }
 
     /// Cancels a request; the agent's runtime decides what that means for it.
@@ -376,8 +430,36 @@ impl Runtime {
     /// they may have called tools already, so running them again could repeat side effects —
     /// and queued runs start again (or are cancelled if their agent is no longer live).
     pub async fn recover(&self) -> Result<Recovery, Error> {
-        let mut report = Recovery::default();
-        for mut run in self.inner.runs.running().await? {
+        let mut left = Vec::new();
+        let mut held: HashMap<Uuid, Vec<StoredRun>> = HashMap::new();
+        for run in self.inner.runs.running().await? {
+            if run.mode == Mode::Async && run.run.started_at.is_none() {
+                // Claimed, then held back for its thread: it never started.
+                held.entry(run.run.agent_id).or_default().push(run);
+            } else {
+                left.push(run);
+            }
+        }
+        let mut report = Recovery {
+            interrupted: self.interrupt(left).await?,
+            ..Recovery::default()
+        };
+        for (agent, mut runs) in held {
+            runs.sort_by_key(|r| r.run.request_id);
+            // The runtime reads the agent's published state, which must be there first.
+            let addr = self.agent_runtime(agent)?;
+            self.state(agent).await?;
+            addr.do_send(Adopt { runs });
+        }
+        report.agents_with_queue = self.restart_queues().await?;
+        Ok(report)
+    }
+
+    /// Ends `runs` `failed` (`interrupted`): runs whose process is gone (this one's before a
+    /// restart, or a dead cluster node's). Returns how many.
+    pub async fn interrupt(&self, runs: Vec<StoredRun>) -> Result<usize, Error> {
+        let mut interrupted = 0;
+        for mut run in runs {
             run.finish(
                 RunStatus::Failed,
                 None,
@@ -388,14 +470,26 @@ impl Runtime {
                 )),
             );
             let push_due = run.schedule_push();
-            let ended = run.run.clone();
+            let rid = run.run.request_id;
+            let ended = run.clone();
             self.inner.runs.finish(run, push_due).await?;
             run_events::record_finished(&self.inner.runs, &ended).await;
             self.inner.metrics.run_entered(RunStatus::Failed);
-            report.interrupted += 1;
+            self.inner.waiters.wake(rid);
+            interrupted += 1;
         }
+        if interrupted > 0 {
+            self.wake_pusher();
+        }
+        Ok(interrupted)
+    }
+
+    /// Starts the runtime of every agent with queued runs, which claims them as its limits
+    /// allow (or cancels them if the agent is no longer live). Returns how many agents.
+    pub async fn restart_queues(&self) -> Result<usize, Error> {
+        let mut agents_with_queue = 0;
         for agent in self.inner.runs.agents_with_queue().await? {
-            report.agents_with_queue += 1;
+            agents_with_queue += 1;
             let live = match self.inner.registry.state(agent).await {
                 Ok(state) => state.live_version.is_some().then_some(state),
                 Err(_) => None,
@@ -415,10 +509,38 @@ impl Runtime {
                 }
             }
         }
-        if report.interrupted > 0 {
-            self.wake_pusher();
+        Ok(agents_with_queue)
+    }
+
+    /// Another node changed `agent` (cluster mode): if this node serves it, catch up, and act
+    /// on what changed as the node that made the change did: an undeploy cancels the runs
+    /// this node runs or holds queued; a deploy lets queued runs start.
+    pub async fn changed_elsewhere(&self, agent: Uuid) -> Result<(), Error> {
+        let existing = self
+            .inner
+            .agents
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&agent).cloned());
+        // An agent this node does not serve has nothing here to act on; its next read here
+        // checks the log anyway.
+        let Some(addr) = existing else {
+            return Ok(());
+        };
+        let state = self.inner.registry.state(agent).await?;
+        if state.live_version.is_some() {
+            addr.do_send(Pump);
+            return Ok(());
         }
-        Ok(report)
+        if let Ok(mut agents) = self.inner.agents.lock() {
+            agents.remove(&agent);
+        }
+        addr.send(Shutdown {
+            reason: "undeployed",
+        })
+        .await
+        .map_err(mailbox)??;
+        Ok(())
     }
 
     /// How an `agent` node of run `rid` (of `agent`) calls a collaborator: a sync run of its

@@ -18,7 +18,7 @@ use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 
-use events::run::RunEvent;
+use events::run::{RunEvent, StoredRun, ThreadOf};
 use events::store::RunStores;
 use serde_json::{json, Value};
 use tokio::sync::{broadcast, Notify};
@@ -134,6 +134,7 @@ impl Recorder {
         rid: Uuid,
         agent: Uuid,
         member: Option<String>,
+        thread: Option<ThreadOf>,
     ) -> Recorder {
         hub.open(rid, agent, member);
         let recorder = Recorder {
@@ -159,7 +160,7 @@ impl Recorder {
                     .into_iter()
                     .map(|(kind, data)| (kind.to_owned(), data))
                     .collect();
-                match store.append_run_events(rid, events).await {
+                match store.append_run_events(rid, thread.clone(), events).await {
                     Ok(events) => {
                         for event in events {
                             hub.publish(rid, event);
@@ -233,6 +234,14 @@ impl Recorder {
         }
     }
 
+    /// `run.input_required {pending}`: the run paused for a person. It leaves this recorder
+    /// (resumed, it runs with a new one), so nothing more is taken after it.
+    pub fn input_required(&self, pending: &Value) {
+        self.push("run.input_required", json!({ "pending": pending }));
+        self.queue.borrow_mut().closed = true;
+        self.wake.notify_one();
+    }
+
     /// `run.finished {run}`, always the last: the recorder takes nothing after it.
     pub fn finished(&self, run: &events::run::Run) {
         self.push("run.finished", json!({ "run": run }));
@@ -246,11 +255,15 @@ impl Recorder {
 /// once it is stored; a failure is logged, not returned (the run's final state is what counts).
 pub fn record_finished(
     store: &Arc<dyn RunStores>,
-    run: &events::run::Run,
+    run: &StoredRun,
 ) -> impl std::future::Future<Output = ()> + 'static {
-    let written =
-        store.append_run_event(run.request_id, "run.finished".into(), json!({ "run": run }));
-    let rid = run.request_id;
+    let rid = run.run.request_id;
+    let written = store.append_run_event(
+        rid,
+        run.thread_of(),
+        "run.finished".into(),
+        json!({ "run": run.run }),
+    );
     async move {
         if let Err(e) = written.await {
             tracing::warn!(request_id = %rid, error = %e, "run.finished was not stored");

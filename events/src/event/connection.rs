@@ -1,7 +1,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{Apply, Meta};
-use crate::connection::{Auth, Connection};
+use crate::connection::{Auth, Connection, Environment};
 use crate::secret::Sealed;
 use crate::state::{AgentState, ConnectionState};
 
@@ -15,16 +15,14 @@ impl Apply<AgentState> for ConnectionAdded {
     fn apply(&self, state: &mut AgentState, _meta: Meta) {
         state.connections.insert(
             self.connection.id.clone(),
-            ConnectionState {
-                connection: self.connection.clone(),
-                members: Default::default(),
-            },
+            ConnectionState::new(self.connection.clone()),
         );
     }
 }
 
 /// A connection was replaced. Members' own credentials survive unless the auth type changed,
-/// since credentials of another type could never be used.
+/// since credentials of another type could never be used. Its checks are forgotten: they were
+/// of the credentials it had.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ConnectionUpdated {
     pub connection: Connection<Sealed>,
@@ -35,14 +33,13 @@ impl Apply<AgentState> for ConnectionUpdated {
         let entry = state
             .connections
             .entry(self.connection.id.clone())
-            .or_insert_with(|| ConnectionState {
-                connection: self.connection.clone(),
-                members: Default::default(),
-            });
+            .or_insert_with(|| ConnectionState::new(self.connection.clone()));
         if entry.connection.auth.type_name() != self.connection.auth.type_name() {
             entry.members.clear();
+            entry.live_members.clear();
         }
         entry.connection = self.connection.clone();
+        entry.checks.clear();
     }
 }
 
@@ -58,18 +55,30 @@ impl Apply<AgentState> for ConnectionRemoved {
     }
 }
 
-/// A member stored its own credentials for a `member` connection (sealed).
+/// A member stored its own credentials for a `member` connection (sealed), for the draft
+/// environment or the live one. That member's checks are forgotten: they were of other
+/// credentials (a live run without live credentials uses the draft ones).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MemberCredentialSet {
     pub connection: String,
     pub member: String,
     pub auth: Auth<Sealed>,
+    /// Absent in logs written before environments, and left out for the draft, so draft
+    /// credentials are stored exactly as before.
+    #[serde(default, skip_serializing_if = "Environment::is_draft")]
+    pub environment: Environment,
 }
 
 impl Apply<AgentState> for MemberCredentialSet {
     fn apply(&self, state: &mut AgentState, _meta: Meta) {
         if let Some(c) = state.connections.get_mut(&self.connection) {
-            c.members.insert(self.member.clone(), self.auth.clone());
+            let members = match self.environment {
+                Environment::Draft => &mut c.members,
+                Environment::Live => &mut c.live_members,
+            };
+            members.insert(self.member.clone(), self.auth.clone());
+            c.checks
+                .retain(|check| check.member.as_deref() != Some(self.member.as_str()));
         }
     }
 }
@@ -88,6 +97,15 @@ impl super::Sample for ConnectionAdded {
                     header: "X-Api-Key".into(),
                     key: Some(super::sealed_sample("weather-key")),
                 },
+                environments: Some(crate::connection::Environments {
+                    live: Some(crate::connection::EnvironmentCredentials {
+                        auth: Auth::ApiKey {
+                            header: "X-Api-Key".into(),
+                            key: Some(super::sealed_sample("weather-live-key")),
+                        },
+                    }),
+                }),
+                check_path: Some("/v1/me".into()),
             },
         }
     }
@@ -104,6 +122,8 @@ impl super::Sample for ConnectionUpdated {
                 sso: true,
                 credentials: crate::connection::CredentialMode::Member,
                 auth: Auth::Bearer { token: None },
+                environments: None,
+                check_path: None,
             },
         }
     }
@@ -125,6 +145,7 @@ impl super::Sample for MemberCredentialSet {
             auth: Auth::Bearer {
                 token: Some(super::sealed_sample("alice-token")),
             },
+            environment: Environment::Live,
         }
     }
 }

@@ -16,6 +16,7 @@
 //! state depends on the events, not the other way round.
 
 mod connection;
+mod connection_checked;
 mod created;
 mod deployment;
 mod endpoint;
@@ -116,6 +117,7 @@ kinds! {
     ConnectionUpdated => connection::ConnectionUpdated,
     ConnectionRemoved => connection::ConnectionRemoved,
     MemberCredentialSet => connection::MemberCredentialSet,
+    ConnectionChecked => connection_checked::ConnectionChecked,
     Deployed => deployment::Deployed,
     Redeployed => deployment::Redeployed,
     Undeployed => deployment::Undeployed,

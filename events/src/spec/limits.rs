@@ -20,6 +20,12 @@ pub const NODE_TIMEOUT_S: RangeInclusive<u64> = 1..=600;
 pub const MODEL_TIMEOUT_S: RangeInclusive<u64> = 1..=600;
 pub const MAX_CONCURRENCY: RangeInclusive<u32> = 1..=10_000;
 pub const TOP_K: RangeInclusive<u32> = 1..=50;
+/// Model calls of one model node that uses tools (`max_steps`).
+pub const MAX_STEPS: RangeInclusive<u32> = 1..=20;
+/// The model calls one node makes when `max_steps` is not set.
+pub const DEFAULT_MAX_STEPS: u32 = 5;
+/// Turns of a thread a run remembers (`memory.turns`).
+pub const MEMORY_TURNS: RangeInclusive<u32> = 0..=100;
 
 /// The draft serialized as JSON, knowledge contents aside (they have limits of their own).
 pub const SPEC_BYTES: usize = 1024 * 1024;
@@ -96,6 +102,18 @@ pub fn check(spec: &AgentSpec) -> Result<(), Rejection> {
         if let Some(body) = &tool.body {
             templates(body, format!("tools[{i}].body"))?;
         }
+        if let Some(description) = &tool.description {
+            if description.len() > TEMPLATE_BYTES {
+                return Err(Rejection::invalid(
+                    format!("tools[{i}].description"),
+                    format!(
+                        "is {} bytes; a tool's description is at most {}",
+                        description.len(),
+                        human(TEMPLATE_BYTES)
+                    ),
+                ));
+            }
+        }
     }
     count(
         spec.collaborators.len(),
@@ -125,7 +143,14 @@ fn check_flow(flow: &Flow) -> Result<(), Rejection> {
             NodeKind::Transform { output } | NodeKind::End { output } => {
                 templates(output, format!("{at}.output"))?
             }
-            NodeKind::Model { prompt } => template(prompt, format!("{at}.prompt"))?,
+            NodeKind::Model { prompt, tools, .. } => {
+                template(prompt, format!("{at}.prompt"))?;
+                count(tools.len(), TOOLS, "tools", &format!("{at}.tools"))?;
+                for (j, tool) in tools.iter().enumerate() {
+                    name(tool, format!("{at}.tools[{j}]"))?;
+                }
+            }
+            NodeKind::Input { prompt } => template(prompt, format!("{at}.prompt"))?,
             NodeKind::Tool { tool, args } => {
                 name(tool, format!("{at}.tool"))?;
                 templates(args, format!("{at}.args"))?;
@@ -497,6 +522,9 @@ mod tests {
         let mut s = spec();
         nodes(&mut s)[0].kind = NodeKind::Model {
             prompt: big.clone(),
+            tools: vec![],
+            max_steps: None,
+            history: false,
         };
         refused(&s, "flow.nodes[0].prompt");
         let mut s = spec();
@@ -522,10 +550,16 @@ mod tests {
                 chain(TEMPLATE_OPERATORS),
                 chain(3)
             ),
+            tools: vec![],
+            max_steps: None,
+            history: false,
         };
         check(&s).expect("100 in one tag; text outside tags does not count");
         nodes(&mut s)[0].kind = NodeKind::Model {
             prompt: format!("{} {}", chain(2), chain(TEMPLATE_OPERATORS + 1)),
+            tools: vec![],
+            max_steps: None,
+            history: false,
         };
         let why = refused(&s, "flow.nodes[0].prompt");
         assert!(why.contains("101 operators"), "{why}");

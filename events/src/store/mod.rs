@@ -12,6 +12,7 @@
 //! none) and the returned [`Commit`] resolves only once the events are durable.
 
 mod fold;
+pub mod pg;
 pub mod runs;
 mod sled_store;
 mod verify;
@@ -20,6 +21,7 @@ mod verify;
 pub mod conformance;
 
 pub use fold::{current_state, current_state_and_snapshot};
+pub use pg::PgStore;
 pub use runs::{
     Accepted, DuePush, RunEventStore, RunStore, RunStores, StoreFuture, ThreadStore,
     IDEMPOTENCY_WINDOW,
@@ -53,6 +55,10 @@ pub enum Error {
     Io(String),
     #[error("the store is shutting down")]
     Closed,
+    /// The store cannot be reached now (a networked engine's server is down or restarting);
+    /// the request may be retried.
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// Appended events on their way to disk. The events are visible to reads at once; they are

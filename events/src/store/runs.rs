@@ -19,7 +19,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::Error;
-use crate::run::{RunError, RunEvent, StoredRun, Turn};
+use crate::run::{RunError, RunEvent, StoredRun, ThreadOf, Turn};
 
 /// What a store method resolves to: `'static` and `Send`, so it can be spawned anywhere.
 pub type StoreFuture<T> = Pin<Box<dyn Future<Output = Result<T, Error>> + Send + 'static>>;
@@ -151,7 +151,15 @@ pub trait RunStore: Send + Sync + 'static {
 pub trait RunEventStore: Send + Sync + 'static {
     /// Appends one event of `kind` to run `rid` and returns it with its seq (the run's last seq
     /// plus one). Appends to one run are numbered in the order their futures were created.
-    fn append_run_event(&self, rid: Uuid, kind: String, data: Value) -> StoreFuture<RunEvent>;
+    /// `thread`: the run's thread, if it has one; deleting that thread erases the event's data
+    /// (a reader then gets `{"deleted": true}` in its place).
+    fn append_run_event(
+        &self,
+        rid: Uuid,
+        thread: Option<ThreadOf>,
+        kind: String,
+        data: Value,
+    ) -> StoreFuture<RunEvent>;
 
     /// Appends `events` to run `rid` in order, numbered after its last seq, and returns them:
     /// what a run's event writer does with the events that queued up meanwhile. An engine
@@ -160,11 +168,12 @@ pub trait RunEventStore: Send + Sync + 'static {
     fn append_run_events(
         &self,
         rid: Uuid,
+        thread: Option<ThreadOf>,
         events: Vec<(String, Value)>,
     ) -> StoreFuture<Vec<RunEvent>> {
         let appends: Vec<_> = events
             .into_iter()
-            .map(|(kind, data)| self.append_run_event(rid, kind, data))
+            .map(|(kind, data)| self.append_run_event(rid, thread.clone(), kind, data))
             .collect();
         Box::pin(async move {
             let mut out = Vec::with_capacity(appends.len());

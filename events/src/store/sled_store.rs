@@ -10,6 +10,7 @@
 
 mod group_commit;
 mod runs;
+mod thread_keys;
 mod wal;
 
 pub use runs::SledRuns;
@@ -41,6 +42,8 @@ const HASH_LEN: usize = 64;
 /// server's lock makes them fail with [`Error::Locked`] rather than read a log in motion.
 pub struct SledStore {
     db: sled::Db,
+    /// The directory, for what lives beside sled (`thread_keys`).
+    dir: std::path::PathBuf,
     events: sled::Tree,
     heads: sled::Tree,
     /// Holds the lsn of the last logged transaction sled applied ([`wal`]).
@@ -81,6 +84,7 @@ impl SledStore {
         let group_commit = GroupCommit::start(db.clone(), path)?;
         Ok(SledStore {
             db,
+            dir: path.to_path_buf(),
             events,
             heads,
             wal_meta,

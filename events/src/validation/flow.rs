@@ -16,6 +16,8 @@ use super::{check_range, listing, Report};
 struct Scope<'a> {
     agent_id: Uuid,
     tools: HashSet<&'a str>,
+    /// The tools a model may be given: those with `parameters`.
+    described: HashSet<&'a str>,
     collaborators: HashSet<Uuid>,
     has_knowledge: bool,
 }
@@ -60,6 +62,12 @@ pub(super) fn check_flow(
     let scope = Scope {
         agent_id,
         tools: spec.tools.iter().map(|t| t.name.as_str()).collect(),
+        described: spec
+            .tools
+            .iter()
+            .filter(|t| t.parameters.is_some())
+            .map(|t| t.name.as_str())
+            .collect(),
         collaborators: spec
             .collaborators
             .iter()
@@ -163,7 +171,28 @@ fn check_node_kind(
         NodeKind::Transform { output } | NodeKind::End { output } => {
             check_json_templates(jinja, output, format!("{path}.output"), report);
         }
-        NodeKind::Model { prompt } => {
+        NodeKind::Model {
+            prompt,
+            tools,
+            max_steps,
+            ..
+        } => {
+            check_template(jinja, prompt, format!("{path}.prompt"), report);
+            for (j, tool) in tools.iter().enumerate() {
+                check_model_tool(node, tool, scope, format!("{path}.tools[{j}]"), report);
+            }
+            if let Some(steps) = max_steps {
+                check_range(
+                    "max_steps_out_of_range",
+                    "max_steps",
+                    *steps,
+                    &limits::MAX_STEPS,
+                    format!("{path}.max_steps"),
+                    report,
+                );
+            }
+        }
+        NodeKind::Input { prompt } => {
             check_template(jinja, prompt, format!("{path}.prompt"), report);
         }
         NodeKind::Tool { tool, args } => {
@@ -218,6 +247,73 @@ fn check_node_kind(
             check_json_templates(jinja, input, format!("{path}.input"), report);
         }
     }
+}
+
+/// What a model node offers its model: a tool with `parameters` (the model must know what to
+/// send), `knowledge`, or a collaborator; each by a name a model can call (OpenAI function names
+/// are 1-64 of `A-Za-z0-9_-`).
+fn check_model_tool(node: &Node, tool: &str, scope: &Scope, path: String, report: &mut Report) {
+    if tool == KNOWLEDGE_TOOL {
+        if !scope.has_knowledge {
+            report.warning(
+                "no_knowledge_files",
+                path,
+                format!(
+                    "model node '{}' offers `knowledge` but the agent has no knowledge files: add \
+                     files to `knowledge`, or remove it from `tools`",
+                    node.id
+                ),
+            );
+        }
+        return;
+    }
+    if let Ok(id) = Uuid::parse_str(tool) {
+        if id != scope.agent_id && scope.collaborators.contains(&id) {
+            return;
+        }
+    }
+    if !scope.tools.contains(tool) {
+        report.error(
+            "unknown_tool",
+            path,
+            format!(
+                "model node '{}' offers '{tool}', which is neither a tool in `tools`, \
+                 \"knowledge\", nor a collaborator id in `collaborators`: name one of: {}",
+                node.id,
+                listing(scope.tools.iter().copied())
+            ),
+        );
+    } else if !scope.described.contains(tool) {
+        report.error(
+            "missing_parameters",
+            path,
+            format!(
+                "tool '{tool}' has no `parameters`, so model node '{}' cannot tell its model \
+                 what to send: give the tool a JSON Schema object in `parameters`",
+                node.id
+            ),
+        );
+    } else if !is_function_name(tool) {
+        report.error(
+            "invalid_tool_name",
+            path,
+            format!(
+                "tool '{tool}' cannot be offered to a model: a model calls tools by names of 1-64 \
+                 letters, digits, `_` or `-`; rename the tool"
+            ),
+        );
+    }
+}
+
+/// The name a model node offers the knowledge search under.
+pub const KNOWLEDGE_TOOL: &str = "knowledge";
+
+/// Whether `name` is a valid OpenAI function name.
+pub fn is_function_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 fn check_agent_node(node: &Node, agent: &str, scope: &Scope, path: &str, report: &mut Report) {

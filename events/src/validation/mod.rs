@@ -25,8 +25,10 @@ use crate::connection::Connection;
 use crate::secret::Sealed;
 use crate::spec::AgentSpec;
 
+mod checks;
 mod collaborators;
 mod flow;
+pub use flow::{is_function_name, KNOWLEDGE_TOOL};
 mod graph;
 mod profile;
 mod templates;
@@ -98,6 +100,30 @@ pub fn validate(
     collaborators::check_collaborators(agent_id, &spec.collaborators, directory, &mut report);
     flow::check_flow(agent_id, spec, &jinja, &mut report);
     tools::check_unused_connections(spec, connections, &mut report);
+    if let Some(memory) = &spec.memory {
+        check_range(
+            "memory_out_of_range",
+            "memory.turns",
+            memory.turns,
+            &crate::spec::limits::MEMORY_TURNS,
+            "memory.turns",
+            &mut report,
+        );
+    }
+    report
+}
+
+/// [`validate`], plus what agent `state` knows of the connections beyond the spec: the latest
+/// checks of their credentials (`connection_rejected`). What deploy, the validation route and
+/// the summary run.
+pub fn validate_agent(
+    state: &crate::AgentState,
+    spec: &AgentSpec,
+    connections: &[Connection<Sealed>],
+    directory: &dyn Directory,
+) -> Report {
+    let mut report = validate(state.id, spec, connections, directory);
+    checks::check_rejected(connections, &state.connections, &mut report);
     report
 }
 

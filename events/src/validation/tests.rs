@@ -608,3 +608,75 @@ fn warnings_and_the_profile_text_do_not_block_a_run() {
     assert_warning(&report, "unreachable_node", "flow.nodes[3]");
     assert_eq!(runnable(spec), Ok(()));
 }
+
+/// The example's greeting node as a model node that offers `tools`.
+fn offering(tools: Value, extra: impl FnOnce(&mut Value)) -> Report {
+    edited(|s| {
+        s["tools"][0]["parameters"] = json!({"type": "object"});
+        s["collaborators"] = json!([LIVE.to_string()]);
+        s["flow"]["nodes"][0] =
+            json!({"id": "greet", "type": "model", "prompt": "hi", "tools": tools, "next": "sky"});
+        extra(s);
+    })
+}
+
+#[test]
+fn a_model_node_may_offer_tools_knowledge_and_collaborators() {
+    let report = offering(json!(["forecast", "knowledge", LIVE.to_string()]), |_| {});
+    assert!(report.ok(), "{report:#?}");
+    // A tool only a model node offers is used.
+    let report = offering(json!(["forecast"]), |s| {
+        s["flow"]["nodes"][1] =
+            json!({"id": "sky", "type": "transform", "output": 1, "next": "done"});
+    });
+    assert!(report.ok(), "{report:#?}");
+}
+
+#[test]
+fn what_a_model_node_offers_is_checked() {
+    let r = offering(json!(["teleport"]), |_| {});
+    assert_error(&r, "unknown_tool", "flow.nodes[0].tools[0]");
+    let r = offering(json!([DRAFT.to_string()]), |_| {});
+    assert_error(&r, "unknown_tool", "flow.nodes[0].tools[0]");
+    let r = offering(json!(["forecast"]), |s| {
+        s["tools"][0]["parameters"] = Value::Null
+    });
+    assert_only_error(&r, "missing_parameters", "flow.nodes[0].tools[0]");
+    let r = offering(json!(["forecast"]), |s| {
+        s["tools"][0]["parameters"] = json!("object")
+    });
+    assert_only_error(&r, "invalid_parameters", "tools[0].parameters");
+    let r = offering(json!(["for cast"]), |s| {
+        s["tools"][0]["name"] = json!("for cast");
+        s["flow"]["nodes"][1]["tool"] = json!("for cast");
+    });
+    assert_only_error(&r, "invalid_tool_name", "flow.nodes[0].tools[0]");
+    let r = offering(json!(["knowledge"]), |s| s["knowledge"] = json!([]));
+    assert_warning(&r, "no_knowledge_files", "flow.nodes[0].tools[0]");
+    for (steps, ok) in [(0, false), (1, true), (20, true), (21, false)] {
+        let r = offering(json!(["forecast"]), |s| {
+            s["flow"]["nodes"][0]["max_steps"] = json!(steps)
+        });
+        assert_eq!(r.ok(), ok, "max_steps {steps}: {r:#?}");
+        if !ok {
+            assert_only_error(&r, "max_steps_out_of_range", "flow.nodes[0].max_steps");
+        }
+    }
+    for (turns, ok) in [(0, true), (100, true), (101, false)] {
+        let r = edited(|s| s["memory"] = json!({ "turns": turns }));
+        assert_eq!(r.ok(), ok, "memory.turns {turns}: {r:#?}");
+    }
+}
+
+#[test]
+fn an_input_node_needs_a_valid_prompt_and_a_next() {
+    let r = edited(|s| {
+        s["flow"]["nodes"][0] =
+            json!({"id": "greet", "type": "input", "prompt": "Your {{ name", "next": "sky"});
+    });
+    assert_only_error(&r, "bad_template", "flow.nodes[0].prompt");
+    let r = edited(|s| {
+        s["flow"]["nodes"][0] = json!({"id": "greet", "type": "input", "prompt": "Your name?"});
+    });
+    assert_error(&r, "missing_next", "flow.nodes[0].next");
+}

@@ -40,12 +40,26 @@ pub(super) fn check_tools(
         if let Some(body) = &tool.body {
             check_json_templates(jinja, body, format!("{path}.body"), report);
         }
+        if let Some(parameters) = &tool.parameters {
+            if !parameters.is_object() {
+                report.error(
+                    "invalid_parameters",
+                    format!("{path}.parameters"),
+                    format!(
+                        "tool '{}' has `parameters` that are not a JSON Schema object: write \
+                         e.g. {{\"type\": \"object\", \"properties\": {{...}}}}",
+                        tool.name
+                    ),
+                );
+            }
+        }
         if !used.contains(tool.name.as_str()) {
             report.warning(
                 "unused_tool",
                 path,
                 format!(
-                    "no tool node uses tool '{}': add a `tool` node that calls it, or remove it",
+                    "no tool node or model node uses tool '{}': add a `tool` node that calls \
+                     it, list it in a model node's `tools`, or remove it",
                     tool.name
                 ),
             );
@@ -53,13 +67,14 @@ pub(super) fn check_tools(
     }
 }
 
-/// The tool names that tool nodes call, in flow order.
+/// The tool names that tool nodes call and model nodes offer, in flow order.
 fn tool_nodes(flow: Option<&Flow>) -> impl Iterator<Item = &str> {
     flow.into_iter()
         .flat_map(|flow| &flow.nodes)
-        .filter_map(|node| match &node.kind {
-            NodeKind::Tool { tool, .. } => Some(tool.as_str()),
-            _ => None,
+        .flat_map(|node| match &node.kind {
+            NodeKind::Tool { tool, .. } => vec![tool.as_str()],
+            NodeKind::Model { tools, .. } => tools.iter().map(String::as_str).collect(),
+            _ => vec![],
         })
 }
 

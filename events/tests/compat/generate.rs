@@ -12,8 +12,9 @@ use std::io::Write;
 use std::path::Path;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
+use events::check::{CheckOutcome, CheckStatus};
 use events::command::{decide, Command, Context};
-use events::connection::{Auth, Connection};
+use events::connection::{Auth, Connection, Environment};
 use events::endpoint::EndpointInput;
 use events::envelope::GENESIS_HASH;
 use events::secret::Cipher;
@@ -23,7 +24,7 @@ use events::{AgentState, Envelope, NewEvent};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::{fixture_dir, secret, FIXTURE_KEY, KEYS, LIFECYCLE, MEMBERS, STOPPED};
+use super::{fixture_dir, secret, CHECKS, FIXTURE_KEY, KEYS, LIFECYCLE, MEMBERS, STOPPED};
 
 struct NoAgents;
 
@@ -201,6 +202,7 @@ fn lifecycle() -> Writer {
     .run(Command::SetMemberCredential {
         connection: "crm".into(),
         member: "alice@example.com".into(),
+        environment: Environment::Draft,
         auth: auth(json!({"type": "bearer", "token": secret("alice-token")})),
     })
     .run(Command::EditDraft {
@@ -271,11 +273,13 @@ fn members() -> Writer {
     .run(Command::SetMemberCredential {
         connection: "crm".into(),
         member: "alice".into(),
+        environment: Environment::Draft,
         auth: auth(json!({"type": "api_key", "key": secret("alice-crm-key")})),
     })
     .run(Command::SetMemberCredential {
         connection: "crm".into(),
         member: "bob".into(),
+        environment: Environment::Draft,
         auth: auth(json!({"type": "api_key", "key": secret("bob-crm-key")})),
     })
     .run(Command::UpdateConnection {
@@ -285,6 +289,7 @@ fn members() -> Writer {
     .run(Command::SetMemberCredential {
         connection: "crm".into(),
         member: "alice".into(),
+        environment: Environment::Draft,
         auth: auth(json!({"type": "bearer", "token": secret("alice-crm-token")})),
     })
     .run(Command::AddConnection {
@@ -319,6 +324,97 @@ fn keys() -> Writer {
     w
 }
 
+/// A check of the credentials `state` holds now for `connection` (and `member`) in
+/// `environment`: what the server answered (`None`: nothing, with `detail` saying why).
+fn checked(
+    state: &AgentState,
+    connection: &str,
+    environment: Environment,
+    member: Option<&str>,
+    http_status: Option<u16>,
+    detail: Option<&str>,
+) -> Command {
+    let stored = &state.connections[connection];
+    let (credentials, _) = stored
+        .credentials(member, environment)
+        .expect("credentials to check");
+    Command::RecordConnectionCheck {
+        connection: connection.into(),
+        environment,
+        member: member.map(str::to_owned),
+        server: stored.connection.server.clone(),
+        credentials: credentials.clone(),
+        outcome: CheckOutcome {
+            status: http_status.map_or(CheckStatus::Unreachable, CheckStatus::of_answer),
+            http_status,
+            latency_ms: 87,
+            detail: detail.map(str::to_owned),
+        },
+    }
+}
+
+/// Connection checks and live credentials: a team connection with its own live credentials,
+/// checked in both environments; a member with draft and live credentials, checked live; the
+/// team connection updated (its checks forgotten) and checked again, unreachable.
+fn checks() -> Writer {
+    let start = Utc.with_ymd_and_hms(2025, 5, 12, 16, 0, 0).unwrap();
+    let mut w = Writer::new(CHECKS, start);
+    let desk = || {
+        connection(json!({"id": "desk", "display_name": "Help desk API",
+            "server": "https://desk.example.com", "check_path": "/api/me",
+            "auth": {"type": "bearer", "token": secret("desk-draft-token")},
+            "environments": {"live": {"auth": {"type": "bearer",
+                                               "token": secret("desk-live-token")}}}}))
+    };
+    w.run(Command::Create {
+        spec: spec(json!({"name": "Help desk", "description": "Opens tickets"})),
+    })
+    .run(Command::AddConnection { connection: desk() });
+    let check = checked(&w.state, "desk", Environment::Draft, None, Some(401), None);
+    w.run(check);
+    let check = checked(&w.state, "desk", Environment::Live, None, Some(200), None);
+    w.run(check)
+        .run(Command::AddConnection {
+            connection: connection(json!({"id": "crm", "server": "https://crm.example.com",
+            "credentials": "member", "auth": {"type": "bearer"}})),
+        })
+        .run(Command::SetMemberCredential {
+            connection: "crm".into(),
+            member: "carol".into(),
+            environment: Environment::Draft,
+            auth: auth(json!({"type": "bearer", "token": secret("carol-draft-token")})),
+        })
+        .run(Command::SetMemberCredential {
+            connection: "crm".into(),
+            member: "carol".into(),
+            environment: Environment::Live,
+            auth: auth(json!({"type": "bearer", "token": secret("carol-live-token")})),
+        });
+    let check = checked(
+        &w.state,
+        "crm",
+        Environment::Live,
+        Some("carol"),
+        Some(204),
+        None,
+    );
+    w.run(check).run(Command::UpdateConnection {
+        id: "desk".into(),
+        connection: desk(),
+    });
+    let unreachable = Some("no answer from https://desk.example.com within 10 s");
+    let check = checked(
+        &w.state,
+        "desk",
+        Environment::Draft,
+        None,
+        None,
+        unreachable,
+    );
+    w.run(check);
+    w
+}
+
 #[test]
 #[ignore = "writes the missing fixtures of the current schema version; run by hand"]
 fn schema_fixtures() {
@@ -327,4 +423,5 @@ fn schema_fixtures() {
     stopped().write(&dir, "stopped.jsonl");
     members().write(&dir, "members.jsonl");
     keys().write(&dir, "keys.jsonl");
+    checks().write(&dir, "checks.jsonl");
 }

@@ -6,7 +6,10 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, TimeZone, Utc};
-use events::connection::{Auth, Connection, CredentialMode};
+use events::check::{CheckOutcome, CheckStatus};
+use events::connection::{
+    Auth, Connection, CredentialMode, Environment, EnvironmentCredentials, Environments,
+};
 use events::endpoint::{AsyncSettings, EndpointSettings};
 use events::event::*;
 use events::secret::{Cipher, Place, Sealed};
@@ -264,7 +267,12 @@ fn target() -> impl Strategy<Value = Option<String>> {
 fn node_kind() -> impl Strategy<Value = NodeKind> {
     prop_oneof![
         templates_value().prop_map(|output| NodeKind::Transform { output }),
-        template().prop_map(|prompt| NodeKind::Model { prompt }),
+        template().prop_map(|prompt| NodeKind::Model {
+            prompt,
+            tools: vec![],
+            max_steps: None,
+            history: false
+        }),
         (id(), templates_value()).prop_map(|(tool, args)| NodeKind::Tool { tool, args }),
         (template(), any::<u32>()).prop_map(|(query, top_k)| NodeKind::Knowledge { query, top_k }),
         (
@@ -356,6 +364,9 @@ fn tool() -> impl Strategy<Value = Tool> {
             method,
             path,
             body,
+            description: None,
+            parameters: None,
+            approval: false,
         },
     )
 }
@@ -405,6 +416,7 @@ pub fn spec() -> impl Strategy<Value = AgentSpec> {
                     tools,
                     collaborators,
                     flow,
+                    memory: None,
                 }
             },
         )
@@ -441,19 +453,27 @@ pub fn connection() -> impl Strategy<Value = Connection<Sealed>> {
         any::<bool>(),
         any::<bool>(),
         auth(),
+        prop::option::of(auth()),
+        prop::option::of(garbage()),
     )
-        .prop_map(|(id, display_name, server, sso, member, auth)| Connection {
-            id,
-            display_name,
-            server,
-            sso,
-            credentials: if member {
-                CredentialMode::Member
-            } else {
-                CredentialMode::Team
+        .prop_map(
+            |(id, display_name, server, sso, member, auth, live, check_path)| Connection {
+                id,
+                display_name,
+                server,
+                sso,
+                credentials: if member {
+                    CredentialMode::Member
+                } else {
+                    CredentialMode::Team
+                },
+                auth,
+                environments: live.map(|auth| Environments {
+                    live: Some(EnvironmentCredentials { auth }),
+                }),
+                check_path,
             },
-            auth,
-        })
+        )
 }
 
 fn endpoint() -> impl Strategy<Value = EndpointSettings> {
@@ -505,13 +525,52 @@ pub fn event() -> impl Strategy<Value = Event> {
         connection()
             .prop_map(|connection| Event::ConnectionUpdated(ConnectionUpdated { connection })),
         garbage().prop_map(|id| Event::ConnectionRemoved(ConnectionRemoved { id })),
-        (garbage(), garbage(), auth()).prop_map(|(connection, member, auth)| {
-            Event::MemberCredentialSet(MemberCredentialSet {
-                connection,
-                member,
-                auth,
-            })
-        }),
+        (garbage(), garbage(), auth(), any::<bool>()).prop_map(
+            |(connection, member, auth, live)| {
+                Event::MemberCredentialSet(MemberCredentialSet {
+                    connection,
+                    member,
+                    auth,
+                    environment: if live {
+                        Environment::Live
+                    } else {
+                        Environment::Draft
+                    },
+                })
+            }
+        ),
+        (
+            garbage(),
+            any::<bool>(),
+            prop::option::of(garbage()),
+            0..4u8,
+            prop::option::of(any::<u16>()),
+            any::<u64>(),
+            prop::option::of(garbage()),
+        )
+            .prop_map(
+                |(connection, live, member, status, http_status, latency_ms, detail)| {
+                    Event::ConnectionChecked(ConnectionChecked {
+                        connection,
+                        environment: if live {
+                            Environment::Live
+                        } else {
+                            Environment::Draft
+                        },
+                        member,
+                        outcome: CheckOutcome {
+                            status: match status {
+                                0 => CheckStatus::Authenticated,
+                                1 => CheckStatus::Rejected,
+                                _ => CheckStatus::Unreachable,
+                            },
+                            http_status,
+                            latency_ms,
+                            detail,
+                        },
+                    })
+                }
+            ),
         (any::<u32>(), prop::option::of(any::<u32>()), snapshot()).prop_map(
             |(version, rollback_of, snapshot)| Event::Deployed(Deployed {
                 version,

@@ -31,6 +31,7 @@ macro_rules! cases {
 
 cases!(
     accepted_run_reads_back_whole,
+    a_threads_paused_run_reads_back_whole,
     enqueued_runs_are_claimed_oldest_first,
     racing_claims_never_share_a_run,
     a_repeated_key_with_the_same_body_finds_the_first_request,
@@ -49,6 +50,7 @@ cases!(
     run_events_are_numbered_per_run,
     runs_are_listed_per_agent_newest_first,
     threads_keep_turns_in_order_and_delete_them_all,
+    deleting_a_thread_erases_what_its_runs_said,
 );
 
 pub async fn run_all(store: Arc<dyn RunStores>) {
@@ -77,6 +79,7 @@ fn new_run(agent: Uuid, mode: Mode, input: Value) -> StoredRun {
             push: None,
             pending: None,
             parent: None,
+            thread_id: None,
         },
         mode,
         fingerprint: Some(fingerprint(&input)),
@@ -85,6 +88,7 @@ fn new_run(agent: Uuid, mode: Mode, input: Value) -> StoredRun {
         idempotency_key: None,
         caller: None,
         push_enabled: false,
+        checkpoint: None,
         a2a_push: None,
     }
 }
@@ -119,6 +123,21 @@ pub async fn accepted_run_reads_back_whole(store: Arc<dyn RunStores>) {
     accept_new(&*store, &run, true).await;
     assert_eq!(get(&*store, run.run.request_id).await, Some(run));
     assert_eq!(get(&*store, Uuid::now_v7()).await, None);
+}
+
+/// A run of a thread, paused with what it waits for and where it resumes, reads back field for
+/// field (an engine may store a thread's runs apart, e.g. sealed so that deleting the thread
+/// destroys them).
+pub async fn a_threads_paused_run_reads_back_whole(store: Arc<dyn RunStores>) {
+    let mut run = new_run(Uuid::now_v7(), Mode::Async, json!({"message": "hi"}));
+    run.run.thread_id = Some("chat:1".into());
+    accept_new(&*store, &run, false).await;
+    assert_eq!(get(&*store, run.run.request_id).await, Some(run.clone()));
+    run.run.status = RunStatus::InputRequired;
+    run.run.pending = Some(json!({"kind": "input", "node": "ask", "prompt": "Which?"}));
+    run.checkpoint = Some(json!({"node": "ask", "nodes": {"a": {"text": "x"}}}));
+    store.put(run.clone()).await.expect("put");
+    assert_eq!(get(&*store, run.run.request_id).await, Some(run));
 }
 
 /// A queue is first in, first out; a claim marks runs running with a start time and takes them
@@ -588,7 +607,7 @@ pub async fn purge_keeps_what_must_stay(store: Arc<dyn RunStores>) {
         .await
         .expect("finish");
     store
-        .append_run_event(plain.run.request_id, "run.finished".into(), json!({}))
+        .append_run_event(plain.run.request_id, None, "run.finished".into(), json!({}))
         .await
         .expect("event");
     let purged = store
@@ -629,13 +648,13 @@ pub async fn run_events_are_numbered_per_run(store: Arc<dyn RunStores>) {
     let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
     for i in 0..5 {
         let e = store
-            .append_run_event(a, "node.finished".into(), json!({ "i": i }))
+            .append_run_event(a, None, "node.finished".into(), json!({ "i": i }))
             .await
             .expect("append");
         assert_eq!(e.seq, i + 1);
         assert_eq!(e.kind, "node.finished");
         store
-            .append_run_event(b, "other".into(), json!(i))
+            .append_run_event(b, None, "other".into(), json!(i))
             .await
             .expect("append");
     }
@@ -651,7 +670,11 @@ pub async fn run_events_are_numbered_per_run(store: Arc<dyn RunStores>) {
     assert!(store.run_events(a, 5, 10).await.expect("read").is_empty());
     // A batch continues the numbering, in its order, and reads back whole.
     let batch = store
-        .append_run_events(a, vec![("x".into(), json!(1)), ("y".into(), json!(2))])
+        .append_run_events(
+            a,
+            None,
+            vec![("x".into(), json!(1)), ("y".into(), json!(2))],
+        )
         .await
         .expect("append a batch");
     assert_eq!(batch.iter().map(|e| e.seq).collect::<Vec<_>>(), [6, 7]);
@@ -661,7 +684,7 @@ pub async fn run_events_are_numbered_per_run(store: Arc<dyn RunStores>) {
         ["x", "y"]
     );
     assert!(store
-        .append_run_events(a, Vec::new())
+        .append_run_events(a, None, Vec::new())
         .await
         .expect("an empty batch")
         .is_empty());
@@ -720,6 +743,16 @@ pub async fn threads_keep_turns_in_order_and_delete_them_all(store: Arc<dyn RunS
         .delete_thread(agent, "t".into())
         .await
         .expect("delete"));
+    // A thread id may be used again after its deletion: a new thread, with none of the old.
+    let fresh = turn(7);
+    store
+        .append_turn(agent, "t".into(), fresh.clone())
+        .await
+        .expect("append");
+    assert_eq!(
+        store.turns(agent, "t".into(), 20).await.expect("turns"),
+        vec![fresh]
+    );
     assert_eq!(
         store
             .turns(agent, "t2".into(), 20)
@@ -765,4 +798,70 @@ pub async fn runs_are_listed_per_agent_newest_first(store: Arc<dyn RunStores>) {
         .await
         .expect("list")
         .is_empty());
+}
+
+/// Deleting a thread erases what was said in its runs, not only its turns: each run keeps its
+/// record without its input, output and pending, and its events keep their numbers and kinds
+/// without their data. Another thread's runs keep everything.
+pub async fn deleting_a_thread_erases_what_its_runs_said(store: Arc<dyn RunStores>) {
+    let agent = Uuid::now_v7();
+    let in_thread = |thread: &str, said: &str| {
+        let mut run = new_run(agent, Mode::Async, json!({ "message": said }));
+        run.run.thread_id = Some(thread.into());
+        run
+    };
+    let gone = in_thread("gone", "forget me");
+    let kept = in_thread("kept", "keep me");
+    for run in [&gone, &kept] {
+        accept_new(&*store, run, false).await;
+        let mut ended = run.clone();
+        ended.finish(RunStatus::Succeeded, Some(json!("an answer")), None);
+        store.finish(ended, None).await.expect("finish");
+        for kind in ["node.finished", "run.finished"] {
+            store
+                .append_run_event(
+                    run.run.request_id,
+                    run.thread_of(),
+                    kind.into(),
+                    json!({ "said": run.input["message"] }),
+                )
+                .await
+                .expect("event");
+        }
+    }
+    let scope = gone.thread_key().expect("a thread");
+    assert!(store.delete_thread(agent, scope).await.expect("delete"));
+
+    let after = get(&*store, gone.run.request_id)
+        .await
+        .expect("still listed");
+    assert_eq!(after.run.status, RunStatus::Succeeded);
+    assert!(!serde_json::to_string(&after)
+        .expect("json")
+        .contains("forget me"));
+    assert_eq!(after.run.output, None);
+    let events = store
+        .run_events(gone.run.request_id, 0, 10)
+        .await
+        .expect("events");
+    assert_eq!(
+        events
+            .iter()
+            .map(|e| (e.seq, e.kind.as_str()))
+            .collect::<Vec<_>>(),
+        [(1, "node.finished"), (2, "run.finished")]
+    );
+    assert!(
+        events.iter().all(|e| e.data == json!({"deleted": true})),
+        "{events:?}"
+    );
+
+    let other = get(&*store, kept.run.request_id).await.expect("kept");
+    assert_eq!(other.input["message"], "keep me");
+    assert_eq!(other.run.output, Some(json!("an answer")));
+    let events = store
+        .run_events(kept.run.request_id, 0, 10)
+        .await
+        .expect("events");
+    assert_eq!(events[0].data, json!({"said": "keep me"}));
 }

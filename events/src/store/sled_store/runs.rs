@@ -27,8 +27,9 @@ use sled::transaction::ConflictableTransactionError;
 use sled::Tree;
 use uuid::Uuid;
 
+use super::thread_keys::{self, ThreadKeys};
 use super::{storage, SledStore};
-use crate::run::{PushStatus, RunError, RunEvent, RunStatus, StoredRun, Turn};
+use crate::run::{PushStatus, RunError, RunEvent, RunStatus, StoredRun, ThreadOf, Turn};
 use crate::store::runs::{
     Accepted, DuePush, RunEventStore, RunStore, StoreFuture, ThreadStore, IDEMPOTENCY_WINDOW,
 };
@@ -49,14 +50,12 @@ pub struct SledRuns {
     outbox: Tree,
     run_events: Tree,
     turns: Tree,
+    /// What threads say is sealed under these, so that deleting a thread destroys it.
+    keys: ThreadKeys,
 }
 
 fn io(e: impl std::fmt::Display) -> Error {
     Error::Io(e.to_string())
-}
-
-fn decode(bytes: &[u8]) -> Result<StoredRun> {
-    serde_json::from_slice(bytes).map_err(|e| Error::Io(format!("unreadable run: {e}")))
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
@@ -141,7 +140,81 @@ fn abort(e: Error) -> Abort {
     ConflictableTransactionError::Abort(e)
 }
 
+/// Marks a run record whose content is sealed under its thread's key ([`thread_keys`]).
+const SEALED_RUN: u8 = 1;
+
+/// The part of a thread's run that deleting the thread destroys.
+#[derive(Serialize, Deserialize)]
+struct RunContent {
+    input: Value,
+    output: Option<Value>,
+    pending: Option<Value>,
+    checkpoint: Option<Value>,
+}
+
 impl SledRuns {
+    /// A run as stored: JSON, or for a run of a thread, [`SEALED_RUN`], the length (u32, BE)
+    /// of the JSON of the run without its content, that JSON, then its content sealed under the
+    /// thread's key and bound to the request id.
+    fn encode_run(&self, run: &StoredRun) -> Result<Vec<u8>> {
+        let Some(thread) = run.thread_key() else {
+            return encode(run);
+        };
+        let key = self.keys.get_or_create(run.run.agent_id, &thread)?;
+        let mut bare = run.clone();
+        let content = RunContent {
+            input: std::mem::take(&mut bare.input),
+            output: bare.run.output.take(),
+            pending: bare.run.pending.take(),
+            checkpoint: bare.checkpoint.take(),
+        };
+        let bare = encode(&bare)?;
+        let sealed = thread_keys::seal(&key, run.run.request_id.as_bytes(), &encode(&content)?)?;
+        let len = u32::try_from(bare.len()).map_err(io)?;
+        let mut out = Vec::with_capacity(5 + bare.len() + sealed.len());
+        out.push(SEALED_RUN);
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(&bare);
+        out.extend_from_slice(&sealed);
+        Ok(out)
+    }
+
+    /// A run as [`SledRuns::encode_run`] stored it. A run of a deleted thread reads back with
+    /// its content gone: input `{"deleted": true}`, no output.
+    fn decode_run(&self, bytes: &[u8]) -> Result<StoredRun> {
+        let unreadable = |e: String| Error::Io(format!("unreadable run: {e}"));
+        if bytes.first() != Some(&SEALED_RUN) {
+            return serde_json::from_slice(bytes).map_err(|e| unreadable(e.to_string()));
+        }
+        let len = bytes
+            .get(1..5)
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .map(u32::from_be_bytes)
+            .ok_or_else(|| unreadable("truncated".into()))? as usize;
+        let bare = bytes
+            .get(5..5 + len)
+            .ok_or_else(|| unreadable("truncated".into()))?;
+        let sealed = &bytes[5 + len..];
+        let mut run: StoredRun =
+            serde_json::from_slice(bare).map_err(|e| unreadable(e.to_string()))?;
+        let thread = run.thread_key().unwrap_or_default();
+        let content = self
+            .keys
+            .get(run.run.agent_id, &thread)?
+            .and_then(|key| thread_keys::open(&key, run.run.request_id.as_bytes(), sealed))
+            .and_then(|plain| serde_json::from_slice::<RunContent>(&plain).ok());
+        match content {
+            Some(c) => {
+                run.input = c.input;
+                run.run.output = c.output;
+                run.run.pending = c.pending;
+                run.checkpoint = c.checkpoint;
+            }
+            None => run.input = serde_json::json!({"deleted": true}),
+        }
+        Ok(run)
+    }
+
     pub fn open(store: Arc<SledStore>) -> Result<Self> {
         let db = &store.db;
         Ok(SledRuns {
@@ -151,6 +224,7 @@ impl SledRuns {
             outbox: db.open_tree("push_outbox").map_err(storage)?,
             run_events: db.open_tree("run_events").map_err(storage)?,
             turns: db.open_tree("thread_turns").map_err(storage)?,
+            keys: ThreadKeys::open(&store.dir)?,
             store,
         })
     }
@@ -188,7 +262,7 @@ impl SledRuns {
         let rid = run.run.request_id;
         let now_ms = run.run.created_at.timestamp_millis();
         let idem = idempotency_key(run);
-        let value = encode(run)?;
+        let value = self.encode_run(run)?;
         let trees = [&self.runs, &self.queue, &self.idempotency];
         self.transact(&trees, |t| {
             let (runs, queue, keys) = (&t[0], &t[1], &t[2]);
@@ -197,7 +271,7 @@ impl SledRuns {
                 if let Some((existing, at_ms)) = found {
                     let fresh = now_ms - at_ms < IDEMPOTENCY_WINDOW.num_milliseconds();
                     if let (true, Some(bytes)) = (fresh, runs.get(existing.as_bytes())?) {
-                        let found = decode(&bytes).map_err(abort)?;
+                        let found = self.decode_run(&bytes).map_err(abort)?;
                         let same = match (&found.fingerprint, &run.fingerprint) {
                             (Some(a), Some(b)) => a == b,
                             // A run stored before bodies were fingerprinted: a repeat.
@@ -224,7 +298,7 @@ impl SledRuns {
 
     fn finish_now(&self, run: &StoredRun, push_due: Option<DateTime<Utc>>) -> Result<()> {
         let rid = run.run.request_id;
-        let value = encode(run)?;
+        let value = self.encode_run(run)?;
         let qkey = pair(&run.run.agent_id, rid.as_bytes());
         let okey = push_due.map(|due| outbox_key(due, rid));
         self.transact(&[&self.runs, &self.queue, &self.outbox], |t| {
@@ -252,7 +326,7 @@ impl SledRuns {
                 let Some(bytes) = t[0].get(rid.as_bytes())? else {
                     continue; // a dangling queue entry: dropped
                 };
-                let Ok(mut run) = decode(&bytes) else {
+                let Ok(mut run) = self.decode_run(&bytes) else {
                     tracing::error!(request_id = %rid, "an unreadable queued run was dropped");
                     continue;
                 };
@@ -261,7 +335,7 @@ impl SledRuns {
                 }
                 run.run.status = RunStatus::Running;
                 run.run.started_at = Some(Utc::now());
-                t[0].insert(rid.as_bytes(), encode(&run).map_err(abort)?)?;
+                t[0].insert(rid.as_bytes(), self.encode_run(&run).map_err(abort)?)?;
                 claimed.push(run);
             }
             Ok(claimed)
@@ -282,12 +356,12 @@ impl SledRuns {
             let Some(bytes) = t[0].get(rid.as_bytes())? else {
                 return Ok(None);
             };
-            let mut run = decode(&bytes).map_err(abort)?;
+            let mut run = self.decode_run(&bytes).map_err(abort)?;
             run.finish(RunStatus::Cancelled, None, Some(error.clone()));
             if let Some(due) = run.schedule_push() {
                 t[2].insert(outbox_key(due, rid), [])?;
             }
-            t[0].insert(rid.as_bytes(), encode(&run).map_err(abort)?)?;
+            t[0].insert(rid.as_bytes(), self.encode_run(&run).map_err(abort)?)?;
             Ok(Some(run))
         })
     }
@@ -297,13 +371,13 @@ impl SledRuns {
             let Some(bytes) = t[0].get(rid.as_bytes())? else {
                 return Ok(None);
             };
-            let mut run = decode(&bytes).map_err(abort)?;
+            let mut run = self.decode_run(&bytes).map_err(abort)?;
             if run.run.agent_id != agent || run.run.status != RunStatus::InputRequired {
                 return Ok(None);
             }
             run.run.status = RunStatus::Running;
             run.run.pending = None;
-            t[0].insert(rid.as_bytes(), encode(&run).map_err(abort)?)?;
+            t[0].insert(rid.as_bytes(), self.encode_run(&run).map_err(abort)?)?;
             Ok(Some(run))
         })
     }
@@ -311,7 +385,7 @@ impl SledRuns {
     fn running_now(&self) -> Result<Vec<StoredRun>> {
         let mut out = Vec::new();
         for item in self.runs.iter().values() {
-            let run = decode(&item.map_err(storage)?)?;
+            let run = self.decode_run(&item.map_err(storage)?)?;
             if run.run.status == RunStatus::Running {
                 out.push(run);
             }
@@ -331,7 +405,9 @@ impl SledRuns {
         created_before[..6].copy_from_slice(&ms[2..]);
         for item in self.runs.range(..created_before) {
             let (key, bytes) = item.map_err(storage)?;
-            let Ok(run) = decode(&bytes) else { continue };
+            let Ok(run) = self.decode_run(&bytes) else {
+                continue;
+            };
             let done_before = run.run.finished_at.is_some_and(|f| f < cutoff);
             let push_done = run
                 .run
@@ -408,7 +484,7 @@ impl RunStore for SledRuns {
 
     fn get(&self, rid: Uuid) -> StoreFuture<Option<StoredRun>> {
         now(match self.runs.get(rid.as_bytes()) {
-            Ok(Some(bytes)) => decode(&bytes).map(Some),
+            Ok(Some(bytes)) => self.decode_run(&bytes).map(Some),
             Ok(None) => Ok(None),
             Err(e) => Err(storage(e)),
         })
@@ -436,7 +512,7 @@ impl RunStore for SledRuns {
                 Ok((_, bytes)) => bytes,
                 Err(e) => return now(Err(storage(e))),
             };
-            match decode(&bytes) {
+            match self.decode_run(&bytes) {
                 Ok(run) if run.run.agent_id == agent => found.push(run),
                 Ok(_) => {}
                 Err(e) => return now(Err(e)),
@@ -469,7 +545,7 @@ impl RunStore for SledRuns {
 
     fn put(&self, run: StoredRun) -> StoreFuture<()> {
         let rid = run.run.request_id;
-        let written = encode(&run).and_then(|value| {
+        let written = self.encode_run(&run).and_then(|value| {
             self.transact(&[&self.runs], |t| {
                 t[0].insert(rid.as_bytes(), value.as_slice())?;
                 Ok(())
@@ -486,7 +562,7 @@ impl RunStore for SledRuns {
         // A plain insert, outside the write-ahead log: sled makes it durable at the next
         // checkpoint. A profile of sync calls at c=32 showed logged writes as the largest cost
         // after the HTTP stack, for a record its caller does not wait for.
-        now(encode(&run).and_then(|value| {
+        now(self.encode_run(&run).and_then(|value| {
             self.runs
                 .insert(run.run.request_id.as_bytes(), value)
                 .map(drop)
@@ -569,7 +645,7 @@ impl RunStore for SledRuns {
         let rid = run.run.request_id;
         let key = outbox_key(entry.due, entry.rid);
         let next_key = next.map(|due| outbox_key(due, rid));
-        let written = encode(&run).and_then(|value| {
+        let written = self.encode_run(&run).and_then(|value| {
             self.transact(&[&self.runs, &self.outbox], |t| {
                 t[0].insert(rid.as_bytes(), value.as_slice())?;
                 t[1].remove(key.as_slice())?;
@@ -587,17 +663,76 @@ impl RunStore for SledRuns {
     }
 }
 
+impl SledRuns {
+    /// A run event as stored: JSON, or for a run of a thread, [`SEALED_RUN`], the length (u32,
+    /// BE) of a JSON header (the thread's agent and scope, the event's kind and time), that
+    /// header, then the event's data sealed under the thread's key and bound to the request id:
+    /// deleting the thread erases the data, the numbered kinds stay.
+    fn encode_run_event(
+        &self,
+        rid: Uuid,
+        thread: Option<&ThreadOf>,
+        event: &StoredRunEvent,
+    ) -> Result<Vec<u8>> {
+        let Some(thread) = thread else {
+            return encode(event);
+        };
+        let key = self.keys.get_or_create(thread.agent, &thread.scope)?;
+        let header = encode(&(thread.agent, &thread.scope, &event.kind, event.at))?;
+        let sealed = thread_keys::seal(&key, rid.as_bytes(), &encode(&event.data)?)?;
+        let len = u32::try_from(header.len()).map_err(io)?;
+        let mut out = Vec::with_capacity(5 + header.len() + sealed.len());
+        out.push(SEALED_RUN);
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(&header);
+        out.extend_from_slice(&sealed);
+        Ok(out)
+    }
+
+    /// A run event as [`SledRuns::encode_run_event`] stored it; one of a deleted thread reads
+    /// back with its data `{"deleted": true}`.
+    fn decode_run_event(&self, rid: Uuid, bytes: &[u8]) -> Result<StoredRunEvent> {
+        if bytes.first() != Some(&SEALED_RUN) {
+            return serde_json::from_slice(bytes).map_err(io);
+        }
+        let truncated = || Error::Io("unreadable run event: truncated".into());
+        let len = bytes
+            .get(1..5)
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .map(u32::from_be_bytes)
+            .ok_or_else(truncated)? as usize;
+        let header = bytes.get(5..5 + len).ok_or_else(truncated)?;
+        let (agent, scope, kind, at): (Uuid, String, String, DateTime<Utc>) =
+            serde_json::from_slice(header).map_err(io)?;
+        let data = self
+            .keys
+            .get(agent, &scope)?
+            .and_then(|key| thread_keys::open(&key, rid.as_bytes(), &bytes[5 + len..]))
+            .and_then(|plain| serde_json::from_slice::<Value>(&plain).ok())
+            .unwrap_or_else(|| serde_json::json!({"deleted": true}));
+        Ok(StoredRunEvent { kind, data, at })
+    }
+}
+
 impl RunEventStore for SledRuns {
-    fn append_run_event(&self, rid: Uuid, kind: String, data: Value) -> StoreFuture<RunEvent> {
+    fn append_run_event(
+        &self,
+        rid: Uuid,
+        thread: Option<ThreadOf>,
+        kind: String,
+        data: Value,
+    ) -> StoreFuture<RunEvent> {
         let at = Utc::now();
         let stored = StoredRunEvent { kind, data, at };
-        let written = encode(&stored).and_then(|value| {
-            self.transact(&[&self.run_events], |t| {
-                let seq = next_seq(&self.run_events, rid.as_bytes()).map_err(abort)?;
-                t[0].insert(pair(&rid, &seq.to_be_bytes()), value.as_slice())?;
-                Ok(seq)
-            })
-        });
+        let written = self
+            .encode_run_event(rid, thread.as_ref(), &stored)
+            .and_then(|value| {
+                self.transact(&[&self.run_events], |t| {
+                    let seq = next_seq(&self.run_events, rid.as_bytes()).map_err(abort)?;
+                    t[0].insert(pair(&rid, &seq.to_be_bytes()), value.as_slice())?;
+                    Ok(seq)
+                })
+            });
         self.durable(written.map(|seq| RunEvent {
             seq,
             kind: stored.kind,
@@ -609,6 +744,7 @@ impl RunEventStore for SledRuns {
     fn append_run_events(
         &self,
         rid: Uuid,
+        thread: Option<ThreadOf>,
         events: Vec<(String, Value)>,
     ) -> StoreFuture<Vec<RunEvent>> {
         let at = Utc::now();
@@ -616,7 +752,11 @@ impl RunEventStore for SledRuns {
             .into_iter()
             .map(|(kind, data)| StoredRunEvent { kind, data, at })
             .collect();
-        let values: Result<Vec<Vec<u8>>> = stored.iter().map(encode).collect();
+        // Sealed under the thread's key as one event would be (`encode_run_event`).
+        let values: Result<Vec<Vec<u8>>> = stored
+            .iter()
+            .map(|e| self.encode_run_event(rid, thread.as_ref(), e))
+            .collect();
         let written = values.and_then(|values| {
             self.transact(&[&self.run_events], |t| {
                 let first = next_seq(&self.run_events, rid.as_bytes()).map_err(abort)?;
@@ -651,7 +791,7 @@ impl RunEventStore for SledRuns {
             .map(|item| {
                 let (key, value) = item.map_err(storage)?;
                 let seq = u64::from_be_bytes(key[16..24].try_into().map_err(io)?);
-                let e: StoredRunEvent = serde_json::from_slice(&value).map_err(io)?;
+                let e = self.decode_run_event(rid, &value)?;
                 Ok(RunEvent {
                     seq,
                     kind: e.kind,
@@ -666,7 +806,11 @@ impl RunEventStore for SledRuns {
 impl ThreadStore for SledRuns {
     fn append_turn(&self, agent: Uuid, thread: String, turn: Turn) -> StoreFuture<()> {
         let prefix = thread_prefix(agent, &thread);
-        let written = encode(&turn).and_then(|value| {
+        let sealed = self.keys.get_or_create(agent, &thread).and_then(|key| {
+            let plain = encode(&turn)?;
+            thread_keys::seal(&key, &prefix, &plain)
+        });
+        let written = sealed.and_then(|value| {
             self.transact(&[&self.turns], |t| {
                 let seq = next_seq(&self.turns, &prefix).map_err(abort)?;
                 let mut key = prefix.clone();
@@ -680,13 +824,24 @@ impl ThreadStore for SledRuns {
 
     fn turns(&self, agent: Uuid, thread: String, last: usize) -> StoreFuture<Vec<Turn>> {
         let prefix = thread_prefix(agent, &thread);
+        let key = match self.keys.get(agent, &thread) {
+            Ok(Some(key)) => key,
+            Ok(None) => return now(Ok(Vec::new())),
+            Err(e) => return now(Err(e)),
+        };
+        // A turn sealed under a key destroyed since (written while the thread was being
+        // deleted) does not open: it is gone, and skipped.
         let newest: Result<Vec<Turn>> = self
             .turns
             .scan_prefix(&prefix)
             .values()
             .rev()
+            .filter_map(|v| match v {
+                Ok(v) => thread_keys::open(&key, &prefix, &v)
+                    .map(|plain| serde_json::from_slice(&plain).map_err(io)),
+                Err(e) => Some(Err(storage(e))),
+            })
             .take(last)
-            .map(|v| serde_json::from_slice(&v.map_err(storage)?).map_err(io))
             .collect();
         now(newest.map(|mut turns| {
             turns.reverse();
@@ -696,13 +851,20 @@ impl ThreadStore for SledRuns {
 
     fn delete_thread(&self, agent: Uuid, thread: String) -> StoreFuture<bool> {
         let prefix = thread_prefix(agent, &thread);
+        // The key first: once it is gone, every copy of the thread's turns (and of its runs'
+        // content) sled or its log may still hold is unreadable; removing the turns then only
+        // frees the space.
+        let had_key = match self.keys.destroy(agent, &thread) {
+            Ok(had) => had,
+            Err(e) => return now(Err(e)),
+        };
         let deleted = self.transact(&[&self.turns], |t| {
             let mut any = false;
             for key in self.turns.scan_prefix(&prefix).keys() {
                 t[0].remove(key.map_err(|e| abort(storage(e)))?)?;
                 any = true;
             }
-            Ok(any)
+            Ok(any || had_key)
         });
         self.durable(deleted)
     }
