@@ -86,10 +86,26 @@ pub fn task(run: &StoredRun) -> Value {
     if let Some(artifact) = artifact(&run.run) {
         task["artifacts"] = json!([artifact]);
     }
-    if let Some(message) = run.input.pointer("/a2a/message") {
+    if let Some(message) = message_of(run) {
         task["history"] = json!([message]);
     }
     task
+}
+
+/// The message that started a task made over A2A, rebuilt from what its input keeps.
+pub fn message_of(run: &StoredRun) -> Option<Value> {
+    let a2a = run.input.get("a2a")?;
+    let mut message = json!({
+        "messageId": a2a.get("messageId"),
+        "contextId": a2a.get("contextId"),
+        "taskId": run.run.request_id,
+        "role": "ROLE_USER",
+        "parts": a2a.get("parts"),
+    });
+    if let Some(metadata) = a2a.get("metadata").filter(|m| !m.is_null()) {
+        message["metadata"] = metadata.clone();
+    }
+    Some(message)
 }
 
 /// The task of a run as `run.finished` carries it (no input: its context comes from `context`).
@@ -153,8 +169,6 @@ pub fn input_of(message: &Value) -> Result<(Value, String), BadMessage> {
             "params.message.contextId is longer than 128 characters".into(),
         ));
     }
-    let mut kept = message.clone();
-    kept.insert("contextId".into(), json!(context));
     input.insert(
         "a2a".into(),
         json!({
@@ -162,7 +176,6 @@ pub fn input_of(message: &Value) -> Result<(Value, String), BadMessage> {
             "contextId": context,
             "metadata": message.get("metadata"),
             "parts": parts,
-            "message": kept,
         }),
     );
     Ok((Value::Object(input), context))

@@ -3,8 +3,8 @@
 //!
 //! A run never waits for its events. Its flow hands each event to the run's [`Recorder`] (a
 //! local queue, no I/O), and one writer task per run drains the queue in batches: it creates the
-//! store's append futures in order (the store numbers them in that order), awaits them together
-//! (one group commit for the batch) and only then publishes them to the [`RunEventHub`], so an
+//! store's one append for the batch (`RunEventStore::append_run_events`: one transaction, one
+//! group commit) and only then publishes them to the [`RunEventHub`], so an
 //! event a reader sees live is always in the store too. When the writer falls behind, consecutive
 //! `model.delta`s of a node are merged in the queue, which keeps it bounded by the flow's size.
 //!
@@ -42,7 +42,9 @@ struct Live {
     agent: Uuid,
     /// The run's member: only callers who may see its runs follow it.
     member: Option<String>,
-    sender: broadcast::Sender<RunEvent>,
+    /// Made by the first reader: most runs are never followed live, and a channel of
+    /// [`LIVE_BUFFER`] slots per run cost the sync endpoint a measurable share of its CPU.
+    sender: Option<broadcast::Sender<RunEvent>>,
 }
 
 /// A live run as the hub knows it: whose it is, and its events from now on.
@@ -55,13 +57,12 @@ pub struct LiveRun {
 impl RunEventHub {
     fn open(&self, rid: Uuid, agent: Uuid, member: Option<String>) {
         if let Ok(mut runs) = self.runs.lock() {
-            let (sender, _) = broadcast::channel(LIVE_BUFFER);
             runs.insert(
                 rid,
                 Live {
                     agent,
                     member,
-                    sender,
+                    sender: None,
                 },
             );
         }
@@ -69,9 +70,9 @@ impl RunEventHub {
 
     fn publish(&self, rid: Uuid, event: RunEvent) {
         if let Ok(runs) = self.runs.lock() {
-            if let Some(live) = runs.get(&rid) {
+            if let Some(sender) = runs.get(&rid).and_then(|live| live.sender.as_ref()) {
                 // No receiver is not an error: nobody follows this run right now.
-                let _ = live.sender.send(event);
+                let _ = sender.send(event);
             }
         }
     }
@@ -85,12 +86,15 @@ impl RunEventHub {
 
     /// Follows run `rid` live, if it is in flight on this node.
     pub fn subscribe(&self, rid: Uuid) -> Option<LiveRun> {
-        let runs = self.runs.lock().ok()?;
-        let live = runs.get(&rid)?;
+        let mut runs = self.runs.lock().ok()?;
+        let live = runs.get_mut(&rid)?;
+        let sender = live
+            .sender
+            .get_or_insert_with(|| broadcast::channel(LIVE_BUFFER).0);
         Some(LiveRun {
             agent: live.agent,
             member: live.member.clone(),
-            events: live.sender.subscribe(),
+            events: sender.subscribe(),
         })
     }
 
@@ -151,19 +155,19 @@ impl Recorder {
                     wake.notified().await;
                     continue;
                 }
-                // Created in order, so numbered in order; awaited together, so one commit.
-                let appends: Vec<_> = batch
+                // One write for everything that queued up meanwhile.
+                let events = batch
                     .into_iter()
-                    .map(|(kind, data)| {
-                        store.append_run_event(rid, thread.clone(), kind.to_owned(), data)
-                    })
+                    .map(|(kind, data)| (kind.to_owned(), data))
                     .collect();
-                for written in futures_util::future::join_all(appends).await {
-                    match written {
-                        Ok(event) => hub.publish(rid, event),
-                        Err(e) => {
-                            tracing::warn!(request_id = %rid, error = %e, "a run event was not stored")
+                match store.append_run_events(rid, thread.clone(), events).await {
+                    Ok(events) => {
+                        for event in events {
+                            hub.publish(rid, event);
                         }
+                    }
+                    Err(e) => {
+                        tracing::warn!(request_id = %rid, error = %e, "run events were not stored")
                     }
                 }
             }

@@ -161,6 +161,29 @@ pub trait RunEventStore: Send + Sync + 'static {
         data: Value,
     ) -> StoreFuture<RunEvent>;
 
+    /// Appends `events` to run `rid` in order, numbered after its last seq, and returns them:
+    /// what a run's event writer does with the events that queued up meanwhile. An engine
+    /// should make it one write (sled: one logged transaction); the default appends them one by
+    /// one (created in order, so numbered in order).
+    fn append_run_events(
+        &self,
+        rid: Uuid,
+        thread: Option<ThreadOf>,
+        events: Vec<(String, Value)>,
+    ) -> StoreFuture<Vec<RunEvent>> {
+        let appends: Vec<_> = events
+            .into_iter()
+            .map(|(kind, data)| self.append_run_event(rid, thread.clone(), kind, data))
+            .collect();
+        Box::pin(async move {
+            let mut out = Vec::with_capacity(appends.len());
+            for append in appends {
+                out.push(append.await?);
+            }
+            Ok(out)
+        })
+    }
+
     /// Events of `rid` with seq > `after`, oldest first, at most `limit`.
     fn run_events(&self, rid: Uuid, after: u64, limit: usize) -> StoreFuture<Vec<RunEvent>>;
 }

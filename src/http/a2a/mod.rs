@@ -493,15 +493,15 @@ async fn send_streaming(
     wrap: impl Fn(Value) -> Bytes + 'static,
 ) -> Result<HttpResponse, A2aError> {
     let (request, context) = run_request(req, invoker, params)?;
-    let message = request.input.pointer("/a2a/message").cloned();
+    let mut message = params.get("message").cloned().unwrap_or(Value::Null);
     let rid = start_streamed_run(rt, agent, request).await?;
-    let mut first = json!({
+    message["contextId"] = json!(context);
+    message["taskId"] = json!(rid);
+    let first = json!({
         "id": rid, "contextId": context,
         "status": {"state": task::state(RunStatus::Running), "timestamp": chrono::Utc::now().to_rfc3339()},
+        "history": [message],
     });
-    if let Some(message) = message {
-        first["history"] = json!([message]);
-    }
     Ok(sse(stream_responses(rt, rid, context, first, wrap)))
 }
 
@@ -665,6 +665,8 @@ pub(super) async fn json_rpc(
         }
         Err(e) => return Err(e),
     };
+    // An unknown agent is the route's 404, not a JSON-RPC answer about a task.
+    rt.state(agent).await?;
     let v1 = speaks_v1(&req);
     let rpc_id = call.get("id").cloned().unwrap_or(Value::Null);
     let answer = |result: Result<Value, A2aError>| -> HttpResponse {

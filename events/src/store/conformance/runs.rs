@@ -668,6 +668,26 @@ pub async fn run_events_are_numbered_per_run(store: Arc<dyn RunStores>) {
     let tail = store.run_events(a, 3, 1).await.expect("read");
     assert_eq!(tail.iter().map(|e| e.seq).collect::<Vec<_>>(), [4]);
     assert!(store.run_events(a, 5, 10).await.expect("read").is_empty());
+    // A batch continues the numbering, in its order, and reads back whole.
+    let batch = store
+        .append_run_events(
+            a,
+            None,
+            vec![("x".into(), json!(1)), ("y".into(), json!(2))],
+        )
+        .await
+        .expect("append a batch");
+    assert_eq!(batch.iter().map(|e| e.seq).collect::<Vec<_>>(), [6, 7]);
+    let read = store.run_events(a, 5, 10).await.expect("read");
+    assert_eq!(
+        read.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(),
+        ["x", "y"]
+    );
+    assert!(store
+        .append_run_events(a, None, Vec::new())
+        .await
+        .expect("an empty batch")
+        .is_empty());
     assert!(store
         .run_events(Uuid::now_v7(), 0, 10)
         .await

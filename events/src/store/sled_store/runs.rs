@@ -741,6 +741,46 @@ impl RunEventStore for SledRuns {
         }))
     }
 
+    fn append_run_events(
+        &self,
+        rid: Uuid,
+        thread: Option<ThreadOf>,
+        events: Vec<(String, Value)>,
+    ) -> StoreFuture<Vec<RunEvent>> {
+        let at = Utc::now();
+        let stored: Vec<StoredRunEvent> = events
+            .into_iter()
+            .map(|(kind, data)| StoredRunEvent { kind, data, at })
+            .collect();
+        // Sealed under the thread's key as one event would be (`encode_run_event`).
+        let values: Result<Vec<Vec<u8>>> = stored
+            .iter()
+            .map(|e| self.encode_run_event(rid, thread.as_ref(), e))
+            .collect();
+        let written = values.and_then(|values| {
+            self.transact(&[&self.run_events], |t| {
+                let first = next_seq(&self.run_events, rid.as_bytes()).map_err(abort)?;
+                for (i, value) in values.iter().enumerate() {
+                    let seq = first + i as u64;
+                    t[0].insert(pair(&rid, &seq.to_be_bytes()), value.as_slice())?;
+                }
+                Ok(first)
+            })
+        });
+        self.durable(written.map(|first| {
+            stored
+                .into_iter()
+                .enumerate()
+                .map(|(i, e)| RunEvent {
+                    seq: first + i as u64,
+                    kind: e.kind,
+                    data: e.data,
+                    at: e.at,
+                })
+                .collect()
+        }))
+    }
+
     fn run_events(&self, rid: Uuid, after: u64, limit: usize) -> StoreFuture<Vec<RunEvent>> {
         let start = pair(&rid, &after.saturating_add(1).to_be_bytes());
         let end = pair(&rid, &u64::MAX.to_be_bytes());
