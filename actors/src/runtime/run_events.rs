@@ -29,6 +29,10 @@ use crate::flow::Progress;
 /// Events a live reader may be behind before it is told to catch up from the store.
 const LIVE_BUFFER: usize = 256;
 
+/// How long a run's writer waits for more events before writing the first it has (see
+/// `Recorder::start`).
+const LINGER: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// Queued events past which a writer that is behind merges consecutive `model.delta`s.
 const MERGE_DELTAS_PAST: usize = 64;
 
@@ -144,6 +148,21 @@ impl Recorder {
         let (queue, wake) = (recorder.queue.clone(), recorder.wake.clone());
         actix::spawn(async move {
             loop {
+                // Lets the run go on a moment before writing what it has reported: a short run
+                // (most are) then stores all its events, `run.finished` included, in one write
+                // instead of one per wake-up. A follower sees them at most this much later.
+                let lingering = {
+                    let q = queue.borrow();
+                    !q.closed && !q.pending.is_empty()
+                };
+                if lingering {
+                    let closed = async {
+                        while !queue.borrow().closed {
+                            wake.notified().await;
+                        }
+                    };
+                    let _ = tokio::time::timeout(LINGER, closed).await;
+                }
                 let (batch, closed) = {
                     let mut q = queue.borrow_mut();
                     (std::mem::take(&mut q.pending), q.closed)
