@@ -207,3 +207,79 @@ fn kill_9_while_an_async_a2a_task_with_push_is_queued_loses_neither() {
     let first = s.get(&format!("/v1/agents/{agent}/requests/{}", tids[0]));
     assert_eq!(first.body["error"]["code"], "interrupted");
 }
+
+/// A context is a thread: two messages in one context run one after the other and the second
+/// sees the first's turn; a task waiting for input is continued by a message naming it.
+#[test]
+fn a_context_is_a_thread_and_a_task_waiting_for_input_is_continued_by_a_message() {
+    let s = Server::start();
+    let agent = s.create(&json!({
+        "name": "Asker", "description": "asks which city",
+        "model": {"provider": "echo", "name": "echo-1"},
+        "flow": {"start": "ask", "nodes": [
+            {"id": "ask", "type": "input", "prompt": "Which city, {{ input.message }}?", "next": "done"},
+            {"id": "done", "type": "end", "output": {
+                "city": "{{ nodes.ask.city }}", "turns": "{{ thread.turns | length }}"}}
+        ]}
+    }));
+    deploy(&s, &agent);
+    let first = rpc(
+        &s,
+        &agent,
+        "SendMessage",
+        json!({"message": message("Ada")}),
+    );
+    let task = &first["result"]["task"];
+    assert_eq!(
+        task["status"]["state"], "TASK_STATE_INPUT_REQUIRED",
+        "{first}"
+    );
+    let tid = task["id"].as_str().expect("task id").to_owned();
+    let context = task["contextId"].as_str().expect("context").to_owned();
+
+    // The answer: a data part, in a message naming the task.
+    let answer = json!({"messageId": "m-answer", "role": "ROLE_USER", "taskId": tid,
+                        "contextId": context, "parts": [{"data": {"city": "Oslo"}}]});
+    let done = rpc(&s, &agent, "SendMessage", json!({"message": answer}));
+    let task = &done["result"]["task"];
+    assert_eq!(task["status"]["state"], "TASK_STATE_COMPLETED", "{done}");
+    let run = s.get(&format!("/v1/agents/{agent}/requests/{tid}"));
+    assert_eq!(run.body["output"]["city"], "Oslo", "{}", run.body);
+    assert_eq!(run.body["output"]["turns"], 0, "{}", run.body);
+    assert_eq!(run.body["thread_id"], json!(context), "{}", run.body);
+
+    // A completed task takes no more messages.
+    let again = rpc(&s, &agent, "SendMessage", json!({"message": answer}));
+    assert_eq!(again["error"]["code"], -32004, "{again}");
+
+    // The context's next task sees the first one's turn.
+    let mut next = message("Bo");
+    next["contextId"] = json!(context);
+    let second = rpc(&s, &agent, "SendMessage", json!({"message": next}));
+    let tid2 = second["result"]["task"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let mut reply = answer.clone();
+    reply["taskId"] = json!(tid2);
+    let done = rpc(&s, &agent, "SendMessage", json!({"message": reply}));
+    assert_eq!(
+        done["result"]["task"]["status"]["state"], "TASK_STATE_COMPLETED",
+        "{done}"
+    );
+    let run = s.get(&format!("/v1/agents/{agent}/requests/{tid2}"));
+    assert_eq!(run.body["output"]["turns"], 1, "{}", run.body);
+
+    // A context id that cannot name a thread is refused, naming the field.
+    let mut bad = message("x");
+    bad["contextId"] = json!("no spaces allowed");
+    let refused = rpc(&s, &agent, "SendMessage", json!({"message": bad}));
+    assert_eq!(refused["error"]["code"], -32602, "{refused}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("contextId"),
+        "{refused}"
+    );
+}

@@ -12,6 +12,7 @@ use actix_web::http::{header, Method, StatusCode};
 use actix_web::web::Bytes;
 use actix_web::{web, HttpRequest, HttpResponse};
 use actors::a2a as task;
+use actors::flow::Answer;
 use actors::runtime::{Request, RunStatus, Runtime};
 use events::run::RunEvent;
 use futures_util::StreamExt;
@@ -219,16 +220,13 @@ fn run_request(
     let message = params
         .get("message")
         .ok_or_else(|| A2aError::InvalidParams("params.message is required".into()))?;
-    if message.get("taskId").and_then(Value::as_str).is_some() {
-        return Err(A2aError::Unsupported(
-            "continuing a task (message.taskId) is only possible for a task waiting for input; \
-             this agent's tasks do not pause: send the message without taskId"
-                .into(),
-        ));
-    }
     let (input, context) = task::input_of(message).map_err(|e| A2aError::InvalidParams(e.0))?;
+    // The context is the conversation's thread: its tasks run one at a time and see its turns.
+    let thread = super::invoke::thread_id("params.message.contextId", &context)
+        .map_err(|e| A2aError::InvalidParams(e.message))?;
     let request = Request {
         input,
+        thread: Some(thread),
         member: invoker.member.clone(),
         idempotency_key: token_header(req, "Idempotency-Key")?,
         caller: Some(invoker.scope().to_owned()),
@@ -247,11 +245,14 @@ async fn send(
     agent: Uuid,
     params: &Value,
 ) -> Result<Value, A2aError> {
-    let (mut request, _) = run_request(req, invoker, params)?;
     let immediately = params
         .pointer("/configuration/returnImmediately")
         .and_then(Value::as_bool)
         .unwrap_or(false);
+    if let Some(tid) = params.pointer("/message/taskId").and_then(Value::as_str) {
+        return continue_task(rt, invoker, agent, tid, params, immediately).await;
+    }
+    let (mut request, _) = run_request(req, invoker, params)?;
     request.a2a_push = match params.pointer("/configuration/taskPushNotificationConfig") {
         Some(config) if !config.is_null() => Some(push_config(rt, agent, config)?),
         _ => None,
@@ -277,6 +278,84 @@ async fn send(
         rt.invoke(agent, request).await?
     };
     Ok(json!({ "task": task::task(&run) }))
+}
+
+/// A message naming a task (`message.taskId`): the answer a task in `TASK_STATE_INPUT_REQUIRED`
+/// waits for. For an approval, a data part `{"approve": bool}` or a text part such as "yes" or
+/// "no"; for an input node, the message's input (its data parts merged, its text as `message`).
+/// The task goes on as a resumed run; the answer is the task once it settles again (up to the
+/// sync timeout), or at once with `returnImmediately`.
+async fn continue_task(
+    rt: &Runtime,
+    invoker: &Invoker,
+    agent: Uuid,
+    tid: &str,
+    params: &Value,
+    immediately: bool,
+) -> Result<Value, A2aError> {
+    let not_found = || A2aError::TaskNotFound(format!("task {tid}"));
+    let rid: Uuid = tid.parse().map_err(|_| not_found())?;
+    let run = rt.run(agent, rid).await.map_err(ApiError::from)?;
+    if !invoker.may_see(run.member.as_deref()) {
+        return Err(not_found());
+    }
+    if run.run.status != RunStatus::InputRequired {
+        return Err(A2aError::Unsupported(format!(
+            "task {tid} is {}: only a task in TASK_STATE_INPUT_REQUIRED takes another message",
+            task::state(run.run.status)
+        )));
+    }
+    let message = params.get("message").unwrap_or(&Value::Null);
+    let (mut input, _) = task::input_of(message).map_err(|e| A2aError::InvalidParams(e.0))?;
+    if let Some(map) = input.as_object_mut() {
+        map.remove("a2a");
+    }
+    let kind = run.run.pending.as_ref().and_then(|p| p.get("kind"));
+    let answer = match kind.and_then(Value::as_str) {
+        Some("approval") => Answer::Approve(approval_of(&input).ok_or_else(|| {
+            A2aError::InvalidParams(
+                "the task waits for an approval: send a data part {\"approve\": true|false} \
+                 or the text yes or no"
+                    .into(),
+            )
+        })?),
+        Some("input") => Answer::Input(input),
+        _ => {
+            return Err(A2aError::Unsupported(
+                "the task waits for something this server cannot take over A2A".into(),
+            ))
+        }
+    };
+    rt.resume(agent, rid, answer)
+        .await
+        .map_err(ApiError::from)?;
+    let run = if immediately {
+        rt.run(agent, rid).await
+    } else {
+        let limit = rt
+            .state(agent)
+            .await
+            .ok()
+            .and_then(|state| state.live().map(|v| v.snapshot.endpoint.sync_timeout_s))
+            .unwrap_or(180);
+        rt.wait(agent, rid, std::time::Duration::from_secs(limit))
+            .await
+    }
+    .map_err(ApiError::from)?;
+    Ok(json!({ "task": task::task(&run) }))
+}
+
+/// An approval in a message's input: `approve` from a data part, else its text.
+fn approval_of(input: &Value) -> Option<bool> {
+    if let Some(approve) = input.get("approve").and_then(Value::as_bool) {
+        return Some(approve);
+    }
+    let text = input.get("message").and_then(Value::as_str)?;
+    match text.trim().to_ascii_lowercase().as_str() {
+        "yes" | "y" | "approve" | "approved" | "ok" | "true" => Some(true),
+        "no" | "n" | "deny" | "denied" | "refuse" | "refused" | "reject" | "false" => Some(false),
+        _ => None,
+    }
 }
 
 /// `ListTasks`: the agent's tasks this caller may see, newest first, filtered by `contextId`
