@@ -29,9 +29,10 @@ use crate::flow::Progress;
 /// Events a live reader may be behind before it is told to catch up from the store.
 const LIVE_BUFFER: usize = 256;
 
-/// How long a run's writer waits for more events before writing the first it has (see
-/// `Recorder::start`).
+/// How long a run's writer nobody follows waits for more events before writing the ones it has
+/// (see `Recorder::start`), and how often it looks for a follower meanwhile.
 const LINGER: std::time::Duration = std::time::Duration::from_millis(10);
+const LINGER_STEP: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// Queued events past which a writer that is behind merges consecutive `model.delta`s.
 const MERGE_DELTAS_PAST: usize = 64;
@@ -102,6 +103,15 @@ impl RunEventHub {
         })
     }
 
+    /// Whether someone follows run `rid` live now.
+    fn followed(&self, rid: Uuid) -> bool {
+        self.runs.lock().is_ok_and(|runs| {
+            runs.get(&rid)
+                .and_then(|live| live.sender.as_ref())
+                .is_some_and(|sender| sender.receiver_count() > 0)
+        })
+    }
+
     /// Runs followed live on this node now.
     pub fn len(&self) -> usize {
         self.runs.lock().map(|r| r.len()).unwrap_or(0)
@@ -148,20 +158,21 @@ impl Recorder {
         let (queue, wake) = (recorder.queue.clone(), recorder.wake.clone());
         actix::spawn(async move {
             loop {
-                // Lets the run go on a moment before writing what it has reported: a short run
-                // (most are) then stores all its events, `run.finished` included, in one write
-                // instead of one per wake-up. A follower sees them at most this much later.
+                // Unless someone follows the run live, lets it go on a moment before writing what
+                // it has reported: a short run (most are) then stores all its events,
+                // `run.finished` included, in one write instead of one per wake-up.
                 let lingering = {
                     let q = queue.borrow();
                     !q.closed && !q.pending.is_empty()
                 };
                 if lingering {
-                    let closed = async {
-                        while !queue.borrow().closed {
-                            wake.notified().await;
-                        }
-                    };
-                    let _ = tokio::time::timeout(LINGER, closed).await;
+                    let until = tokio::time::Instant::now() + LINGER;
+                    while !queue.borrow().closed
+                        && !hub.followed(rid)
+                        && tokio::time::Instant::now() < until
+                    {
+                        let _ = tokio::time::timeout(LINGER_STEP, wake.notified()).await;
+                    }
                 }
                 let (batch, closed) = {
                     let mut q = queue.borrow_mut();
