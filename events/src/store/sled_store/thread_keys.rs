@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
@@ -35,9 +36,14 @@ const NONCE_LEN: usize = 24;
 /// The per-thread keys of one store directory.
 pub(super) struct ThreadKeys {
     dir: PathBuf,
-    /// Keys read or made so far. Behind one lock with the files, so that two first turns of a
-    /// thread never make two keys (the loser's turn would be sealed with a key nobody has).
+    /// Keys read or made so far. The lock is never held across file I/O: new threads (an A2A
+    /// message without a context makes one) would otherwise wait for each other's fsyncs. Two
+    /// first writes of one thread racing to make its key are settled by the file system instead
+    /// (`get_or_create`).
     cache: Mutex<HashMap<String, [u8; KEY_LEN]>>,
+    /// Deletions so far (counted under the cache's lock): a key read from its file while a
+    /// deletion ran is not cached, so a deleted thread's key never lingers in memory.
+    deletions: AtomicU64,
 }
 
 fn io_error(what: &str, e: io::Error) -> Error {
@@ -51,6 +57,7 @@ impl ThreadKeys {
         Ok(ThreadKeys {
             dir,
             cache: Mutex::new(HashMap::new()),
+            deletions: AtomicU64::new(0),
         })
     }
 
@@ -80,47 +87,67 @@ impl ThreadKeys {
     /// The thread's key, if it has one (it has none before its first write, or once deleted).
     pub fn get(&self, agent: Uuid, thread: &str) -> Result<Option<[u8; KEY_LEN]>, Error> {
         let name = Self::file_name(agent, thread);
-        let mut cache = self.lock();
-        if let Some(key) = cache.get(&name) {
+        if let Some(key) = self.lock().get(&name) {
             return Ok(Some(*key));
         }
+        let deletions = self.deletions.load(Ordering::SeqCst);
         let key = self.read(&name)?;
         if let Some(key) = key {
-            cache.insert(name, key);
+            let mut cache = self.lock();
+            if self.deletions.load(Ordering::SeqCst) == deletions {
+                cache.insert(name, key);
+            }
         }
         Ok(key)
     }
 
     /// The thread's key, made (durably) if it has none yet.
     pub fn get_or_create(&self, agent: Uuid, thread: &str) -> Result<[u8; KEY_LEN], Error> {
-        let name = Self::file_name(agent, thread);
-        let mut cache = self.lock();
-        if let Some(key) = cache.get(&name) {
-            return Ok(*key);
-        }
-        if let Some(key) = self.read(&name)? {
-            cache.insert(name, key);
+        if let Some(key) = self.get(agent, thread)? {
             return Ok(key);
         }
+        let name = Self::file_name(agent, thread);
+        let deletions = self.deletions.load(Ordering::SeqCst);
         let mut key = [0u8; KEY_LEN];
         rand::rngs::OsRng.fill_bytes(&mut key);
-        let tmp = self.dir.join(format!("{name}.tmp"));
-        let write = || -> io::Result<()> {
+        // Written whole under a name of its own, then linked to the thread's name, which fails
+        // if another writer linked its key first: the first link wins, and the loser takes the
+        // winner's key, so a thread never has two.
+        let tmp = self
+            .dir
+            .join(format!("{name}.{}.tmp", hex::encode(&key[..8])));
+        let write = || -> io::Result<bool> {
             let mut f = fs::File::create(&tmp)?;
             f.write_all(&key)?;
             f.sync_all()?;
-            fs::rename(&tmp, self.dir.join(&name))?;
-            fs::File::open(&self.dir)?.sync_all()
+            let linked = match fs::hard_link(&tmp, self.dir.join(&name)) {
+                Ok(()) => true,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
+                Err(e) => {
+                    let _ = fs::remove_file(&tmp);
+                    return Err(e);
+                }
+            };
+            fs::remove_file(&tmp)?;
+            fs::File::open(&self.dir)?.sync_all()?;
+            Ok(linked)
         };
-        write().map_err(|e| io_error("cannot write a key", e))?;
-        cache.insert(name, key);
-        Ok(key)
+        if write().map_err(|e| io_error("cannot write a key", e))? {
+            let mut cache = self.lock();
+            if self.deletions.load(Ordering::SeqCst) == deletions {
+                cache.insert(name, key);
+            }
+            return Ok(key);
+        }
+        self.get(agent, thread)?
+            .ok_or_else(|| Error::Io("thread keys: a thread's key vanished as it was made".into()))
     }
 
     /// Destroys the thread's key, durably; false if it had none.
     pub fn destroy(&self, agent: Uuid, thread: &str) -> Result<bool, Error> {
         let name = Self::file_name(agent, thread);
         let mut cache = self.lock();
+        self.deletions.fetch_add(1, Ordering::SeqCst);
         cache.remove(&name);
         let existed = match fs::remove_file(self.dir.join(&name)) {
             Ok(()) => true,
