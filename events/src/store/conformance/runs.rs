@@ -51,6 +51,8 @@ cases!(
     runs_are_listed_per_agent_newest_first,
     threads_keep_turns_in_order_and_delete_them_all,
     deleting_a_thread_erases_what_its_runs_said,
+    slots_never_exceed_the_limit_and_free_when_runs_end,
+    claims_in_slots_take_no_more_than_the_free_slots,
 );
 
 pub async fn run_all(store: Arc<dyn RunStores>) {
@@ -844,4 +846,115 @@ pub async fn deleting_a_thread_erases_what_its_runs_said(store: Arc<dyn RunStore
         .await
         .expect("events");
     assert_eq!(events[0].data, json!({"said": "keep me"}));
+}
+
+/// `max_concurrency` in the store: racing takes of one agent's slots never hold more than its
+/// limit between them; a slot frees when its run is released, finished or recorded, and a run
+/// taking its own slot again keeps the one it has.
+pub async fn slots_never_exceed_the_limit_and_free_when_runs_end(store: Arc<dyn RunStores>) {
+    let agent = Uuid::now_v7();
+    let runs: Vec<StoredRun> = (0..8)
+        .map(|i| new_run(agent, Mode::Sync, json!({ "i": i })))
+        .collect();
+    let takes = join_all(
+        runs.iter()
+            .map(|run| store.take_slot(agent, run.run.request_id, 3)),
+    )
+    .await;
+    let holders: Vec<&StoredRun> = runs
+        .iter()
+        .zip(&takes)
+        .filter(|(_, taken)| *taken.as_ref().expect("take_slot"))
+        .map(|(run, _)| run)
+        .collect();
+    assert_eq!(holders.len(), 3, "exactly the limit's slots were taken");
+    let other = Uuid::now_v7();
+    assert!(
+        store
+            .take_slot(other, Uuid::now_v7(), 1)
+            .await
+            .expect("take_slot"),
+        "slots are per agent"
+    );
+    let late = new_run(agent, Mode::Sync, json!("late"));
+    let rid = late.run.request_id;
+    assert!(!store.take_slot(agent, rid, 3).await.expect("take_slot"));
+    assert!(
+        store
+            .take_slot(agent, holders[0].run.request_id, 3)
+            .await
+            .expect("take_slot"),
+        "a holder keeps its slot"
+    );
+    // Released: one is free.
+    store
+        .release_slot(agent, holders[0].run.request_id)
+        .await
+        .expect("release_slot");
+    assert!(store.take_slot(agent, rid, 3).await.expect("take_slot"));
+    assert!(!store
+        .take_slot(agent, Uuid::now_v7(), 3)
+        .await
+        .expect("take_slot"));
+    // Finished (a keyed run's end) and recorded (an unkeyed sync run's end): both free theirs.
+    let mut finished = holders[1].clone();
+    finished.finish(RunStatus::Succeeded, Some(json!(1)), None);
+    store.finish(finished, None).await.expect("finish");
+    let mut recorded = holders[2].clone();
+    recorded.finish(RunStatus::Succeeded, Some(json!(2)), None);
+    store.record(recorded).await.expect("record");
+    for _ in 0..2 {
+        assert!(store
+            .take_slot(agent, Uuid::now_v7(), 3)
+            .await
+            .expect("take_slot"));
+    }
+    assert!(!store
+        .take_slot(agent, Uuid::now_v7(), 3)
+        .await
+        .expect("take_slot"));
+}
+
+/// A claim within the slots takes no more runs than slots are free, oldest first, each claimed
+/// run holding a slot until it ends; racing claims together stay within the limit.
+pub async fn claims_in_slots_take_no_more_than_the_free_slots(store: Arc<dyn RunStores>) {
+    let agent = Uuid::now_v7();
+    let runs: Vec<StoredRun> = (0..6)
+        .map(|i| new_run(agent, Mode::Async, json!({ "i": i })))
+        .collect();
+    for run in &runs {
+        accept_new(&*store, run, true).await;
+    }
+    let sync = new_run(agent, Mode::Sync, json!("sync"));
+    assert!(store
+        .take_slot(agent, sync.run.request_id, 3)
+        .await
+        .expect("take_slot"));
+    let claims = join_all((0..4).map(|_| store.claim_in_slots(agent, 5, 3))).await;
+    let mut claimed = Vec::new();
+    for claim in claims {
+        claimed.extend(claim.expect("claim_in_slots"));
+    }
+    claimed.sort_by_key(|run| run.run.request_id);
+    assert_eq!(ids(&claimed), ids(&runs[..2]), "two slots were free");
+    assert_eq!(store.queued(agent).await.expect("queued"), 4);
+    assert!(store
+        .claim_in_slots(agent, 5, 3)
+        .await
+        .expect("claim_in_slots")
+        .is_empty());
+    // A claimed run that ends frees its slot for the next queued run.
+    let mut done = claimed[0].clone();
+    done.finish(RunStatus::Succeeded, None, None);
+    store.finish(done, None).await.expect("finish");
+    let next = store
+        .claim_in_slots(agent, 5, 3)
+        .await
+        .expect("claim_in_slots");
+    assert_eq!(ids(&next), ids(&runs[2..3]));
+    assert_eq!(next[0].run.status, RunStatus::Running);
+    assert!(!store
+        .take_slot(agent, Uuid::now_v7(), 3)
+        .await
+        .expect("take_slot"));
 }

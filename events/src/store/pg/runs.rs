@@ -8,6 +8,7 @@
 //! | `push_outbox` | `(due_ms, rid)` | due deliveries, earliest first |
 //! | `run_events` | `(rid, seq)` | `{type, data, at}` JSON |
 //! | `thread_turns` | `(agent, thread, seq)` | the `Turn` JSON |
+//! | `run_slots` | `(agent, rid)` | the runs holding one of their agent's `max_concurrency` slots, and the node running each |
 //!
 //! Every write is one transaction, committed (and so durable: `synchronous_commit = on`) before
 //! its future resolves. Claims take queue rows with `FOR UPDATE SKIP LOCKED`, so nodes claiming
@@ -231,6 +232,7 @@ async fn finish(store: PgStore, run: StoredRun, push_due: Option<DateTime<Utc>>)
     )
     .await
     .map_err(pg_error)?;
+    free_slot(&tx, row.agent, row.rid).await?;
     if let Some(due) = push_due {
         tx.execute(
             "INSERT INTO push_outbox (due_ms, rid) VALUES ($1, $2) ON CONFLICT DO NOTHING",
@@ -242,12 +244,98 @@ async fn finish(store: PgStore, run: StoredRun, push_due: Option<DateTime<Utc>>)
     tx.commit().await.map_err(pg_error)
 }
 
+/// The advisory lock class of the run slots (the second key is the agent's hash): the
+/// transaction-scoped lock serializes the counting of one agent's slots, and goes with the
+/// transaction, whatever becomes of the pooled connection.
+const SLOTS_LOCK_CLASS: i32 = 0x4847_5301;
+
+/// Locks `agent`'s slots until the transaction ends, drops those of nodes no longer alive (their
+/// lease ended with their heartbeat) and counts the rest.
+async fn held_slots(tx: &impl GenericClient, store: &PgStore, agent: Uuid) -> Result<usize> {
+    tx.execute(
+        "SELECT pg_advisory_xact_lock($1, hashtext($2::uuid::text))",
+        &[&SLOTS_LOCK_CLASS, &agent],
+    )
+    .await
+    .map_err(pg_error)?;
+    tx.execute(
+        "DELETE FROM run_slots WHERE agent = $1 AND node <> $2 AND node NOT IN (
+             SELECT id FROM nodes WHERE last_seen > now() - make_interval(secs => $3))",
+        &[&agent, &store.node(), &(super::NODE_TIMEOUT_SECS as f64)],
+    )
+    .await
+    .map_err(pg_error)?;
+    let row = tx
+        .query_one("SELECT count(*) FROM run_slots WHERE agent = $1", &[&agent])
+        .await
+        .map_err(pg_error)?;
+    Ok(count(row.get(0)))
+}
+
+async fn hold_slot(tx: &impl GenericClient, store: &PgStore, agent: Uuid, rid: Uuid) -> Result<()> {
+    tx.execute(
+        "INSERT INTO run_slots (agent, rid, node) VALUES ($1, $2, $3)
+         ON CONFLICT (agent, rid) DO UPDATE SET node = EXCLUDED.node",
+        &[&agent, &rid, &store.node()],
+    )
+    .await
+    .map_err(pg_error)?;
+    Ok(())
+}
+
+async fn free_slot(tx: &impl GenericClient, agent: Uuid, rid: Uuid) -> Result<()> {
+    tx.execute(
+        "DELETE FROM run_slots WHERE agent = $1 AND rid = $2",
+        &[&agent, &rid],
+    )
+    .await
+    .map_err(pg_error)?;
+    Ok(())
+}
+
+async fn take_slot(store: PgStore, agent: Uuid, rid: Uuid, limit: usize) -> Result<bool> {
+    let mut client = store.pool.get().await.map_err(pool_error)?;
+    let tx = client.transaction().await.map_err(pg_error)?;
+    let mine = tx
+        .query_opt(
+            "SELECT 1 FROM run_slots WHERE agent = $1 AND rid = $2",
+            &[&agent, &rid],
+        )
+        .await
+        .map_err(pg_error)?
+        .is_some();
+    let taken = mine || held_slots(&tx, &store, agent).await? < limit;
+    if taken {
+        hold_slot(&tx, &store, agent, rid).await?;
+    }
+    tx.commit().await.map_err(pg_error)?;
+    Ok(taken)
+}
+
 async fn claim(store: PgStore, agent: Uuid, max: usize) -> Result<Vec<StoredRun>> {
+    claim_within(store, agent, max, None).await
+}
+
+/// Claims up to `max` queued runs; with `limit`, no more than `agent`'s free slots, each
+/// claimed run taking one in the same transaction.
+async fn claim_within(
+    store: PgStore,
+    agent: Uuid,
+    max: usize,
+    limit: Option<usize>,
+) -> Result<Vec<StoredRun>> {
     if max == 0 {
         return Ok(Vec::new());
     }
     let mut client = store.pool.get().await.map_err(pool_error)?;
     let tx = client.transaction().await.map_err(pg_error)?;
+    let max = match limit {
+        Some(limit) => max.min(limit.saturating_sub(held_slots(&tx, &store, agent).await?)),
+        None => max,
+    };
+    if max == 0 {
+        return Ok(Vec::new());
+    }
     let taken = tx
         .query(
             "DELETE FROM run_queue WHERE (agent, rid) IN (
@@ -271,6 +359,9 @@ async fn claim(store: PgStore, agent: Uuid, max: usize) -> Result<Vec<StoredRun>
         run.run.status = RunStatus::Running;
         run.run.started_at = Some(Utc::now());
         RunRow::of(&run)?.upsert(&tx, Some(store.node())).await?;
+        if limit.is_some() {
+            hold_slot(&tx, &store, agent, rid).await?;
+        }
         claimed.push(run);
     }
     tx.commit().await.map_err(pg_error)?;
@@ -470,13 +561,41 @@ impl RunStore for PgStore {
         self.spawn(finish(self.clone(), run, push_due))
     }
 
-    /// As durable as every other write: one single-row commit.
+    /// As durable as every other write: the run and its slot's release in one commit.
     fn record(&self, run: StoredRun) -> StoreFuture<()> {
-        self.put(run)
+        let store = self.clone();
+        self.spawn(async move {
+            let row = RunRow::of(&run)?;
+            let mut client = store.pool.get().await.map_err(pool_error)?;
+            let tx = client.transaction().await.map_err(pg_error)?;
+            row.upsert(&tx, None).await?;
+            free_slot(&tx, row.agent, row.rid).await?;
+            tx.commit().await.map_err(pg_error)
+        })
     }
 
     fn claim(&self, agent: Uuid, max: usize) -> StoreFuture<Vec<StoredRun>> {
         self.spawn(claim(self.clone(), agent, max))
+    }
+
+    fn slots_are_shared(&self) -> bool {
+        true
+    }
+
+    fn take_slot(&self, agent: Uuid, rid: Uuid, limit: usize) -> StoreFuture<bool> {
+        self.spawn(take_slot(self.clone(), agent, rid, limit))
+    }
+
+    fn release_slot(&self, agent: Uuid, rid: Uuid) -> StoreFuture<()> {
+        let pool = self.pool.clone();
+        self.spawn(async move {
+            let client = pool.get().await.map_err(pool_error)?;
+            free_slot(&client, agent, rid).await
+        })
+    }
+
+    fn claim_in_slots(&self, agent: Uuid, max: usize, limit: usize) -> StoreFuture<Vec<StoredRun>> {
+        self.spawn(claim_within(self.clone(), agent, max, Some(limit)))
     }
 
     fn cancel_queued(
