@@ -33,6 +33,7 @@ use super::threads::Lanes;
 
 mod lanes;
 mod paused;
+mod slots;
 
 use super::{Mode, Run, RunError, RunStatus, Runtime, StoredRun};
 use crate::flow::{FlowError, Limit, Outcome, Resume};
@@ -154,6 +155,8 @@ pub struct AgentRuntime {
     lanes: Lanes<Held>,
     /// This actor, for what ends outside it (a thread's turn stored) to come back to it.
     me: Option<Addr<AgentRuntime>>,
+    /// A claim is due again soon: queued runs wait for a slot another node holds (`slots`).
+    slot_poll: bool,
 }
 
 fn answer(replies: Vec<Answer>, result: &Result<StoredRun, Error>) {
@@ -189,6 +192,7 @@ impl AgentRuntime {
             recorders: HashMap::new(),
             lanes: Lanes::default(),
             me: None,
+            slot_poll: false,
         }
     }
 
@@ -495,12 +499,23 @@ impl AgentRuntime {
         // 2.4k/s in the benchmark). The slots are reserved until it lands.
         self.reserved += free;
         self.claiming = true;
-        let claim = self.rt.runs().claim(self.agent, free);
+        let shared = self.rt.runs().slots_are_shared();
+        let claim = if shared {
+            let limit = self.max_concurrency();
+            self.rt.runs().claim_in_slots(self.agent, free, limit)
+        } else {
+            self.rt.runs().claim(self.agent, free)
+        };
         ctx.spawn(claim.into_actor(self).map(move |claimed, act, ctx| {
             act.reserved -= free;
             act.claiming = false;
             match claimed {
                 Ok(runs) => {
+                    if shared && runs.len() < free.min(act.queued) {
+                        // Fewer than this node knows are queued and has room for: the
+                        // cluster's slots ran out first (or other nodes claimed them).
+                        act.poll_slots(ctx);
+                    }
                     act.queued = act.queued.saturating_sub(runs.len());
                     for run in runs {
                         act.queued_inputs.release(run.run.request_id);
@@ -765,19 +780,37 @@ impl Handler<Invoke> for AgentRuntime {
             return self.overloaded(&msg.request);
         }
         let run = self.new_run(version, Mode::Sync, &msg.request, false);
+        if persist && self.rt.runs().slots_are_shared() {
+            // The cluster's count: a slot in the store, taken before the run starts.
+            return self.invoke_in_slot(run, msg.request, snapshot, ctx);
+        }
+        self.invoke_run(run, msg.request, snapshot, persist, ctx)
+    }
+}
+
+impl AgentRuntime {
+    /// Runs sync call `run` (a slot is free for it), or holds it for its thread.
+    fn invoke_run(
+        &mut self,
+        run: StoredRun,
+        request: Request,
+        snapshot: Arc<Snapshot>,
+        persist: bool,
+        ctx: &mut Context<Self>,
+    ) -> Reply<StoredRun> {
         let limit = Duration::from_secs(snapshot.endpoint.sync_timeout_s);
-        let depth = msg.request.depth;
+        let depth = request.depth;
         let (tx, rx) = oneshot::channel();
-        if let Some(parent) = msg.request.parent.clone() {
+        if let Some(parent) = request.parent.clone() {
             self.cancel_with(parent, run.run.request_id, ctx);
         }
-        let started = msg.request.started.clone();
+        let started = request.started.clone();
         // A thread's runs go one at a time, in the order they come here. A preview reads the
         // thread but is no turn of it.
         let thread = run.thread_key().filter(|_| persist);
         if let Some(thread) = &thread {
-            if msg.request.reject_if_busy && self.lanes.busy(thread) {
-                let named = msg.request.thread.clone().unwrap_or_default();
+            if request.reject_if_busy && self.lanes.busy(thread) {
+                let named = request.thread.clone().unwrap_or_default();
                 return fail(Error::ThreadBusy(named));
             }
             if !self.lanes.free(thread) {
