@@ -611,3 +611,61 @@ fn max_concurrency_holds_for_the_whole_cluster() {
     assert_eq!(tool.peak(), 1, "never two runs at once in the cluster");
     assert_eq!(tool.server.requests().len(), 2 + 4);
 }
+
+fn submit_in_thread(s: &Server, id: &str, n: &str, thread: &str) -> String {
+    let r = s.post(
+        &format!("/v1/agents/{id}/invoke/async"),
+        &json!({"input": {"n": n}, "thread_id": thread}),
+    );
+    assert_eq!(r.status, 202, "{}", r.body);
+    r["request_id"].as_str().expect("rid").to_owned()
+}
+
+#[test]
+fn a_threads_runs_sent_to_two_nodes_run_one_after_the_other_in_accept_order() {
+    let Some(c) = Cluster::start(2) else { return };
+    let (a, b) = (&c[0], &c[1]);
+    let tool = counting_tool(Duration::from_millis(1500));
+    let id = tool_agent(a, &tool.server, 4);
+
+    let first = submit_in_thread(a, &id, "slow-1", "conv");
+    tool.server.wait_requests(1, Duration::from_secs(10));
+    // Accepted by B while A runs the thread's first run: it waits for it.
+    let second = submit_in_thread(b, &id, "slow-2", "conv");
+    let third = std::thread::scope(|s| {
+        let sync = s.spawn(|| {
+            std::thread::sleep(Duration::from_millis(300));
+            b.post(
+                &format!("/v1/agents/{id}/invoke"),
+                &json!({"input": {"n": "slow-3"}, "thread_id": "conv"}),
+            )
+        });
+        sync.join().expect("sync call")
+    });
+    assert_eq!(third.status, 200, "{}", third.body);
+    for rid in [&first, &second] {
+        let done = until_final(a, &id, rid, Duration::from_secs(30));
+        assert_eq!(done["status"], "succeeded", "{done}");
+    }
+    assert_eq!(tool.peak(), 1, "a thread's runs never overlap");
+    let order: Vec<String> = tool
+        .server
+        .requests()
+        .iter()
+        .map(|r| serde_json::from_str::<Value>(&r.body).expect("json")["n"].to_string())
+        .collect();
+    assert_eq!(order, ["\"slow-1\"", "\"slow-2\"", "\"slow-3\""]);
+    // Each run saw the turns before it: the thread reads in accept order on every node.
+    for node in [a, b] {
+        let thread = node.get(&format!("/v1/agents/{id}/threads/conv"));
+        assert_eq!(thread.status, 200, "{}", thread.body);
+        let turns: Vec<&str> = thread["turns"]
+            .as_array()
+            .expect("turns")
+            .iter()
+            .map(|t| t["request_id"].as_str().unwrap_or(""))
+            .collect();
+        let third_rid = third["request_id"].as_str().unwrap_or("");
+        assert_eq!(turns, [first.as_str(), second.as_str(), third_rid]);
+    }
+}

@@ -293,10 +293,13 @@ impl AgentRuntime {
         });
         // Templates see the thread id the caller named; its turns are read from its scope.
         let thread = run.thread_key().map(|key| {
-            let turns = self
-                .rt
-                .runs()
-                .turns(self.agent, key, snapshot.spec.memory_turns());
+            let last = snapshot.spec.memory_turns();
+            let turns = if persist && self.rt.runs().slots_are_shared() {
+                // In a cluster, a run of another node may hold the thread: its turn comes first.
+                slots::turns_in_turn(self.rt.runs().clone(), self.agent, key, rid, last)
+            } else {
+                self.rt.runs().turns(self.agent, key, last)
+            };
             (run.run.thread_id.clone().unwrap_or_default(), turns)
         });
         let job = Job {
@@ -426,7 +429,7 @@ impl AgentRuntime {
             let append = rt.runs().append_turn(self.agent, thread.clone(), turn);
             (thread, append)
         });
-        let me = self.me.clone();
+        let (me, agent) = (self.me.clone(), self.agent);
         actix::spawn(async move {
             let stored = finished.await;
             if let Err(e) = &stored {
@@ -436,6 +439,7 @@ impl AgentRuntime {
                 if let Err(e) = append.await {
                     tracing::error!(request_id = %rid, error = %e, "cannot store a thread's turn");
                 }
+                slots::release_thread(&rt, agent, &thread, rid).await;
                 if let Some(me) = me {
                     me.do_send(ThreadFree { thread, rid });
                 }

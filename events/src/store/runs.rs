@@ -96,9 +96,10 @@ pub trait RunStore: Send + Sync + 'static {
     /// run's slot.
     fn record(&self, run: StoredRun) -> StoreFuture<()>;
 
-    /// Whether `max_concurrency` is counted here, for every process sharing this store (a
-    /// cluster), through the slot methods below. When false (one process: sled) the runtime
-    /// counts slots in memory, and the slot methods are only held to the conformance suite.
+    /// Whether `max_concurrency` and the threads' turns are kept here, for every process sharing
+    /// this store (a cluster), through the slot and thread methods below. When false (one
+    /// process: sled) the runtime keeps them in memory, and those methods are only held to the
+    /// conformance suite.
     fn slots_are_shared(&self) -> bool {
         false
     }
@@ -115,6 +116,14 @@ pub trait RunStore: Send + Sync + 'static {
     /// [`RunStore::claim`] within `agent`'s `limit` slots: claims at most `max` runs and no more
     /// than the slots free, and each claimed run holds a slot, taken in the same atomic write.
     fn claim_in_slots(&self, agent: Uuid, max: usize, limit: usize) -> StoreFuture<Vec<StoredRun>>;
+
+    /// Takes `agent`'s conversation thread `thread` (its scoped key) for run `rid` if no other
+    /// run holds it (a hold of a process no longer alive counts as none): true when `rid` holds
+    /// it now. Racing takes give it to one run. The hold lasts until [`RunStore::release_thread`].
+    fn take_thread(&self, agent: Uuid, thread: String, rid: Uuid) -> StoreFuture<bool>;
+
+    /// Lets go of `thread` if `rid` holds it.
+    fn release_thread(&self, agent: Uuid, thread: String, rid: Uuid) -> StoreFuture<()>;
 
     /// Takes up to `max` of `agent`'s oldest queued runs off its queue and marks them `running`
     /// (with `started_at`), atomically per run. Two workers claiming at once never get the same

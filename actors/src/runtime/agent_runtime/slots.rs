@@ -1,9 +1,14 @@
-//! `max_concurrency` for the whole cluster, when the store shares run slots between processes
-//! (`RunStore::slots_are_shared`: PostgreSQL). A sync call takes a slot in the store before it
-//! runs; queued runs are claimed within the free slots, each holding one; a run's slot is let go
-//! by the write that stores it final or paused. The runtime's own count (`busy`) still bounds
-//! what this process starts, so a store round trip is never spent on a call this node would
-//! refuse anyway. On sled none of this runs: one process is the whole of it.
+//! `max_concurrency` and threads' turns for the whole cluster, when the store keeps them for
+//! every process (`RunStore::slots_are_shared`: PostgreSQL). On sled none of this runs: one
+//! process is the whole of it, and the runtime keeps both in memory.
+//!
+//! - Slots: a sync call takes a slot in the store before it runs; queued runs are claimed
+//!   within the free slots, each holding one; a run's slot is let go by the write that stores
+//!   it final or paused. The runtime's own count (`busy`) still bounds what this process
+//!   starts, so a store round trip is never spent on a call this node would refuse anyway.
+//! - Threads: the runtime's lanes order a thread's runs on this node; across nodes, a run of a
+//!   thread takes the thread in the store before it reads the thread's turns and runs, waiting
+//!   while another node's run holds it, and lets go once its turn is stored (or it paused).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +21,8 @@ use uuid::Uuid;
 use super::{reply_from, AgentRuntime, Reply, Request};
 use crate::runtime::{Runtime, StoredRun};
 use crate::Error;
+use events::run::Turn;
+use events::store::{RunStores, StoreFuture};
 
 /// How often a runtime with queued runs but no free slot in the cluster tries its claim again:
 /// another node's run that ends frees a slot without telling this one.
@@ -95,6 +102,42 @@ impl AgentRuntime {
                 act.pump(ctx);
             });
         }));
+    }
+}
+
+/// How often a run waiting for its thread, held by a run on another node, tries again.
+const THREAD_POLL: Duration = Duration::from_millis(100);
+
+/// Waits until run `rid` holds `thread` in the store, then reads the thread's last turns (the
+/// holder before it stored its turn before letting go). Dropped with the run if it is cancelled
+/// meanwhile; a hold it took by then is let go when the run's end is stored.
+pub(super) fn turns_in_turn(
+    runs: Arc<dyn RunStores>,
+    agent: Uuid,
+    thread: String,
+    rid: Uuid,
+    last: usize,
+) -> StoreFuture<Vec<Turn>> {
+    Box::pin(async move {
+        while !runs.take_thread(agent, thread.clone(), rid).await? {
+            tokio::time::sleep(THREAD_POLL).await;
+        }
+        runs.turns(agent, thread, last).await
+    })
+}
+
+/// Lets go of `thread` if run `rid` holds it in the store (cluster mode only). A failure is
+/// logged: the hold then lasts until this node's id leaves the cluster.
+pub(super) async fn release_thread(rt: &Runtime, agent: Uuid, thread: &str, rid: Uuid) {
+    if !rt.runs().slots_are_shared() {
+        return;
+    }
+    if let Err(e) = rt
+        .runs()
+        .release_thread(agent, thread.to_owned(), rid)
+        .await
+    {
+        tracing::warn!(request_id = %rid, error = %e, "cannot let go of a thread");
     }
 }
 

@@ -53,6 +53,7 @@ cases!(
     deleting_a_thread_erases_what_its_runs_said,
     slots_never_exceed_the_limit_and_free_when_runs_end,
     claims_in_slots_take_no_more_than_the_free_slots,
+    a_thread_is_held_by_one_run_at_a_time,
 );
 
 pub async fn run_all(store: Arc<dyn RunStores>) {
@@ -957,4 +958,68 @@ pub async fn claims_in_slots_take_no_more_than_the_free_slots(store: Arc<dyn Run
         .take_slot(agent, Uuid::now_v7(), 3)
         .await
         .expect("take_slot"));
+}
+
+/// A thread's turn: racing takes give it to one run; its holder takes it again; it passes on
+/// only once released, and only its holder's release counts. Threads are per agent.
+pub async fn a_thread_is_held_by_one_run_at_a_time(store: Arc<dyn RunStores>) {
+    let agent = Uuid::now_v7();
+    let thread = "conv-1".to_string();
+    let rids: Vec<Uuid> = (0..6).map(|_| Uuid::now_v7()).collect();
+    let takes = join_all(
+        rids.iter()
+            .map(|rid| store.take_thread(agent, thread.clone(), *rid)),
+    )
+    .await;
+    let holders: Vec<Uuid> = rids
+        .iter()
+        .zip(&takes)
+        .filter(|(_, taken)| *taken.as_ref().expect("take_thread"))
+        .map(|(rid, _)| *rid)
+        .collect();
+    assert_eq!(holders.len(), 1, "one run holds the thread");
+    let holder = holders[0];
+    let other = *rids
+        .iter()
+        .find(|rid| **rid != holder)
+        .expect("another run");
+    assert!(store
+        .take_thread(agent, thread.clone(), holder)
+        .await
+        .expect("take_thread"));
+    assert!(
+        store
+            .take_thread(agent, "conv-2".into(), other)
+            .await
+            .expect("take_thread"),
+        "another thread is free"
+    );
+    assert!(
+        store
+            .take_thread(Uuid::now_v7(), thread.clone(), other)
+            .await
+            .expect("take_thread"),
+        "threads are per agent"
+    );
+    // A release by a run that does not hold it changes nothing.
+    store
+        .release_thread(agent, thread.clone(), other)
+        .await
+        .expect("release_thread");
+    assert!(!store
+        .take_thread(agent, thread.clone(), other)
+        .await
+        .expect("take_thread"));
+    store
+        .release_thread(agent, thread.clone(), holder)
+        .await
+        .expect("release_thread");
+    assert!(store
+        .take_thread(agent, thread.clone(), other)
+        .await
+        .expect("take_thread"));
+    assert!(!store
+        .take_thread(agent, thread, holder)
+        .await
+        .expect("take_thread"));
 }

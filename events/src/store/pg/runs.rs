@@ -9,6 +9,7 @@
 //! | `run_events` | `(rid, seq)` | `{type, data, at}` JSON |
 //! | `thread_turns` | `(agent, thread, seq)` | the `Turn` JSON |
 //! | `run_slots` | `(agent, rid)` | the runs holding one of their agent's `max_concurrency` slots, and the node running each |
+//! | `thread_holds` | `(agent, thread)` | the run holding a conversation thread (its turn), and the node running it |
 //!
 //! Every write is one transaction, committed (and so durable: `synchronous_commit = on`) before
 //! its future resolves. Claims take queue rows with `FOR UPDATE SKIP LOCKED`, so nodes claiming
@@ -591,6 +592,50 @@ impl RunStore for PgStore {
         self.spawn(async move {
             let client = pool.get().await.map_err(pool_error)?;
             free_slot(&client, agent, rid).await
+        })
+    }
+
+    /// One statement: of racing takes, one inserts; the others wait for its commit and then
+    /// take over only a hold of their own run or of a node no longer alive.
+    fn take_thread(&self, agent: Uuid, thread: String, rid: Uuid) -> StoreFuture<bool> {
+        let store = self.clone();
+        self.spawn(async move {
+            let client = store.pool.get().await.map_err(pool_error)?;
+            let held = client
+                .query_opt(
+                    "INSERT INTO thread_holds AS h (agent, thread, rid, node) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (agent, thread) DO UPDATE
+                         SET rid = EXCLUDED.rid, node = EXCLUDED.node, taken_at = now()
+                         WHERE h.rid = EXCLUDED.rid OR (h.node <> EXCLUDED.node AND h.node NOT IN (
+                             SELECT id FROM nodes
+                             WHERE last_seen > now() - make_interval(secs => $5)))
+                     RETURNING rid",
+                    &[
+                        &agent,
+                        &thread,
+                        &rid,
+                        &store.node(),
+                        &(super::NODE_TIMEOUT_SECS as f64),
+                    ],
+                )
+                .await
+                .map_err(pg_error)?;
+            Ok(held.is_some())
+        })
+    }
+
+    fn release_thread(&self, agent: Uuid, thread: String, rid: Uuid) -> StoreFuture<()> {
+        let pool = self.pool.clone();
+        self.spawn(async move {
+            let client = pool.get().await.map_err(pool_error)?;
+            client
+                .execute(
+                    "DELETE FROM thread_holds WHERE agent = $1 AND thread = $2 AND rid = $3",
+                    &[&agent, &thread, &rid],
+                )
+                .await
+                .map_err(pg_error)?;
+            Ok(())
         })
     }
 

@@ -106,8 +106,9 @@ ALTER TABLE run_events ADD COLUMN agent uuid, ADD COLUMN thread text;
 CREATE INDEX run_events_by_thread ON run_events (agent, thread) WHERE thread IS NOT NULL;
 "#;
 
-/// The run slots that hold `max_concurrency` for the whole cluster: one row per run holding
-/// one of its agent's slots, owned by the node running it.
+/// What holds `max_concurrency` and threads' turns for the whole cluster: one row per run
+/// holding one of its agent's slots, and per thread a run holds, each owned by the node running
+/// the run.
 const V4: &str = r#"
 CREATE TABLE run_slots (
     agent uuid NOT NULL,
@@ -118,6 +119,15 @@ CREATE TABLE run_slots (
 );
 CREATE INDEX run_slots_by_rid ON run_slots (rid);
 CREATE INDEX run_slots_by_node ON run_slots (node);
+CREATE TABLE thread_holds (
+    agent uuid NOT NULL,
+    thread text NOT NULL,
+    rid uuid NOT NULL,
+    node text NOT NULL,
+    taken_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (agent, thread)
+);
+CREATE INDEX thread_holds_by_node ON thread_holds (node);
 "#;
 
 /// Brings the database to [`SCHEMA_VERSION`], or refuses it if it is newer.

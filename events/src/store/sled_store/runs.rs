@@ -57,6 +57,8 @@ pub struct SledRuns {
     /// slots itself and never calls the slot methods; they keep these in memory for the
     /// conformance suite (nothing about a slot outlives the process).
     slots: Mutex<HashMap<Uuid, HashSet<Uuid>>>,
+    /// The run holding each (agent, thread), the same way.
+    threads: Mutex<HashMap<(Uuid, String), Uuid>>,
 }
 
 fn io(e: impl std::fmt::Display) -> Error {
@@ -231,6 +233,7 @@ impl SledRuns {
             turns: db.open_tree("thread_turns").map_err(storage)?,
             keys: ThreadKeys::open(&store.dir)?,
             slots: Mutex::default(),
+            threads: Mutex::default(),
             store,
         })
     }
@@ -618,6 +621,24 @@ impl RunStore for SledRuns {
 
     fn release_slot(&self, agent: Uuid, rid: Uuid) -> StoreFuture<()> {
         self.free_slot(agent, rid);
+        now(Ok(()))
+    }
+
+    fn take_thread(&self, agent: Uuid, thread: String, rid: Uuid) -> StoreFuture<bool> {
+        now(self
+            .threads
+            .lock()
+            .map_err(|_| Error::Io("the thread holds' lock was poisoned".into()))
+            .map(|mut holds| *holds.entry((agent, thread)).or_insert(rid) == rid))
+    }
+
+    fn release_thread(&self, agent: Uuid, thread: String, rid: Uuid) -> StoreFuture<()> {
+        if let Ok(mut holds) = self.threads.lock() {
+            let key = (agent, thread);
+            if holds.get(&key) == Some(&rid) {
+                holds.remove(&key);
+            }
+        }
         now(Ok(()))
     }
 
