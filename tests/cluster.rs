@@ -635,7 +635,8 @@ fn a_threads_runs_sent_to_two_nodes_run_one_after_the_other_in_accept_order() {
     let third = std::thread::scope(|s| {
         let sync = s.spawn(|| {
             std::thread::sleep(Duration::from_millis(300));
-            b.post(
+            // On the node that runs the thread now: still after B's run, accepted before it.
+            a.post(
                 &format!("/v1/agents/{id}/invoke"),
                 &json!({"input": {"n": "slow-3"}, "thread_id": "conv"}),
             )

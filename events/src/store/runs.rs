@@ -28,6 +28,11 @@ pub type StoreFuture<T> = Pin<Box<dyn Future<Output = Result<T, Error>> + Send +
 /// key still names are kept for the key's sake.
 pub const IDEMPOTENCY_WINDOW: Duration = Duration::hours(24);
 
+/// How long a run that tried to take its thread and failed counts as waiting for it: the runs
+/// that wait try again well within it, so one that stopped (cancelled, or its process died)
+/// stops holding younger runs back after it.
+pub const THREAD_WAIT: Duration = Duration::seconds(3);
+
 /// The outcome of [`RunStore::accept`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum Accepted {
@@ -118,11 +123,13 @@ pub trait RunStore: Send + Sync + 'static {
     fn claim_in_slots(&self, agent: Uuid, max: usize, limit: usize) -> StoreFuture<Vec<StoredRun>>;
 
     /// Takes `agent`'s conversation thread `thread` (its scoped key) for run `rid` if no other
-    /// run holds it (a hold of a process no longer alive counts as none): true when `rid` holds
-    /// it now. Racing takes give it to one run. The hold lasts until [`RunStore::release_thread`].
+    /// run holds it (a hold of a process no longer alive counts as none) and no older run (a
+    /// smaller id: accepted earlier) waits for it: true when `rid` holds it now. A take that
+    /// fails leaves `rid` waiting, for [`THREAD_WAIT`] unless it tries again. Racing takes give
+    /// it to one run. The hold lasts until [`RunStore::release_thread`].
     fn take_thread(&self, agent: Uuid, thread: String, rid: Uuid) -> StoreFuture<bool>;
 
-    /// Lets go of `thread` if `rid` holds it.
+    /// Lets go of `thread` if `rid` holds it, and of `rid`'s wait for it.
     fn release_thread(&self, agent: Uuid, thread: String, rid: Uuid) -> StoreFuture<()>;
 
     /// Takes up to `max` of `agent`'s oldest queued runs off its queue and marks them `running`

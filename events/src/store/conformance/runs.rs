@@ -1022,4 +1022,41 @@ pub async fn a_thread_is_held_by_one_run_at_a_time(store: Arc<dyn RunStores>) {
         .take_thread(agent, thread, holder)
         .await
         .expect("take_thread"));
+
+    // Accept order: of the runs that wait, the oldest takes the thread when it frees, even if
+    // a younger one asks first.
+    let agent = Uuid::now_v7();
+    let thread = "conv-order".to_string();
+    let (first, older, younger) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    let take = |rid| store.take_thread(agent, thread.clone(), rid);
+    assert!(take(first).await.expect("take_thread"));
+    assert!(!take(younger).await.expect("take_thread"));
+    assert!(!take(older).await.expect("take_thread"));
+    store
+        .release_thread(agent, thread.clone(), first)
+        .await
+        .expect("release_thread");
+    assert!(
+        !take(younger).await.expect("take_thread"),
+        "an older run waits for the thread"
+    );
+    assert!(take(older).await.expect("take_thread"));
+    // A waiting run that stops (cancelled) no longer holds younger ones back once it let go.
+    let stopped = Uuid::now_v7();
+    let last = Uuid::now_v7();
+    assert!(!take(stopped).await.expect("take_thread"));
+    store
+        .release_thread(agent, thread.clone(), stopped)
+        .await
+        .expect("release_thread");
+    store
+        .release_thread(agent, thread.clone(), older)
+        .await
+        .expect("release_thread");
+    assert!(take(younger).await.expect("take_thread"));
+    store
+        .release_thread(agent, thread.clone(), younger)
+        .await
+        .expect("release_thread");
+    assert!(take(last).await.expect("take_thread"));
 }

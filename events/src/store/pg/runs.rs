@@ -31,6 +31,7 @@ use super::{is_unique_violation, pg_error, pool_error, PgStore, Result};
 use crate::run::{PushStatus, RunError, RunEvent, RunStatus, StoredRun, ThreadOf, Turn};
 use crate::store::runs::{
     Accepted, DuePush, RunEventStore, RunStore, StoreFuture, ThreadStore, IDEMPOTENCY_WINDOW,
+    THREAD_WAIT,
 };
 use crate::store::Error;
 
@@ -311,6 +312,75 @@ async fn take_slot(store: PgStore, agent: Uuid, rid: Uuid, limit: usize) -> Resu
     }
     tx.commit().await.map_err(pg_error)?;
     Ok(taken)
+}
+
+/// In one transaction: `rid` takes the thread if it holds it already, or if it is free (or held
+/// by a node no longer alive) and no older run waits for it; otherwise it waits (its wait's
+/// `seen_at` renewed). Of racing inserts of the hold, one wins; the others wait for its commit
+/// and then take over only a hold of their own run or of a dead node.
+async fn take_thread(store: PgStore, agent: Uuid, thread: String, rid: Uuid) -> Result<bool> {
+    let mut client = store.pool.get().await.map_err(pool_error)?;
+    let tx = client.transaction().await.map_err(pg_error)?;
+    let holder = tx
+        .query_opt(
+            "SELECT rid FROM thread_holds WHERE agent = $1 AND thread = $2",
+            &[&agent, &thread],
+        )
+        .await
+        .map_err(pg_error)?;
+    if holder.is_some_and(|row| row.get::<_, Uuid>(0) == rid) {
+        return Ok(true);
+    }
+    let wait_secs = THREAD_WAIT.num_milliseconds() as f64 / 1000.0;
+    let held = tx
+        .query_opt(
+            "INSERT INTO thread_holds AS h (agent, thread, rid, node)
+             SELECT $1, $2, $3, $4 WHERE NOT EXISTS (
+                 SELECT 1 FROM thread_waits w WHERE w.agent = $1 AND w.thread = $2
+                     AND w.rid < $3 AND w.seen_at > now() - make_interval(secs => $6))
+             ON CONFLICT (agent, thread) DO UPDATE
+                 SET rid = EXCLUDED.rid, node = EXCLUDED.node, taken_at = now()
+                 WHERE h.node <> EXCLUDED.node AND h.node NOT IN (
+                     SELECT id FROM nodes WHERE last_seen > now() - make_interval(secs => $5))
+             RETURNING rid",
+            &[
+                &agent,
+                &thread,
+                &rid,
+                &store.node(),
+                &(super::NODE_TIMEOUT_SECS as f64),
+                &wait_secs,
+            ],
+        )
+        .await
+        .map_err(pg_error)?
+        .is_some();
+    if held {
+        tx.execute(
+            "DELETE FROM thread_waits WHERE agent = $1 AND thread = $2 AND rid = $3",
+            &[&agent, &thread, &rid],
+        )
+        .await
+        .map_err(pg_error)?;
+    } else {
+        tx.execute(
+            "INSERT INTO thread_waits (agent, thread, rid, node) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (agent, thread, rid) DO UPDATE SET seen_at = now()",
+            &[&agent, &thread, &rid, &store.node()],
+        )
+        .await
+        .map_err(pg_error)?;
+        // Waits that stopped long ago: gone, so that the table does not grow.
+        tx.execute(
+            "DELETE FROM thread_waits WHERE agent = $1 AND thread = $2
+                 AND seen_at < now() - make_interval(secs => $3)",
+            &[&agent, &thread, &(wait_secs * 10.0)],
+        )
+        .await
+        .map_err(pg_error)?;
+    }
+    tx.commit().await.map_err(pg_error)?;
+    Ok(held)
 }
 
 async fn claim(store: PgStore, agent: Uuid, max: usize) -> Result<Vec<StoredRun>> {
@@ -595,47 +665,24 @@ impl RunStore for PgStore {
         })
     }
 
-    /// One statement: of racing takes, one inserts; the others wait for its commit and then
-    /// take over only a hold of their own run or of a node no longer alive.
     fn take_thread(&self, agent: Uuid, thread: String, rid: Uuid) -> StoreFuture<bool> {
-        let store = self.clone();
-        self.spawn(async move {
-            let client = store.pool.get().await.map_err(pool_error)?;
-            let held = client
-                .query_opt(
-                    "INSERT INTO thread_holds AS h (agent, thread, rid, node) VALUES ($1, $2, $3, $4)
-                     ON CONFLICT (agent, thread) DO UPDATE
-                         SET rid = EXCLUDED.rid, node = EXCLUDED.node, taken_at = now()
-                         WHERE h.rid = EXCLUDED.rid OR (h.node <> EXCLUDED.node AND h.node NOT IN (
-                             SELECT id FROM nodes
-                             WHERE last_seen > now() - make_interval(secs => $5)))
-                     RETURNING rid",
-                    &[
-                        &agent,
-                        &thread,
-                        &rid,
-                        &store.node(),
-                        &(super::NODE_TIMEOUT_SECS as f64),
-                    ],
-                )
-                .await
-                .map_err(pg_error)?;
-            Ok(held.is_some())
-        })
+        self.spawn(take_thread(self.clone(), agent, thread, rid))
     }
 
     fn release_thread(&self, agent: Uuid, thread: String, rid: Uuid) -> StoreFuture<()> {
         let pool = self.pool.clone();
         self.spawn(async move {
-            let client = pool.get().await.map_err(pool_error)?;
-            client
-                .execute(
-                    "DELETE FROM thread_holds WHERE agent = $1 AND thread = $2 AND rid = $3",
+            let mut client = pool.get().await.map_err(pool_error)?;
+            let tx = client.transaction().await.map_err(pg_error)?;
+            for table in ["thread_holds", "thread_waits"] {
+                tx.execute(
+                    &format!("DELETE FROM {table} WHERE agent = $1 AND thread = $2 AND rid = $3"),
                     &[&agent, &thread, &rid],
                 )
                 .await
                 .map_err(pg_error)?;
-            Ok(())
+            }
+            tx.commit().await.map_err(pg_error)
         })
     }
 

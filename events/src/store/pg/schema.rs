@@ -128,6 +128,14 @@ CREATE TABLE thread_holds (
     PRIMARY KEY (agent, thread)
 );
 CREATE INDEX thread_holds_by_node ON thread_holds (node);
+CREATE TABLE thread_waits (
+    agent uuid NOT NULL,
+    thread text NOT NULL,
+    rid uuid NOT NULL,
+    node text NOT NULL,
+    seen_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (agent, thread, rid)
+);
 "#;
 
 /// Brings the database to [`SCHEMA_VERSION`], or refuses it if it is newer.

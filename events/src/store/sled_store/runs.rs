@@ -33,6 +33,7 @@ use super::{storage, SledStore};
 use crate::run::{PushStatus, RunError, RunEvent, RunStatus, StoredRun, ThreadOf, Turn};
 use crate::store::runs::{
     Accepted, DuePush, RunEventStore, RunStore, StoreFuture, ThreadStore, IDEMPOTENCY_WINDOW,
+    THREAD_WAIT,
 };
 use crate::store::Error;
 
@@ -57,8 +58,8 @@ pub struct SledRuns {
     /// slots itself and never calls the slot methods; they keep these in memory for the
     /// conformance suite (nothing about a slot outlives the process).
     slots: Mutex<HashMap<Uuid, HashSet<Uuid>>>,
-    /// The run holding each (agent, thread), the same way.
-    threads: Mutex<HashMap<(Uuid, String), Uuid>>,
+    /// The run holding each (agent, thread) and those waiting for it, the same way.
+    threads: Mutex<HashMap<(Uuid, String), ThreadLane>>,
 }
 
 fn io(e: impl std::fmt::Display) -> Error {
@@ -484,6 +485,13 @@ fn now<T: Send + 'static>(result: Result<T>) -> StoreFuture<T> {
     Box::pin(ready(result))
 }
 
+/// Who holds a thread, and who waits for it (by request id, so oldest first) since when.
+#[derive(Default)]
+struct ThreadLane {
+    holder: Option<Uuid>,
+    waiting: std::collections::BTreeMap<Uuid, DateTime<Utc>>,
+}
+
 impl SledRuns {
     fn with_slots<T>(
         &self,
@@ -625,18 +633,36 @@ impl RunStore for SledRuns {
     }
 
     fn take_thread(&self, agent: Uuid, thread: String, rid: Uuid) -> StoreFuture<bool> {
-        now(self
-            .threads
-            .lock()
-            .map_err(|_| Error::Io("the thread holds' lock was poisoned".into()))
-            .map(|mut holds| *holds.entry((agent, thread)).or_insert(rid) == rid))
+        let Ok(mut threads) = self.threads.lock() else {
+            return now(Err(Error::Io("the thread holds' lock was poisoned".into())));
+        };
+        let lane = threads.entry((agent, thread)).or_default();
+        if lane.holder == Some(rid) {
+            return now(Ok(true));
+        }
+        let at = Utc::now();
+        lane.waiting.retain(|_, seen| at - *seen < THREAD_WAIT);
+        let older_waits = lane.waiting.range(..rid).next().is_some();
+        if lane.holder.is_none() && !older_waits {
+            lane.holder = Some(rid);
+            lane.waiting.remove(&rid);
+            return now(Ok(true));
+        }
+        lane.waiting.insert(rid, at);
+        now(Ok(false))
     }
 
     fn release_thread(&self, agent: Uuid, thread: String, rid: Uuid) -> StoreFuture<()> {
-        if let Ok(mut holds) = self.threads.lock() {
+        if let Ok(mut threads) = self.threads.lock() {
             let key = (agent, thread);
-            if holds.get(&key) == Some(&rid) {
-                holds.remove(&key);
+            if let Some(lane) = threads.get_mut(&key) {
+                if lane.holder == Some(rid) {
+                    lane.holder = None;
+                }
+                lane.waiting.remove(&rid);
+                if lane.holder.is_none() && lane.waiting.is_empty() {
+                    threads.remove(&key);
+                }
             }
         }
         now(Ok(()))
