@@ -403,10 +403,13 @@ impl AgentRuntime {
                 actix::spawn(run_events::record_finished(rt.runs(), run));
             }
         };
+        // In a cluster the run's slot is in the store: the caller is answered once it is free
+        // there (its final state stored), so that its next call finds it free on any node.
         if run.mode == Mode::Sync
             && run.idempotency_key.is_none()
             && !durable_answer
             && turn.is_none()
+            && !rt.runs().slots_are_shared()
         {
             // Recorded before the answer, so an engine that writes at once (sled) has it
             // readable by the time the caller learns its id.

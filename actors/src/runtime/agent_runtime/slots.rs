@@ -43,16 +43,24 @@ impl AgentRuntime {
         // Counted here while the take is on its way, so this node never promises the slot twice.
         self.reserved += 1;
         let taken = self.rt.runs().take_slot(self.agent, rid, limit);
+        // Lets the slot go unless the run gets it, also if this actor stops (undeploy) before
+        // the take lands and this callback never runs.
+        let guard = SlotGuard {
+            runs: self.rt.runs().clone(),
+            agent: self.agent,
+            rid,
+            armed: true,
+        };
         let (tx, rx) = oneshot::channel();
         ctx.spawn(taken.into_actor(self).map(move |taken, act, ctx| {
             act.reserved = act.reserved.saturating_sub(1);
             let reply = match taken {
                 Ok(true) if act.closed => {
-                    release_later(act.rt.clone(), act.agent, rid);
                     let _ = tx.send(Err(events::Rejection::NotDeployed.into()));
                     return;
                 }
                 Ok(true) => {
+                    guard.disarm();
                     let reply = act.invoke_run(run, request, snapshot, true, ctx);
                     let (rt, agent) = (act.rt.clone(), act.agent);
                     Box::pin(async move {
@@ -138,6 +146,32 @@ pub(super) async fn release_thread(rt: &Runtime, agent: Uuid, thread: &str, rid:
         .await
     {
         tracing::warn!(request_id = %rid, error = %e, "cannot let go of a thread");
+    }
+}
+
+/// A slot being taken for a run, let go of when dropped still armed (the run will not use it).
+struct SlotGuard {
+    runs: Arc<dyn RunStores>,
+    agent: Uuid,
+    rid: Uuid,
+    armed: bool,
+}
+
+impl SlotGuard {
+    /// The run got its slot: it is let go with the run's final state.
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            // The store starts the release when called (the PostgreSQL store spawns each
+            // operation on its own runtime): it need not be awaited from here, where there may
+            // be no executor.
+            drop(self.runs.release_slot(self.agent, self.rid));
+        }
     }
 }
 
