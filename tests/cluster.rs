@@ -533,3 +533,140 @@ fn runs_that_end_while_postgres_restarts_are_stored_once_it_is_back() {
         assert_eq!(done["output"]["status"], 200, "{done}");
     }
 }
+
+/// A tool that, for a body saying "slow", takes `hold` before answering, and counts how many
+/// calls it is answering at once (the highest count seen is what `max_concurrency` bounds).
+struct CountingTool {
+    server: FakeServer,
+    peak: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+fn counting_tool(hold: Duration) -> CountingTool {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let now = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let p = peak.clone();
+    let server = FakeServer::start(move |r| {
+        if r.body.contains("slow") {
+            let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+            p.fetch_max(n, Ordering::SeqCst);
+            std::thread::sleep(hold);
+            now.fetch_sub(1, Ordering::SeqCst);
+        }
+        Reply::json(200, json!({}))
+    });
+    CountingTool { server, peak }
+}
+
+impl CountingTool {
+    fn peak(&self) -> usize {
+        self.peak.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+fn invoke(s: &Server, id: &str, n: &str) -> Resp {
+    s.post(
+        &format!("/v1/agents/{id}/invoke"),
+        &json!({"input": {"n": n}}),
+    )
+}
+
+#[test]
+fn max_concurrency_holds_for_the_whole_cluster() {
+    let Some(c) = Cluster::start(2) else { return };
+    let (a, b) = (&c[0], &c[1]);
+    let tool = counting_tool(Duration::from_millis(1500));
+    let id = tool_agent(a, &tool.server, 1);
+
+    // Two sync calls at once, one per node: one runs, the other finds no slot anywhere.
+    let (on_a, on_b) = std::thread::scope(|s| {
+        let x = s.spawn(|| invoke(a, &id, "slow"));
+        let y = s.spawn(|| invoke(b, &id, "slow"));
+        (x.join().expect("a"), y.join().expect("b"))
+    });
+    let mut statuses = [on_a.status, on_b.status];
+    statuses.sort();
+    assert_eq!(statuses, [200, 429], "A: {} B: {}", on_a.body, on_b.body);
+    assert_eq!(tool.peak(), 1);
+
+    // While A runs a slow sync call, B has no slot either: 429 there.
+    std::thread::scope(|s| {
+        let running = s.spawn(|| invoke(a, &id, "slow"));
+        tool.server.wait_requests(2, Duration::from_secs(10));
+        let refused = invoke(b, &id, "slow");
+        assert_eq!(refused.status, 429, "{}", refused.body);
+        assert_eq!(running.join().expect("a").status, 200);
+    });
+
+    // Async runs sent to both nodes queue and run one at a time, each claimed when a slot
+    // frees on either node.
+    let rids: Vec<(usize, String)> = (0..4)
+        .map(|i| (i % 2, submit(&c[i % 2], &id, "slow")))
+        .collect();
+    for (node, rid) in &rids {
+        let done = until_final(&c[1 - node], &id, rid, Duration::from_secs(40));
+        assert_eq!(done["status"], "succeeded", "{done}");
+    }
+    assert_eq!(tool.peak(), 1, "never two runs at once in the cluster");
+    assert_eq!(tool.server.requests().len(), 2 + 4);
+}
+
+fn submit_in_thread(s: &Server, id: &str, n: &str, thread: &str) -> String {
+    let r = s.post(
+        &format!("/v1/agents/{id}/invoke/async"),
+        &json!({"input": {"n": n}, "thread_id": thread}),
+    );
+    assert_eq!(r.status, 202, "{}", r.body);
+    r["request_id"].as_str().expect("rid").to_owned()
+}
+
+#[test]
+fn a_threads_runs_sent_to_two_nodes_run_one_after_the_other_in_accept_order() {
+    let Some(c) = Cluster::start(2) else { return };
+    let (a, b) = (&c[0], &c[1]);
+    let tool = counting_tool(Duration::from_millis(1500));
+    let id = tool_agent(a, &tool.server, 4);
+
+    let first = submit_in_thread(a, &id, "slow-1", "conv");
+    tool.server.wait_requests(1, Duration::from_secs(10));
+    // Accepted by B while A runs the thread's first run: it waits for it.
+    let second = submit_in_thread(b, &id, "slow-2", "conv");
+    let third = std::thread::scope(|s| {
+        let sync = s.spawn(|| {
+            std::thread::sleep(Duration::from_millis(300));
+            // On the node that runs the thread now: still after B's run, accepted before it.
+            a.post(
+                &format!("/v1/agents/{id}/invoke"),
+                &json!({"input": {"n": "slow-3"}, "thread_id": "conv"}),
+            )
+        });
+        sync.join().expect("sync call")
+    });
+    assert_eq!(third.status, 200, "{}", third.body);
+    for rid in [&first, &second] {
+        let done = until_final(a, &id, rid, Duration::from_secs(30));
+        assert_eq!(done["status"], "succeeded", "{done}");
+    }
+    assert_eq!(tool.peak(), 1, "a thread's runs never overlap");
+    let order: Vec<String> = tool
+        .server
+        .requests()
+        .iter()
+        .map(|r| serde_json::from_str::<Value>(&r.body).expect("json")["n"].to_string())
+        .collect();
+    assert_eq!(order, ["\"slow-1\"", "\"slow-2\"", "\"slow-3\""]);
+    // Each run saw the turns before it: the thread reads in accept order on every node.
+    for node in [a, b] {
+        let thread = node.get(&format!("/v1/agents/{id}/threads/conv"));
+        assert_eq!(thread.status, 200, "{}", thread.body);
+        let turns: Vec<&str> = thread["turns"]
+            .as_array()
+            .expect("turns")
+            .iter()
+            .map(|t| t["request_id"].as_str().unwrap_or(""))
+            .collect();
+        let third_rid = third["request_id"].as_str().unwrap_or("");
+        assert_eq!(turns, [first.as_str(), second.as_str(), third_rid]);
+    }
+}

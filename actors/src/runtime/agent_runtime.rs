@@ -33,6 +33,7 @@ use super::threads::Lanes;
 
 mod lanes;
 mod paused;
+mod slots;
 
 use super::{Mode, Run, RunError, RunStatus, Runtime, StoredRun};
 use crate::flow::{FlowError, Limit, Outcome, Resume};
@@ -154,6 +155,8 @@ pub struct AgentRuntime {
     lanes: Lanes<Held>,
     /// This actor, for what ends outside it (a thread's turn stored) to come back to it.
     me: Option<Addr<AgentRuntime>>,
+    /// A claim is due again soon: queued runs wait for a slot another node holds (`slots`).
+    slot_poll: bool,
 }
 
 fn answer(replies: Vec<Answer>, result: &Result<StoredRun, Error>) {
@@ -189,6 +192,7 @@ impl AgentRuntime {
             recorders: HashMap::new(),
             lanes: Lanes::default(),
             me: None,
+            slot_poll: false,
         }
     }
 
@@ -289,10 +293,13 @@ impl AgentRuntime {
         });
         // Templates see the thread id the caller named; its turns are read from its scope.
         let thread = run.thread_key().map(|key| {
-            let turns = self
-                .rt
-                .runs()
-                .turns(self.agent, key, snapshot.spec.memory_turns());
+            let last = snapshot.spec.memory_turns();
+            let turns = if persist && self.rt.runs().slots_are_shared() {
+                // In a cluster, a run of another node may hold the thread: its turn comes first.
+                slots::turns_in_turn(self.rt.runs().clone(), self.agent, key, rid, last)
+            } else {
+                self.rt.runs().turns(self.agent, key, last)
+            };
             (run.run.thread_id.clone().unwrap_or_default(), turns)
         });
         let job = Job {
@@ -396,10 +403,13 @@ impl AgentRuntime {
                 actix::spawn(run_events::record_finished(rt.runs(), run));
             }
         };
+        // In a cluster the run's slot is in the store: the caller is answered once it is free
+        // there (its final state stored), so that its next call finds it free on any node.
         if run.mode == Mode::Sync
             && run.idempotency_key.is_none()
             && !durable_answer
             && turn.is_none()
+            && !rt.runs().slots_are_shared()
         {
             // Recorded before the answer, so an engine that writes at once (sled) has it
             // readable by the time the caller learns its id.
@@ -422,7 +432,7 @@ impl AgentRuntime {
             let append = rt.runs().append_turn(self.agent, thread.clone(), turn);
             (thread, append)
         });
-        let me = self.me.clone();
+        let (me, agent) = (self.me.clone(), self.agent);
         actix::spawn(async move {
             let stored = finished.await;
             if let Err(e) = &stored {
@@ -432,6 +442,7 @@ impl AgentRuntime {
                 if let Err(e) = append.await {
                     tracing::error!(request_id = %rid, error = %e, "cannot store a thread's turn");
                 }
+                slots::release_thread(&rt, agent, &thread, rid).await;
                 if let Some(me) = me {
                     me.do_send(ThreadFree { thread, rid });
                 }
@@ -495,12 +506,23 @@ impl AgentRuntime {
         // 2.4k/s in the benchmark). The slots are reserved until it lands.
         self.reserved += free;
         self.claiming = true;
-        let claim = self.rt.runs().claim(self.agent, free);
+        let shared = self.rt.runs().slots_are_shared();
+        let claim = if shared {
+            let limit = self.max_concurrency();
+            self.rt.runs().claim_in_slots(self.agent, free, limit)
+        } else {
+            self.rt.runs().claim(self.agent, free)
+        };
         ctx.spawn(claim.into_actor(self).map(move |claimed, act, ctx| {
             act.reserved -= free;
             act.claiming = false;
             match claimed {
                 Ok(runs) => {
+                    if shared && runs.len() < free.min(act.queued) {
+                        // Fewer than this node knows are queued and has room for: the
+                        // cluster's slots ran out first (or other nodes claimed them).
+                        act.poll_slots(ctx);
+                    }
                     act.queued = act.queued.saturating_sub(runs.len());
                     for run in runs {
                         act.queued_inputs.release(run.run.request_id);
@@ -765,19 +787,37 @@ impl Handler<Invoke> for AgentRuntime {
             return self.overloaded(&msg.request);
         }
         let run = self.new_run(version, Mode::Sync, &msg.request, false);
+        if persist && self.rt.runs().slots_are_shared() {
+            // The cluster's count: a slot in the store, taken before the run starts.
+            return self.invoke_in_slot(run, msg.request, snapshot, ctx);
+        }
+        self.invoke_run(run, msg.request, snapshot, persist, ctx)
+    }
+}
+
+impl AgentRuntime {
+    /// Runs sync call `run` (a slot is free for it), or holds it for its thread.
+    fn invoke_run(
+        &mut self,
+        run: StoredRun,
+        request: Request,
+        snapshot: Arc<Snapshot>,
+        persist: bool,
+        ctx: &mut Context<Self>,
+    ) -> Reply<StoredRun> {
         let limit = Duration::from_secs(snapshot.endpoint.sync_timeout_s);
-        let depth = msg.request.depth;
+        let depth = request.depth;
         let (tx, rx) = oneshot::channel();
-        if let Some(parent) = msg.request.parent.clone() {
+        if let Some(parent) = request.parent.clone() {
             self.cancel_with(parent, run.run.request_id, ctx);
         }
-        let started = msg.request.started.clone();
+        let started = request.started.clone();
         // A thread's runs go one at a time, in the order they come here. A preview reads the
         // thread but is no turn of it.
         let thread = run.thread_key().filter(|_| persist);
         if let Some(thread) = &thread {
-            if msg.request.reject_if_busy && self.lanes.busy(thread) {
-                let named = msg.request.thread.clone().unwrap_or_default();
+            if request.reject_if_busy && self.lanes.busy(thread) {
+                let named = request.thread.clone().unwrap_or_default();
                 return fail(Error::ThreadBusy(named));
             }
             if !self.lanes.free(thread) {

@@ -28,6 +28,11 @@ pub type StoreFuture<T> = Pin<Box<dyn Future<Output = Result<T, Error>> + Send +
 /// key still names are kept for the key's sake.
 pub const IDEMPOTENCY_WINDOW: Duration = Duration::hours(24);
 
+/// How long a run that tried to take its thread and failed counts as waiting for it: the runs
+/// that wait try again well within it, so one that stopped (cancelled, or its process died)
+/// stops holding younger runs back after it.
+pub const THREAD_WAIT: Duration = Duration::seconds(3);
+
 /// The outcome of [`RunStore::accept`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum Accepted {
@@ -85,15 +90,47 @@ pub trait RunStore: Send + Sync + 'static {
     /// was stored before. For runs the caller owns, i.e. that no queue or claim can race for.
     fn put(&self, run: StoredRun) -> StoreFuture<()>;
 
-    /// Stores a run's final state, takes it off its agent's queue and, when `push_due` is set,
-    /// schedules its push in the outbox: one atomic write.
+    /// Stores a run's final state (or its pause), takes it off its agent's queue, lets go of its
+    /// slot and, when `push_due` is set, schedules its push in the outbox: one atomic write.
     fn finish(&self, run: StoredRun, push_due: Option<DateTime<Utc>>) -> StoreFuture<()>;
 
     /// Stores the final state of a sync run that nothing durable refers to yet (no key, never
     /// queued, no push), so that a later read finds it. Unlike every other write it need not be
     /// durable when it resolves: its caller already has the answer, and a crash may lose the
-    /// record (`docs/storage.md`). Engines may make it as durable as they like.
+    /// record (`docs/storage.md`). Engines may make it as durable as they like. Lets go of the
+    /// run's slot.
     fn record(&self, run: StoredRun) -> StoreFuture<()>;
+
+    /// Whether `max_concurrency` and the threads' turns are kept here, for every process sharing
+    /// this store (a cluster), through the slot and thread methods below. When false (one
+    /// process: sled) the runtime keeps them in memory, and those methods are only held to the
+    /// conformance suite.
+    fn slots_are_shared(&self) -> bool {
+        false
+    }
+
+    /// Takes one of `agent`'s `limit` run slots for run `rid`, if fewer than `limit` are held
+    /// (slots of processes no longer alive do not count): true when taken. Racing takes never
+    /// hold more than `limit` between them. The slot is held until [`RunStore::release_slot`],
+    /// or until the run is stored final or paused ([`RunStore::finish`], [`RunStore::record`]).
+    fn take_slot(&self, agent: Uuid, rid: Uuid, limit: usize) -> StoreFuture<bool>;
+
+    /// Lets go of run `rid`'s slot, if it holds one.
+    fn release_slot(&self, agent: Uuid, rid: Uuid) -> StoreFuture<()>;
+
+    /// [`RunStore::claim`] within `agent`'s `limit` slots: claims at most `max` runs and no more
+    /// than the slots free, and each claimed run holds a slot, taken in the same atomic write.
+    fn claim_in_slots(&self, agent: Uuid, max: usize, limit: usize) -> StoreFuture<Vec<StoredRun>>;
+
+    /// Takes `agent`'s conversation thread `thread` (its scoped key) for run `rid` if no other
+    /// run holds it (a hold of a process no longer alive counts as none) and no older run (a
+    /// smaller id: accepted earlier) waits for it: true when `rid` holds it now. A take that
+    /// fails leaves `rid` waiting, for [`THREAD_WAIT`] unless it tries again. Racing takes give
+    /// it to one run. The hold lasts until [`RunStore::release_thread`].
+    fn take_thread(&self, agent: Uuid, thread: String, rid: Uuid) -> StoreFuture<bool>;
+
+    /// Lets go of `thread` if `rid` holds it, and of `rid`'s wait for it.
+    fn release_thread(&self, agent: Uuid, thread: String, rid: Uuid) -> StoreFuture<()>;
 
     /// Takes up to `max` of `agent`'s oldest queued runs off its queue and marks them `running`
     /// (with `started_at`), atomically per run. Two workers claiming at once never get the same

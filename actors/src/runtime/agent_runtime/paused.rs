@@ -75,8 +75,11 @@ impl AgentRuntime {
                     tracing::error!(request_id = %rid, error = %e, "cannot store a paused run")
                 }
             }
-            if let (Some(thread), Some(me)) = (run.thread_key(), me) {
-                me.do_send(ThreadFree { thread, rid });
+            if let Some(thread) = run.thread_key() {
+                super::slots::release_thread(&rt, agent, &thread, rid).await;
+                if let Some(me) = me {
+                    me.do_send(ThreadFree { thread, rid });
+                }
             }
             rt.waiters().wake(rid);
             if push_due.is_some() {

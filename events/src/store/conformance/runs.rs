@@ -51,6 +51,9 @@ cases!(
     runs_are_listed_per_agent_newest_first,
     threads_keep_turns_in_order_and_delete_them_all,
     deleting_a_thread_erases_what_its_runs_said,
+    slots_never_exceed_the_limit_and_free_when_runs_end,
+    claims_in_slots_take_no_more_than_the_free_slots,
+    a_thread_is_held_by_one_run_at_a_time,
 );
 
 pub async fn run_all(store: Arc<dyn RunStores>) {
@@ -864,4 +867,216 @@ pub async fn deleting_a_thread_erases_what_its_runs_said(store: Arc<dyn RunStore
         .await
         .expect("events");
     assert_eq!(events[0].data, json!({"said": "keep me"}));
+}
+
+/// `max_concurrency` in the store: racing takes of one agent's slots never hold more than its
+/// limit between them; a slot frees when its run is released, finished or recorded, and a run
+/// taking its own slot again keeps the one it has.
+pub async fn slots_never_exceed_the_limit_and_free_when_runs_end(store: Arc<dyn RunStores>) {
+    let agent = Uuid::now_v7();
+    let runs: Vec<StoredRun> = (0..8)
+        .map(|i| new_run(agent, Mode::Sync, json!({ "i": i })))
+        .collect();
+    let takes = join_all(
+        runs.iter()
+            .map(|run| store.take_slot(agent, run.run.request_id, 3)),
+    )
+    .await;
+    let holders: Vec<&StoredRun> = runs
+        .iter()
+        .zip(&takes)
+        .filter(|(_, taken)| *taken.as_ref().expect("take_slot"))
+        .map(|(run, _)| run)
+        .collect();
+    assert_eq!(holders.len(), 3, "exactly the limit's slots were taken");
+    let other = Uuid::now_v7();
+    assert!(
+        store
+            .take_slot(other, Uuid::now_v7(), 1)
+            .await
+            .expect("take_slot"),
+        "slots are per agent"
+    );
+    let late = new_run(agent, Mode::Sync, json!("late"));
+    let rid = late.run.request_id;
+    assert!(!store.take_slot(agent, rid, 3).await.expect("take_slot"));
+    assert!(
+        store
+            .take_slot(agent, holders[0].run.request_id, 3)
+            .await
+            .expect("take_slot"),
+        "a holder keeps its slot"
+    );
+    // Released: one is free.
+    store
+        .release_slot(agent, holders[0].run.request_id)
+        .await
+        .expect("release_slot");
+    assert!(store.take_slot(agent, rid, 3).await.expect("take_slot"));
+    assert!(!store
+        .take_slot(agent, Uuid::now_v7(), 3)
+        .await
+        .expect("take_slot"));
+    // Finished (a keyed run's end) and recorded (an unkeyed sync run's end): both free theirs.
+    let mut finished = holders[1].clone();
+    finished.finish(RunStatus::Succeeded, Some(json!(1)), None);
+    store.finish(finished, None).await.expect("finish");
+    let mut recorded = holders[2].clone();
+    recorded.finish(RunStatus::Succeeded, Some(json!(2)), None);
+    store.record(recorded).await.expect("record");
+    for _ in 0..2 {
+        assert!(store
+            .take_slot(agent, Uuid::now_v7(), 3)
+            .await
+            .expect("take_slot"));
+    }
+    assert!(!store
+        .take_slot(agent, Uuid::now_v7(), 3)
+        .await
+        .expect("take_slot"));
+}
+
+/// A claim within the slots takes no more runs than slots are free, oldest first, each claimed
+/// run holding a slot until it ends; racing claims together stay within the limit.
+pub async fn claims_in_slots_take_no_more_than_the_free_slots(store: Arc<dyn RunStores>) {
+    let agent = Uuid::now_v7();
+    let runs: Vec<StoredRun> = (0..6)
+        .map(|i| new_run(agent, Mode::Async, json!({ "i": i })))
+        .collect();
+    for run in &runs {
+        accept_new(&*store, run, true).await;
+    }
+    let sync = new_run(agent, Mode::Sync, json!("sync"));
+    assert!(store
+        .take_slot(agent, sync.run.request_id, 3)
+        .await
+        .expect("take_slot"));
+    let claims = join_all((0..4).map(|_| store.claim_in_slots(agent, 5, 3))).await;
+    let mut claimed = Vec::new();
+    for claim in claims {
+        claimed.extend(claim.expect("claim_in_slots"));
+    }
+    claimed.sort_by_key(|run| run.run.request_id);
+    assert_eq!(ids(&claimed), ids(&runs[..2]), "two slots were free");
+    assert_eq!(store.queued(agent).await.expect("queued"), 4);
+    assert!(store
+        .claim_in_slots(agent, 5, 3)
+        .await
+        .expect("claim_in_slots")
+        .is_empty());
+    // A claimed run that ends frees its slot for the next queued run.
+    let mut done = claimed[0].clone();
+    done.finish(RunStatus::Succeeded, None, None);
+    store.finish(done, None).await.expect("finish");
+    let next = store
+        .claim_in_slots(agent, 5, 3)
+        .await
+        .expect("claim_in_slots");
+    assert_eq!(ids(&next), ids(&runs[2..3]));
+    assert_eq!(next[0].run.status, RunStatus::Running);
+    assert!(!store
+        .take_slot(agent, Uuid::now_v7(), 3)
+        .await
+        .expect("take_slot"));
+}
+
+/// A thread's turn: racing takes give it to one run; its holder takes it again; it passes on
+/// only once released, and only its holder's release counts. Threads are per agent.
+pub async fn a_thread_is_held_by_one_run_at_a_time(store: Arc<dyn RunStores>) {
+    let agent = Uuid::now_v7();
+    let thread = "conv-1".to_string();
+    let rids: Vec<Uuid> = (0..6).map(|_| Uuid::now_v7()).collect();
+    let takes = join_all(
+        rids.iter()
+            .map(|rid| store.take_thread(agent, thread.clone(), *rid)),
+    )
+    .await;
+    let holders: Vec<Uuid> = rids
+        .iter()
+        .zip(&takes)
+        .filter(|(_, taken)| *taken.as_ref().expect("take_thread"))
+        .map(|(rid, _)| *rid)
+        .collect();
+    assert_eq!(holders.len(), 1, "one run holds the thread");
+    let holder = holders[0];
+    let other = *rids
+        .iter()
+        .find(|rid| **rid != holder)
+        .expect("another run");
+    assert!(store
+        .take_thread(agent, thread.clone(), holder)
+        .await
+        .expect("take_thread"));
+    assert!(
+        store
+            .take_thread(agent, "conv-2".into(), other)
+            .await
+            .expect("take_thread"),
+        "another thread is free"
+    );
+    assert!(
+        store
+            .take_thread(Uuid::now_v7(), thread.clone(), other)
+            .await
+            .expect("take_thread"),
+        "threads are per agent"
+    );
+    // A release by a run that does not hold it changes nothing.
+    store
+        .release_thread(agent, thread.clone(), other)
+        .await
+        .expect("release_thread");
+    assert!(!store
+        .take_thread(agent, thread.clone(), other)
+        .await
+        .expect("take_thread"));
+    store
+        .release_thread(agent, thread.clone(), holder)
+        .await
+        .expect("release_thread");
+    assert!(store
+        .take_thread(agent, thread.clone(), other)
+        .await
+        .expect("take_thread"));
+    assert!(!store
+        .take_thread(agent, thread, holder)
+        .await
+        .expect("take_thread"));
+
+    // Accept order: of the runs that wait, the oldest takes the thread when it frees, even if
+    // a younger one asks first.
+    let agent = Uuid::now_v7();
+    let thread = "conv-order".to_string();
+    let (first, older, younger) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    let take = |rid| store.take_thread(agent, thread.clone(), rid);
+    assert!(take(first).await.expect("take_thread"));
+    assert!(!take(younger).await.expect("take_thread"));
+    assert!(!take(older).await.expect("take_thread"));
+    store
+        .release_thread(agent, thread.clone(), first)
+        .await
+        .expect("release_thread");
+    assert!(
+        !take(younger).await.expect("take_thread"),
+        "an older run waits for the thread"
+    );
+    assert!(take(older).await.expect("take_thread"));
+    // A waiting run that stops (cancelled) no longer holds younger ones back once it let go.
+    let stopped = Uuid::now_v7();
+    let last = Uuid::now_v7();
+    assert!(!take(stopped).await.expect("take_thread"));
+    store
+        .release_thread(agent, thread.clone(), stopped)
+        .await
+        .expect("release_thread");
+    store
+        .release_thread(agent, thread.clone(), older)
+        .await
+        .expect("release_thread");
+    assert!(take(younger).await.expect("take_thread"));
+    store
+        .release_thread(agent, thread.clone(), younger)
+        .await
+        .expect("release_thread");
+    assert!(take(last).await.expect("take_thread"));
 }

@@ -136,6 +136,22 @@ impl PgStore {
     pub fn connect(url: &str, node: &str) -> Result<PgStore> {
         let store = PgStore::open(url, node)?;
         store.block(schema::migrate(store.pool.clone()))?;
+        // Slots and threads an earlier process with this id held: that process is gone, and its runs end
+        // as interrupted at start (`RunStore::running`).
+        let pool = store.pool.clone();
+        let me = node.to_string();
+        store.block(async move {
+            let client = pool.get().await.map_err(pool_error)?;
+            client
+                .execute("DELETE FROM run_slots WHERE node = $1", &[&me])
+                .await
+                .map_err(pg_error)?;
+            client
+                .execute("DELETE FROM thread_holds WHERE node = $1", &[&me])
+                .await
+                .map_err(pg_error)?;
+            Ok(())
+        })?;
         Ok(store)
     }
 

@@ -8,6 +8,8 @@
 //! | `push_outbox` | `(due_ms, rid)` | due deliveries, earliest first |
 //! | `run_events` | `(rid, seq)` | `{type, data, at}` JSON |
 //! | `thread_turns` | `(agent, thread, seq)` | the `Turn` JSON |
+//! | `run_slots` | `(agent, rid)` | the runs holding one of their agent's `max_concurrency` slots, and the node running each |
+//! | `thread_holds` | `(agent, thread)` | the run holding a conversation thread (its turn), and the node running it |
 //!
 //! Every write is one transaction, committed (and so durable: `synchronous_commit = on`) before
 //! its future resolves. Claims take queue rows with `FOR UPDATE SKIP LOCKED`, so nodes claiming
@@ -29,6 +31,7 @@ use super::{is_unique_violation, pg_error, pool_error, PgStore, Result};
 use crate::run::{PushStatus, RunError, RunEvent, RunStatus, StoredRun, ThreadOf, Turn};
 use crate::store::runs::{
     Accepted, DuePush, RunEventStore, RunStore, StoreFuture, ThreadStore, IDEMPOTENCY_WINDOW,
+    THREAD_WAIT,
 };
 use crate::store::Error;
 
@@ -231,6 +234,7 @@ async fn finish(store: PgStore, run: StoredRun, push_due: Option<DateTime<Utc>>)
     )
     .await
     .map_err(pg_error)?;
+    free_slot(&tx, row.agent, row.rid).await?;
     if let Some(due) = push_due {
         tx.execute(
             "INSERT INTO push_outbox (due_ms, rid) VALUES ($1, $2) ON CONFLICT DO NOTHING",
@@ -242,12 +246,167 @@ async fn finish(store: PgStore, run: StoredRun, push_due: Option<DateTime<Utc>>)
     tx.commit().await.map_err(pg_error)
 }
 
+/// The advisory lock class of the run slots (the second key is the agent's hash): the
+/// transaction-scoped lock serializes the counting of one agent's slots, and goes with the
+/// transaction, whatever becomes of the pooled connection.
+const SLOTS_LOCK_CLASS: i32 = 0x4847_5301;
+
+/// Locks `agent`'s slots until the transaction ends, drops those of nodes no longer alive (their
+/// lease ended with their heartbeat) and counts the rest.
+async fn held_slots(tx: &impl GenericClient, store: &PgStore, agent: Uuid) -> Result<usize> {
+    tx.execute(
+        "SELECT pg_advisory_xact_lock($1, hashtext($2::uuid::text))",
+        &[&SLOTS_LOCK_CLASS, &agent],
+    )
+    .await
+    .map_err(pg_error)?;
+    tx.execute(
+        "DELETE FROM run_slots WHERE agent = $1 AND node <> $2 AND node NOT IN (
+             SELECT id FROM nodes WHERE last_seen > now() - make_interval(secs => $3))",
+        &[&agent, &store.node(), &(super::NODE_TIMEOUT_SECS as f64)],
+    )
+    .await
+    .map_err(pg_error)?;
+    let row = tx
+        .query_one("SELECT count(*) FROM run_slots WHERE agent = $1", &[&agent])
+        .await
+        .map_err(pg_error)?;
+    Ok(count(row.get(0)))
+}
+
+async fn hold_slot(tx: &impl GenericClient, store: &PgStore, agent: Uuid, rid: Uuid) -> Result<()> {
+    tx.execute(
+        "INSERT INTO run_slots (agent, rid, node) VALUES ($1, $2, $3)
+         ON CONFLICT (agent, rid) DO UPDATE SET node = EXCLUDED.node",
+        &[&agent, &rid, &store.node()],
+    )
+    .await
+    .map_err(pg_error)?;
+    Ok(())
+}
+
+async fn free_slot(tx: &impl GenericClient, agent: Uuid, rid: Uuid) -> Result<()> {
+    tx.execute(
+        "DELETE FROM run_slots WHERE agent = $1 AND rid = $2",
+        &[&agent, &rid],
+    )
+    .await
+    .map_err(pg_error)?;
+    Ok(())
+}
+
+async fn take_slot(store: PgStore, agent: Uuid, rid: Uuid, limit: usize) -> Result<bool> {
+    let mut client = store.pool.get().await.map_err(pool_error)?;
+    let tx = client.transaction().await.map_err(pg_error)?;
+    let mine = tx
+        .query_opt(
+            "SELECT 1 FROM run_slots WHERE agent = $1 AND rid = $2",
+            &[&agent, &rid],
+        )
+        .await
+        .map_err(pg_error)?
+        .is_some();
+    let taken = mine || held_slots(&tx, &store, agent).await? < limit;
+    if taken {
+        hold_slot(&tx, &store, agent, rid).await?;
+    }
+    tx.commit().await.map_err(pg_error)?;
+    Ok(taken)
+}
+
+/// In one transaction: `rid` takes the thread if it holds it already, or if it is free (or held
+/// by a node no longer alive) and no older run waits for it; otherwise it waits (its wait's
+/// `seen_at` renewed). Of racing inserts of the hold, one wins; the others wait for its commit
+/// and then take over only a hold of their own run or of a dead node.
+async fn take_thread(store: PgStore, agent: Uuid, thread: String, rid: Uuid) -> Result<bool> {
+    let mut client = store.pool.get().await.map_err(pool_error)?;
+    let tx = client.transaction().await.map_err(pg_error)?;
+    let holder = tx
+        .query_opt(
+            "SELECT rid FROM thread_holds WHERE agent = $1 AND thread = $2",
+            &[&agent, &thread],
+        )
+        .await
+        .map_err(pg_error)?;
+    if holder.is_some_and(|row| row.get::<_, Uuid>(0) == rid) {
+        return Ok(true);
+    }
+    let wait_secs = THREAD_WAIT.num_milliseconds() as f64 / 1000.0;
+    let held = tx
+        .query_opt(
+            "INSERT INTO thread_holds AS h (agent, thread, rid, node)
+             SELECT $1, $2, $3, $4 WHERE NOT EXISTS (
+                 SELECT 1 FROM thread_waits w WHERE w.agent = $1 AND w.thread = $2
+                     AND w.rid < $3 AND w.seen_at > now() - make_interval(secs => $6))
+             ON CONFLICT (agent, thread) DO UPDATE
+                 SET rid = EXCLUDED.rid, node = EXCLUDED.node, taken_at = now()
+                 WHERE h.node <> EXCLUDED.node AND h.node NOT IN (
+                     SELECT id FROM nodes WHERE last_seen > now() - make_interval(secs => $5))
+             RETURNING rid",
+            &[
+                &agent,
+                &thread,
+                &rid,
+                &store.node(),
+                &(super::NODE_TIMEOUT_SECS as f64),
+                &wait_secs,
+            ],
+        )
+        .await
+        .map_err(pg_error)?
+        .is_some();
+    if held {
+        tx.execute(
+            "DELETE FROM thread_waits WHERE agent = $1 AND thread = $2 AND rid = $3",
+            &[&agent, &thread, &rid],
+        )
+        .await
+        .map_err(pg_error)?;
+    } else {
+        tx.execute(
+            "INSERT INTO thread_waits (agent, thread, rid, node) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (agent, thread, rid) DO UPDATE SET seen_at = now()",
+            &[&agent, &thread, &rid, &store.node()],
+        )
+        .await
+        .map_err(pg_error)?;
+        // Waits that stopped long ago: gone, so that the table does not grow.
+        tx.execute(
+            "DELETE FROM thread_waits WHERE agent = $1 AND thread = $2
+                 AND seen_at < now() - make_interval(secs => $3)",
+            &[&agent, &thread, &(wait_secs * 10.0)],
+        )
+        .await
+        .map_err(pg_error)?;
+    }
+    tx.commit().await.map_err(pg_error)?;
+    Ok(held)
+}
+
 async fn claim(store: PgStore, agent: Uuid, max: usize) -> Result<Vec<StoredRun>> {
+    claim_within(store, agent, max, None).await
+}
+
+/// Claims up to `max` queued runs; with `limit`, no more than `agent`'s free slots, each
+/// claimed run taking one in the same transaction.
+async fn claim_within(
+    store: PgStore,
+    agent: Uuid,
+    max: usize,
+    limit: Option<usize>,
+) -> Result<Vec<StoredRun>> {
     if max == 0 {
         return Ok(Vec::new());
     }
     let mut client = store.pool.get().await.map_err(pool_error)?;
     let tx = client.transaction().await.map_err(pg_error)?;
+    let max = match limit {
+        Some(limit) => max.min(limit.saturating_sub(held_slots(&tx, &store, agent).await?)),
+        None => max,
+    };
+    if max == 0 {
+        return Ok(Vec::new());
+    }
     let taken = tx
         .query(
             "DELETE FROM run_queue WHERE (agent, rid) IN (
@@ -271,6 +430,9 @@ async fn claim(store: PgStore, agent: Uuid, max: usize) -> Result<Vec<StoredRun>
         run.run.status = RunStatus::Running;
         run.run.started_at = Some(Utc::now());
         RunRow::of(&run)?.upsert(&tx, Some(store.node())).await?;
+        if limit.is_some() {
+            hold_slot(&tx, &store, agent, rid).await?;
+        }
         claimed.push(run);
     }
     tx.commit().await.map_err(pg_error)?;
@@ -470,13 +632,62 @@ impl RunStore for PgStore {
         self.spawn(finish(self.clone(), run, push_due))
     }
 
-    /// As durable as every other write: one single-row commit.
+    /// As durable as every other write: the run and its slot's release in one commit.
     fn record(&self, run: StoredRun) -> StoreFuture<()> {
-        self.put(run)
+        let store = self.clone();
+        self.spawn(async move {
+            let row = RunRow::of(&run)?;
+            let mut client = store.pool.get().await.map_err(pool_error)?;
+            let tx = client.transaction().await.map_err(pg_error)?;
+            row.upsert(&tx, None).await?;
+            free_slot(&tx, row.agent, row.rid).await?;
+            tx.commit().await.map_err(pg_error)
+        })
     }
 
     fn claim(&self, agent: Uuid, max: usize) -> StoreFuture<Vec<StoredRun>> {
         self.spawn(claim(self.clone(), agent, max))
+    }
+
+    fn slots_are_shared(&self) -> bool {
+        true
+    }
+
+    fn take_slot(&self, agent: Uuid, rid: Uuid, limit: usize) -> StoreFuture<bool> {
+        self.spawn(take_slot(self.clone(), agent, rid, limit))
+    }
+
+    fn release_slot(&self, agent: Uuid, rid: Uuid) -> StoreFuture<()> {
+        let pool = self.pool.clone();
+        self.spawn(async move {
+            let client = pool.get().await.map_err(pool_error)?;
+            free_slot(&client, agent, rid).await
+        })
+    }
+
+    fn take_thread(&self, agent: Uuid, thread: String, rid: Uuid) -> StoreFuture<bool> {
+        self.spawn(take_thread(self.clone(), agent, thread, rid))
+    }
+
+    fn release_thread(&self, agent: Uuid, thread: String, rid: Uuid) -> StoreFuture<()> {
+        let pool = self.pool.clone();
+        self.spawn(async move {
+            let mut client = pool.get().await.map_err(pool_error)?;
+            let tx = client.transaction().await.map_err(pg_error)?;
+            for table in ["thread_holds", "thread_waits"] {
+                tx.execute(
+                    &format!("DELETE FROM {table} WHERE agent = $1 AND thread = $2 AND rid = $3"),
+                    &[&agent, &thread, &rid],
+                )
+                .await
+                .map_err(pg_error)?;
+            }
+            tx.commit().await.map_err(pg_error)
+        })
+    }
+
+    fn claim_in_slots(&self, agent: Uuid, max: usize, limit: usize) -> StoreFuture<Vec<StoredRun>> {
+        self.spawn(claim_within(self.clone(), agent, max, Some(limit)))
     }
 
     fn cancel_queued(

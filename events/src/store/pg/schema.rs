@@ -11,7 +11,7 @@ use super::{pg_error, pool_error, Result};
 use crate::store::Error;
 
 /// Migrations, version 1 first; a migration is never edited once released, only appended.
-const MIGRATIONS: &[&str] = &[V1, V2, V3];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
@@ -104,6 +104,38 @@ ALTER TABLE runs ADD COLUMN thread text;
 CREATE INDEX runs_by_thread ON runs (agent, thread) WHERE thread IS NOT NULL;
 ALTER TABLE run_events ADD COLUMN agent uuid, ADD COLUMN thread text;
 CREATE INDEX run_events_by_thread ON run_events (agent, thread) WHERE thread IS NOT NULL;
+"#;
+
+/// What holds `max_concurrency` and threads' turns for the whole cluster: one row per run
+/// holding one of its agent's slots, and per thread a run holds, each owned by the node running
+/// the run.
+const V4: &str = r#"
+CREATE TABLE run_slots (
+    agent uuid NOT NULL,
+    rid uuid NOT NULL,
+    node text NOT NULL,
+    taken_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (agent, rid)
+);
+CREATE INDEX run_slots_by_rid ON run_slots (rid);
+CREATE INDEX run_slots_by_node ON run_slots (node);
+CREATE TABLE thread_holds (
+    agent uuid NOT NULL,
+    thread text NOT NULL,
+    rid uuid NOT NULL,
+    node text NOT NULL,
+    taken_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (agent, thread)
+);
+CREATE INDEX thread_holds_by_node ON thread_holds (node);
+CREATE TABLE thread_waits (
+    agent uuid NOT NULL,
+    thread text NOT NULL,
+    rid uuid NOT NULL,
+    node text NOT NULL,
+    seen_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (agent, thread, rid)
+);
 "#;
 
 /// Brings the database to [`SCHEMA_VERSION`], or refuses it if it is newer.

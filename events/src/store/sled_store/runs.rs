@@ -17,8 +17,9 @@
 //! lock, so a transaction that scans a tree directly (a claim, a purge, numbering an event) sees
 //! every earlier transaction whole and none of a later one.
 
+use std::collections::{HashMap, HashSet};
 use std::future::ready;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -32,6 +33,7 @@ use super::{storage, SledStore};
 use crate::run::{PushStatus, RunError, RunEvent, RunStatus, StoredRun, ThreadOf, Turn};
 use crate::store::runs::{
     Accepted, DuePush, RunEventStore, RunStore, StoreFuture, ThreadStore, IDEMPOTENCY_WINDOW,
+    THREAD_WAIT,
 };
 use crate::store::Error;
 
@@ -52,6 +54,12 @@ pub struct SledRuns {
     turns: Tree,
     /// What threads say is sealed under these, so that deleting a thread destroys it.
     keys: ThreadKeys,
+    /// Run slots by agent. One process is the whole of a sled Hangar, so its runtime counts
+    /// slots itself and never calls the slot methods; they keep these in memory for the
+    /// conformance suite (nothing about a slot outlives the process).
+    slots: Mutex<HashMap<Uuid, HashSet<Uuid>>>,
+    /// The run holding each (agent, thread) and those waiting for it, the same way.
+    threads: Mutex<HashMap<(Uuid, String), ThreadLane>>,
 }
 
 fn io(e: impl std::fmt::Display) -> Error {
@@ -225,6 +233,8 @@ impl SledRuns {
             run_events: db.open_tree("run_events").map_err(storage)?,
             turns: db.open_tree("thread_turns").map_err(storage)?,
             keys: ThreadKeys::open(&store.dir)?,
+            slots: Mutex::default(),
+            threads: Mutex::default(),
             store,
         })
     }
@@ -475,6 +485,37 @@ fn now<T: Send + 'static>(result: Result<T>) -> StoreFuture<T> {
     Box::pin(ready(result))
 }
 
+/// Who holds a thread, and who waits for it (by request id, so oldest first) since when.
+#[derive(Default)]
+struct ThreadLane {
+    holder: Option<Uuid>,
+    waiting: std::collections::BTreeMap<Uuid, DateTime<Utc>>,
+}
+
+impl SledRuns {
+    fn with_slots<T>(
+        &self,
+        f: impl FnOnce(&mut HashMap<Uuid, HashSet<Uuid>>) -> Result<T>,
+    ) -> Result<T> {
+        let mut slots = self
+            .slots
+            .lock()
+            .map_err(|_| Error::Io("the run slots' lock was poisoned".into()))?;
+        f(&mut slots)
+    }
+
+    fn free_slot(&self, agent: Uuid, rid: Uuid) {
+        if let Ok(mut slots) = self.slots.lock() {
+            if let Some(held) = slots.get_mut(&agent) {
+                held.remove(&rid);
+                if held.is_empty() {
+                    slots.remove(&agent);
+                }
+            }
+        }
+    }
+}
+
 impl RunStore for SledRuns {
     fn accept(&self, run: StoredRun, enqueue: bool) -> StoreFuture<Accepted> {
         // Also for a repeat: the request it found may have been accepted a moment ago by a call
@@ -555,10 +596,12 @@ impl RunStore for SledRuns {
     }
 
     fn finish(&self, run: StoredRun, push_due: Option<DateTime<Utc>>) -> StoreFuture<()> {
+        self.free_slot(run.run.agent_id, run.run.request_id);
         self.durable(self.finish_now(&run, push_due))
     }
 
     fn record(&self, run: StoredRun) -> StoreFuture<()> {
+        self.free_slot(run.run.agent_id, run.run.request_id);
         // A plain insert, outside the write-ahead log: sled makes it durable at the next
         // checkpoint. A profile of sync calls at c=32 showed logged writes as the largest cost
         // after the HTTP stack, for a record its caller does not wait for.
@@ -572,6 +615,68 @@ impl RunStore for SledRuns {
 
     fn claim(&self, agent: Uuid, max: usize) -> StoreFuture<Vec<StoredRun>> {
         match self.claim_now(agent, max) {
+            Ok(claimed) if claimed.is_empty() => now(Ok(claimed)),
+            result => self.durable(result),
+        }
+    }
+
+    fn take_slot(&self, agent: Uuid, rid: Uuid, limit: usize) -> StoreFuture<bool> {
+        now(self.with_slots(|slots| {
+            let held = slots.entry(agent).or_default();
+            Ok(held.contains(&rid) || (held.len() < limit && held.insert(rid)))
+        }))
+    }
+
+    fn release_slot(&self, agent: Uuid, rid: Uuid) -> StoreFuture<()> {
+        self.free_slot(agent, rid);
+        now(Ok(()))
+    }
+
+    fn take_thread(&self, agent: Uuid, thread: String, rid: Uuid) -> StoreFuture<bool> {
+        let Ok(mut threads) = self.threads.lock() else {
+            return now(Err(Error::Io("the thread holds' lock was poisoned".into())));
+        };
+        let lane = threads.entry((agent, thread)).or_default();
+        if lane.holder == Some(rid) {
+            return now(Ok(true));
+        }
+        let at = Utc::now();
+        lane.waiting.retain(|_, seen| at - *seen < THREAD_WAIT);
+        let older_waits = lane.waiting.range(..rid).next().is_some();
+        if lane.holder.is_none() && !older_waits {
+            lane.holder = Some(rid);
+            lane.waiting.remove(&rid);
+            return now(Ok(true));
+        }
+        lane.waiting.insert(rid, at);
+        now(Ok(false))
+    }
+
+    fn release_thread(&self, agent: Uuid, thread: String, rid: Uuid) -> StoreFuture<()> {
+        if let Ok(mut threads) = self.threads.lock() {
+            let key = (agent, thread);
+            if let Some(lane) = threads.get_mut(&key) {
+                if lane.holder == Some(rid) {
+                    lane.holder = None;
+                }
+                lane.waiting.remove(&rid);
+                if lane.holder.is_none() && lane.waiting.is_empty() {
+                    threads.remove(&key);
+                }
+            }
+        }
+        now(Ok(()))
+    }
+
+    fn claim_in_slots(&self, agent: Uuid, max: usize, limit: usize) -> StoreFuture<Vec<StoredRun>> {
+        // Under the slots' lock: a racing take or claim waits for this one's count.
+        let claimed = self.with_slots(|slots| {
+            let held = slots.entry(agent).or_default();
+            let claimed = self.claim_now(agent, max.min(limit.saturating_sub(held.len())))?;
+            held.extend(claimed.iter().map(|run| run.run.request_id));
+            Ok(claimed)
+        });
+        match claimed {
             Ok(claimed) if claimed.is_empty() => now(Ok(claimed)),
             result => self.durable(result),
         }
