@@ -136,8 +136,8 @@ fn measure(ctx: &mut Ctx, setup: &str, nodes: &[Hangar]) -> Result<()> {
 }
 
 /// Kills node A while it runs one run of a one-slot agent and holds a second queued, and times
-/// how long until that queued run's tool call arrives from another node. Only A ever served
-/// the agent, so only the dead-node detection hands its queue over.
+/// how long until that queued run's tool call arrives from another node, and until the killed
+/// node's running run reads `interrupted` (the dead-node detection).
 fn failover(ctx: &mut Ctx, nodes: &mut [Hangar]) -> Result<()> {
     println!("  -- failover after kill -9 (3 nodes)");
     let sink = Sink::start().map_err(|e| format!("slow tool: {e}"))?;
@@ -160,15 +160,16 @@ fn failover(ctx: &mut Ctx, nodes: &mut [Hangar]) -> Result<()> {
         .ok_or("the first run's tool call never arrived")?;
     let _queued = accept(&mut a, "queued")?;
     std::thread::sleep(Duration::from_millis(500));
-    if sink.accepted() != 1 {
-        return Err(format!(
-            "the second run did not wait in the queue ({} tool calls)",
-            sink.accepted()
-        ));
-    }
+    // `max_concurrency` is per node (docs/cluster.md): another node whose runtime serves the
+    // agent may claim the second run at once; then only the detection is timed.
+    let held = sink.accepted() == 1;
     nodes[0].kill();
     let killed = Instant::now();
-    let moved = wait_for(|| sink.accepted() >= 2, Duration::from_secs(90));
+    let moved = if held {
+        wait_for(|| sink.accepted() >= 2, Duration::from_secs(90))
+    } else {
+        None
+    };
     let mut b = admin(&nodes[1]);
     let interrupted = wait_for(
         || {
@@ -183,25 +184,27 @@ fn failover(ctx: &mut Ctx, nodes: &mut [Hangar]) -> Result<()> {
             format!("{:.1} s", d.as_secs_f64())
         })
     };
+    let queue = if held {
+        format!("queued run runs elsewhere after {}", secs(moved))
+    } else {
+        "queued run claimed at once by another node".to_owned()
+    };
     println!(
-        "    queued run running on another node {} after the kill; the killed node's running run \
-         read interrupted {} after it",
-        secs(moved),
+        "    {queue}; the killed node's running run read interrupted {} after the kill",
         secs(interrupted)
     );
+    let bound = Duration::from_secs(30);
+    let within =
+        interrupted.is_some_and(|d| d <= bound) && (!held || moved.is_some_and(|d| d <= bound));
     ctx.rows.push(
         Row::new(
             "cluster: failover after kill -9, 3 nodes",
             format!(
-                "queued run runs elsewhere after {}; running run interrupted after {}",
-                secs(moved),
+                "{queue}; running run interrupted after {}",
                 secs(interrupted)
             ),
         )
-        .target(
-            "≤ 30 s",
-            Verdict::of(moved.is_some_and(|d| d <= Duration::from_secs(30))),
-        ),
+        .target("≤ 30 s", Verdict::of(within)),
     );
     Ok(())
 }
