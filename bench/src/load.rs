@@ -73,13 +73,29 @@ pub fn run_while<F>(
 where
     F: Fn(usize, u64, &mut Conn) -> Outcome + Sync,
 {
+    run_spread(&[addr], token, c, dur, going, op)
+}
+
+/// [`run_while`] over several servers (a cluster's nodes): thread `t` talks to
+/// `addrs[t % addrs.len()]`, so the load is spread evenly over them.
+pub fn run_spread<F>(
+    addrs: &[SocketAddr],
+    token: Option<&str>,
+    c: usize,
+    dur: Duration,
+    going: &AtomicBool,
+    op: F,
+) -> Stats
+where
+    F: Fn(usize, u64, &mut Conn) -> Outcome + Sync,
+{
     let barrier = Barrier::new(c + 1);
     let (op, barrier) = (&op, &barrier);
     let (results, secs) = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..c)
             .map(|t| {
                 scope.spawn(move || {
-                    let mut conn = Conn::new(addr, token);
+                    let mut conn = Conn::new(addrs[t % addrs.len()], token);
                     let mut hist = histogram();
                     let (mut ok, mut errors, mut first_error) = (0u64, 0u64, None);
                     barrier.wait();

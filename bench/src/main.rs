@@ -7,6 +7,7 @@
 //! cargo run --release -p hangar-bench -- --quick      # smoke run (1 s rounds, 10k events, 1k agents)
 //! cargo run --release -p hangar-bench -- --only sync,writes --duration 3s --rounds 5
 //! cargo run --release -p hangar-bench -- --only soak  # memory and disk under 5 min of load
+//! cargo run --release -p hangar-bench -- --only cluster  # sled vs 1 and 3 nodes on PostgreSQL
 //! ```
 //!
 //! # Layout
@@ -19,6 +20,7 @@
 //! thread it starts is stopped before it exits.
 
 mod baseline;
+mod cluster;
 mod http;
 mod load;
 mod protocols;
@@ -31,7 +33,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-pub const SCENARIOS: [&str; 9] = [
+pub const SCENARIOS: [&str; 10] = [
     "sync",
     "async",
     "push",
@@ -41,8 +43,10 @@ pub const SCENARIOS: [&str; 9] = [
     "undeploy",
     "soak",
     "protocols",
+    "cluster",
 ];
-/// What a run without `--only` measures: not the soak, which takes minutes by design.
+/// What a run without `--only` measures: not the soak, which takes minutes by design, nor the
+/// cluster, which needs PostgreSQL.
 const DEFAULT_SCENARIOS: [&str; 8] = [
     "sync",
     "async",
@@ -91,7 +95,8 @@ usage: cargo run --release -p hangar-bench [-- OPTIONS]
   --rounds N         rounds per figure; the median is reported (default 3)
   --only A,B         run only these scenarios: sync, async, push, writes, replay, memory, undeploy,
                      protocols (/invoke/stream, A2A, OpenAI), soak (not run unless named: it
-                     takes minutes)
+                     takes minutes), cluster (1 node on sled, 1 and 3 nodes on a
+                     temporary PostgreSQL, failover after kill -9; not run unless named)
   --events N         events in the replay agent's log (default 100000; --quick: 10000)
   --agents N         agents for the memory scenario (default 10000; --quick: 1000)
   --in-flight N      runs in flight when undeploying (default 1000)
@@ -451,6 +456,7 @@ fn main() -> ExitCode {
             "undeploy" => scenarios::undeploy(&mut ctx),
             "soak" => soak::soak(&mut ctx),
             "protocols" => protocols::protocols(&mut ctx),
+            "cluster" => cluster::cluster(&mut ctx),
             _ => unreachable!("checked in parse_args"),
         };
         if let Err(e) = result {

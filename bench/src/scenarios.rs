@@ -115,7 +115,7 @@ pub(crate) fn admin(h: &Hangar) -> Conn {
 }
 
 /// The agent: transform → end.
-fn greet_spec(name: &str, description: &str) -> Value {
+pub(crate) fn greet_spec(name: &str, description: &str) -> Value {
     json!({
         "name": name,
         "description": description,
@@ -129,11 +129,11 @@ fn greet_spec(name: &str, description: &str) -> Value {
 }
 
 /// The greet spec as the body of a draft write; `rev` makes each write a different draft.
-fn draft_body(name: &str, rev: &str) -> String {
+pub(crate) fn draft_body(name: &str, rev: &str) -> String {
     greet_spec(name, &format!("{name} answers greetings, revision {rev}")).to_string()
 }
 
-fn create(c: &mut Conn, spec: &Value) -> Result<String> {
+pub(crate) fn create(c: &mut Conn, spec: &Value) -> Result<String> {
     let r = expect(c.post("/v1/agents", &spec.to_string()), 201, "create agent")?;
     r.json()["id"]
         .as_str()
@@ -141,7 +141,7 @@ fn create(c: &mut Conn, spec: &Value) -> Result<String> {
         .ok_or_else(|| "create agent: no id".to_string())
 }
 
-fn deploy(c: &mut Conn, id: &str) -> Result<()> {
+pub(crate) fn deploy(c: &mut Conn, id: &str) -> Result<()> {
     expect(
         c.post(&format!("/v1/agents/{id}/deploy"), "{}"),
         200,
@@ -393,6 +393,32 @@ fn poll_path(poll_url: &str) -> String {
     }
 }
 
+/// One flow: `POST submit` (202), then long-polls its `poll_url` until the run succeeded.
+pub(crate) fn submit_and_wait(conn: &mut Conn, submit: &str) -> Outcome {
+    let r = conn.post(submit, INVOKE_BODY).map_err(load::io_err)?;
+    if r.status != 202 {
+        return Err(format!("submit: HTTP {}: {}", r.status, short(&r.text())));
+    }
+    let poll = r.json()["poll_url"]
+        .as_str()
+        .map(poll_path)
+        .ok_or("no poll_url")?;
+    let sep = if poll.contains('?') { '&' } else { '?' };
+    let url = format!("{poll}{sep}wait=30");
+    for _ in 0..4 {
+        let r = conn.get(&url).map_err(load::io_err)?;
+        if r.status != 200 {
+            return Err(format!("poll: HTTP {}: {}", r.status, short(&r.text())));
+        }
+        match r.json()["status"].as_str() {
+            Some("succeeded") => return Ok(true),
+            Some("queued" | "running") => continue,
+            other => return Err(format!("run ended {other:?}")),
+        }
+    }
+    Err("not finished after 4 long polls".into())
+}
+
 pub fn asynchronous(ctx: &mut Ctx) -> Result<()> {
     // A queue bound above anything this scenario can submit, so accept is what is measured.
     let h = ctx.fresh_server("async", &[("HANGAR_MAX_QUEUE", "1000000")])?;
@@ -424,30 +450,7 @@ pub fn asynchronous(ctx: &mut Ctx) -> Result<()> {
 
     let id = greet_agent(&mut c, "bench flows")?;
     let submit = format!("/v1/agents/{id}/invoke/async");
-    let flow = |_: usize, _: u64, conn: &mut Conn| -> Outcome {
-        let r = conn.post(&submit, INVOKE_BODY).map_err(load::io_err)?;
-        if r.status != 202 {
-            return Err(format!("submit: HTTP {}: {}", r.status, short(&r.text())));
-        }
-        let poll = r.json()["poll_url"]
-            .as_str()
-            .map(poll_path)
-            .ok_or("no poll_url")?;
-        let sep = if poll.contains('?') { '&' } else { '?' };
-        let url = format!("{poll}{sep}wait=30");
-        for _ in 0..4 {
-            let r = conn.get(&url).map_err(load::io_err)?;
-            if r.status != 200 {
-                return Err(format!("poll: HTTP {}: {}", r.status, short(&r.text())));
-            }
-            match r.json()["status"].as_str() {
-                Some("succeeded") => return Ok(true),
-                Some("queued" | "running") => continue,
-                other => return Err(format!("run ended {other:?}")),
-            }
-        }
-        Err("not finished after 4 long polls".into())
-    };
+    let flow = |_: usize, _: u64, conn: &mut Conn| submit_and_wait(conn, &submit);
     let all = rounds(ctx, "submit→result", h.addr, C, flow);
     let f = Figure::of(&all);
     println!("  submit→result: {}", fig(&f));
@@ -826,7 +829,7 @@ pub fn memory(ctx: &mut Ctx) -> Result<()> {
 // ---------- 7. undeploy with runs in flight ----------
 
 /// A deployed agent whose flow calls a tool on `server` (which never answers).
-fn tool_agent(c: &mut Conn, server: &str, max_concurrency: usize) -> Result<String> {
+pub(crate) fn tool_agent(c: &mut Conn, server: &str, max_concurrency: usize) -> Result<String> {
     let id = create(
         c,
         &json!({

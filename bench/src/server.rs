@@ -156,6 +156,14 @@ impl Hangar {
         let _ = child.wait();
     }
 
+    /// SIGKILL: no chance to flush, deregister or hand anything over.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
     /// Stops the server and starts a new one on the same data directory.
     pub fn restart(&mut self) -> Result<(), String> {
         self.stop();

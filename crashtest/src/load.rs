@@ -22,15 +22,19 @@ pub struct Target {
 }
 
 pub struct Shared {
-    pub base: RwLock<String>,
+    /// The servers' addresses (one, or each node of a cluster): the load is spread over them.
+    pub bases: RwLock<Vec<String>>,
     pub stop: AtomicBool,
     /// While set, the threads send nothing (the quiet moment of the probe kill).
     pub paused: AtomicBool,
 }
 
 impl Shared {
-    fn base(&self) -> String {
-        self.base.read().unwrap().clone()
+    /// The address for a thread's `i`th request: the nodes in turn, so each thread's load is
+    /// spread evenly over them.
+    fn base(&self, i: u64) -> String {
+        let bases = self.bases.read().unwrap();
+        bases[(i % bases.len() as u64) as usize].clone()
     }
 }
 
@@ -78,7 +82,11 @@ pub fn submitter(
         }
         i += 1;
         let a = rng.below(targets.len());
-        let url = format!("{}/v1/agents/{}/invoke/async", shared.base(), targets[a].id);
+        let url = format!(
+            "{}/v1/agents/{}/invoke/async",
+            shared.base(i),
+            targets[a].id
+        );
         let tag = format!("s{n}-{i}");
         match http::call(
             &agent,
@@ -129,7 +137,7 @@ pub fn writer(
         let description = format!("crashtest write w{n}-{i}");
         let mut spec = targets[a].spec.clone();
         spec["description"] = json!(description);
-        let url = format!("{}/v1/agents/{}/draft", shared.base(), targets[a].id);
+        let url = format!("{}/v1/agents/{}/draft", shared.base(i), targets[a].id);
         match http::call(&agent, "PUT", &url, Some(&spec)) {
             Ok((s, body)) if (200..300).contains(&s) => match body["seq"].as_u64() {
                 Some(seq) if body["description"] == description.as_str() => acks.push(Ack {

@@ -7,12 +7,18 @@
 //! exists and ends in an allowed final state, every 2xx'd write is in the log at its seq,
 //! `hangar verify` passes, and every final run of a push agent was delivered.
 //!
+//! With `--cluster N` it starts a temporary PostgreSQL (`initdb`/`pg_ctl`, as the `postgres` user
+//! when run as root) and N `hangar serve` nodes on it, spreads the same load over the nodes, kills
+//! a random node at each kill and restarts it (same `--node-id`), and checks the same way through
+//! any node, with `hangar verify --store URL` for the chains.
+//!
 //! ```sh
 //! cargo run --release -p hangar-crashtest -- [--kills 5] [--seconds-between 1.5] [--writers 4]
-//!     [--submitters 8] [--agents 4] [--seed N] [--keep]
+//!     [--submitters 8] [--agents 4] [--cluster N] [--seed N] [--keep]
 //! ```
 //! Exit status: 0 all proven, 1 something was lost or wrong, 2 the harness could not run.
 
+mod cluster;
 mod http;
 mod load;
 mod receivers;
@@ -28,9 +34,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{json, Value};
 
+use events::store::pg::testing::TempPostgres;
 use load::{Accepted, Ack, Shared, Tally, Target};
 use rng::Rng;
-use server::Server;
 
 struct Args {
     kills: usize,
@@ -38,12 +44,15 @@ struct Args {
     writers: usize,
     submitters: usize,
     agents: usize,
+    /// 0: one node on sled; N: N nodes on a temporary PostgreSQL.
+    cluster: usize,
     seed: u64,
     keep: bool,
 }
 
 const USAGE: &str = "usage: hangar-crashtest [--kills N (5)] [--seconds-between S (1.5)] \
-[--writers N (4)] [--submitters N (8)] [--agents N (4)] [--seed N] [--keep]";
+[--writers N (4)] [--submitters N (8)] [--agents N (4)] [--cluster NODES (0: one node on sled)] \
+[--seed N] [--keep]";
 
 fn args() -> Result<Args, String> {
     let mut a = Args {
@@ -52,6 +61,7 @@ fn args() -> Result<Args, String> {
         writers: 4,
         submitters: 8,
         agents: 4,
+        cluster: 0,
         seed: SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(1, |d| d.as_nanos() as u64),
@@ -74,13 +84,19 @@ fn args() -> Result<Args, String> {
             "--writers" => a.writers = value.parse().map_err(|_| bad.clone())?,
             "--submitters" => a.submitters = value.parse().map_err(|_| bad.clone())?,
             "--agents" => a.agents = value.parse().map_err(|_| bad.clone())?,
+            "--cluster" => a.cluster = value.parse().map_err(|_| bad.clone())?,
             "--seed" => a.seed = value.parse().map_err(|_| bad.clone())?,
             _ => return Err(format!("unknown option {flag}\n{USAGE}")),
         }
     }
-    if a.agents == 0 || !(0.05..=60.0).contains(&a.seconds_between) || a.kills > 100 {
+    if a.agents == 0
+        || !(0.05..=60.0).contains(&a.seconds_between)
+        || a.kills > 100
+        || a.cluster > 16
+    {
         return Err(format!(
-            "--agents must be at least 1, --seconds-between 0.05-60, --kills at most 100\n{USAGE}"
+            "--agents must be at least 1, --seconds-between 0.05-60, --kills at most 100, \
+             --cluster at most 16\n{USAGE}"
         ));
     }
     Ok(a)
@@ -192,14 +208,23 @@ fn run(a: &Args) -> Result<bool, String> {
         .prefix("hangar-crashtest-")
         .tempdir()
         .map_err(|e| format!("temp dir: {e}"))?;
-    let data = work.path().join("data");
-    let log = work.path().join("server.log");
 
     let (tool_url, tool_calls) = receivers::tool(a.seed).map_err(|e| format!("tool: {e}"))?;
     let (hook_url, hooks) = receivers::webhook().map_err(|e| format!("webhook: {e}"))?;
-    let mut srv = Server::start(&bin, &data, &log)?;
-    println!("crashtest: server at {}, data {}", srv.base, data.display());
-    let targets = Arc::new(setup(&srv.base, a.agents, &tool_url, &hook_url)?);
+    let pg = if a.cluster > 0 {
+        let pg = cluster::postgres()?;
+        println!("crashtest: PostgreSQL at {}", pg.url());
+        Some(pg)
+    } else {
+        None
+    };
+    let store_url = pg.as_ref().map(TempPostgres::url);
+    let (mut nodes, logs) =
+        cluster::start_nodes(&bin, work.path(), store_url.as_deref(), a.cluster)?;
+    for n in &nodes {
+        println!("crashtest: {} at {}", n.name, n.base);
+    }
+    let targets = Arc::new(setup(&nodes[0].base, a.agents, &tool_url, &hook_url)?);
     println!(
         "crashtest: {} agents deployed ({} push, 1 calls a 50-200 ms tool)",
         targets.len(),
@@ -208,7 +233,7 @@ fn run(a: &Args) -> Result<bool, String> {
 
     // The load, across kills.
     let shared = Arc::new(Shared {
-        base: RwLock::new(srv.base.clone()),
+        bases: RwLock::new(nodes.iter().map(|n| n.base.clone()).collect()),
         stop: Default::default(),
         paused: Default::default(),
     });
@@ -243,16 +268,24 @@ fn run(a: &Args) -> Result<bool, String> {
         // Every other kill lands the moment a tool call arrives: a run has just started and is
         // in flight, the moment where "running" must already be durable.
         let at_tool_call = k % 2 == 1 && tool_calls.wait_for_next(Duration::from_secs(1));
+        // In a cluster, a random node: the tool call may be running on any of them.
+        let victim = if nodes.len() > 1 {
+            rng.below(nodes.len())
+        } else {
+            0
+        };
+        let srv = &mut nodes[victim];
         srv.kill();
         kills += 1;
         if let Err(e) = srv.restart() {
-            restart_error = Some(format!("restart after kill {}: {e}", k + 1));
+            restart_error = Some(format!("restart of {} after kill {}: {e}", srv.name, k + 1));
             break;
         }
-        *shared.base.write().unwrap() = srv.base.clone();
+        shared.bases.write().unwrap()[victim] = srv.base.clone();
         println!(
-            "crashtest: kill {} at +{:.2}s (after {:.2}s{}), restarted at {} in {:.2}s",
+            "crashtest: kill {} of {} at +{:.2}s (after {:.2}s{}), restarted at {} in {:.2}s",
             k + 1,
+            srv.name,
             load_began.elapsed().as_secs_f64(),
             delay,
             if at_tool_call { ", at a tool call" } else { "" },
@@ -261,7 +294,9 @@ fn run(a: &Args) -> Result<bool, String> {
         );
     }
     let mut probe = None;
-    if restart_error.is_none() {
+    // The probe needs to know which server runs the probe's run: one node only.
+    if restart_error.is_none() && nodes.len() == 1 {
+        let srv = &mut nodes[0];
         // The probe kill: pause the load, let everything settle, submit one request to the tool
         // agent and kill the server the moment its tool call arrives. Nothing else is writing,
         // so this is the one moment where a "running" mark that is not yet durable would show.
@@ -282,7 +317,7 @@ fn run(a: &Args) -> Result<bool, String> {
                 kills += 1;
                 match srv.restart() {
                     Ok(()) => {
-                        *shared.base.write().unwrap() = srv.base.clone();
+                        shared.bases.write().unwrap()[0] = srv.base.clone();
                         println!(
                             "crashtest: probe kill {kills} at +{:.2}s ({}, request {rid}{}), restarted at {}",
                             load_began.elapsed().as_secs_f64(),
@@ -332,7 +367,7 @@ fn run(a: &Args) -> Result<bool, String> {
     let mut failures: Vec<String> = Vec::new();
     if let Some(e) = restart_error {
         failures.push(e);
-        return finish(a, work, &log, &failures);
+        return finish(a, work, &logs, &failures);
     }
     failures.extend(
         sub_tally
@@ -342,10 +377,12 @@ fn run(a: &Args) -> Result<bool, String> {
     );
     failures.extend(wr_tally.malformed.iter().map(|m| format!("write: {m}")));
 
-    // (a) every accepted request exists and ends in an allowed final state.
+    // (a) every accepted request exists and ends in an allowed final state. Any node answers
+    // for every agent in a cluster: the first one is asked.
+    let base = nodes[0].base.clone();
     let t0 = Instant::now();
     let runs = verify::runs(
-        &srv.base,
+        &base,
         &targets,
         &accepted,
         8,
@@ -357,7 +394,7 @@ fn run(a: &Args) -> Result<bool, String> {
     failures.extend(runs.unexpected.iter().map(|m| format!("request {m}")));
 
     // (b) every acknowledged write is in the log at its seq.
-    let writes = verify::writes(&srv.base, &targets, &acks);
+    let writes = verify::writes(&base, &targets, &acks);
     failures.extend(writes.lost.iter().map(|m| format!("lost write {m}")));
     failures.extend(writes.chain.iter().map(|m| format!("log {m}")));
     // Two acknowledgements of one seq would mean the server answered two writes with one event.
@@ -401,19 +438,28 @@ fn run(a: &Args) -> Result<bool, String> {
         ));
     }
 
-    // No panic in the server's log, in any of its lives.
-    let server_log = std::fs::read_to_string(&log).unwrap_or_default();
-    let panics: Vec<&str> = server_log
-        .lines()
+    // No panic in the servers' logs, in any of their lives.
+    let server_logs: Vec<String> = logs
+        .iter()
+        .map(|l| std::fs::read_to_string(l).unwrap_or_default())
+        .collect();
+    let panics: Vec<&str> = server_logs
+        .iter()
+        .flat_map(|log| log.lines())
         .filter(|l| l.contains("panicked"))
         .collect();
     for l in panics.iter().take(5) {
         failures.push(format!("the server panicked: {l}"));
     }
 
-    // (c) the stopped server's log verifies.
-    srv.kill();
-    let (verified, verify_out) = srv.verify()?;
+    // (c) the stopped servers' logs verify: the data directory, or every chain in PostgreSQL.
+    for n in &mut nodes {
+        n.kill();
+    }
+    let (verified, verify_out) = match &store_url {
+        Some(url) => nodes[0].verify_store(url)?,
+        None => nodes[0].verify()?,
+    };
     if !verified {
         failures.push(format!("hangar verify failed: {verify_out}"));
     }
@@ -424,18 +470,25 @@ fn run(a: &Args) -> Result<bool, String> {
     let lost_writes = writes.lost.len();
     println!();
     println!("== crashtest figures (seed {}) ==", a.seed);
+    if a.cluster > 0 {
+        println!(
+            "nodes                         {} `hangar serve` on one PostgreSQL, the load spread over them",
+            nodes.len()
+        );
+    }
     println!(
         "kills (SIGKILL + restart)     {kills} ({} at random moments under load{})",
         kills - usize::from(probe_done),
         if probe_done { ", 1 quiet probe" } else { "" }
     );
+    let starts: Vec<Duration> = nodes
+        .iter()
+        .flat_map(|n| n.start_times.iter().copied())
+        .collect();
     println!(
         "server starts                 {} (slowest {:.2}s)",
-        srv.start_times.len(),
-        srv.start_times
-            .iter()
-            .map(Duration::as_secs_f64)
-            .fold(0.0, f64::max)
+        starts.len(),
+        starts.iter().map(Duration::as_secs_f64).fold(0.0, f64::max)
     );
     println!(
         "load                          {load_secs:.1}s, {} submitters, {} writers, {} agents",
@@ -489,13 +542,15 @@ fn run(a: &Args) -> Result<bool, String> {
         "total time                    {:.1}s",
         began.elapsed().as_secs_f64()
     );
-    finish(a, work, &log, &failures)
+    drop(nodes);
+    drop(pg);
+    finish(a, work, &logs, &failures)
 }
 
 fn finish(
     a: &Args,
     work: tempfile::TempDir,
-    log: &std::path::Path,
+    logs: &[PathBuf],
     failures: &[String],
 ) -> Result<bool, String> {
     if failures.is_empty() {
@@ -514,14 +569,15 @@ fn finish(
     if failures.len() > 30 {
         println!("  … and {} more", failures.len() - 30);
     }
-    let log_name = log.file_name().map(|n| n.to_owned());
     let dir = work.keep();
     println!(
-        "kept the data directory and server log for inspection: {}",
+        "kept the data directories and server logs for inspection: {}",
         dir.display()
     );
-    if let Some(n) = log_name {
-        println!("  server log: {}", dir.join(n).display());
+    for log in logs {
+        if let Some(n) = log.file_name() {
+            println!("  server log: {}", dir.join(n).display());
+        }
     }
     println!("  reproduce with --seed {}", a.seed);
     Ok(false)

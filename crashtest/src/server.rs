@@ -66,7 +66,11 @@ pub struct Server {
     bin: PathBuf,
     data: PathBuf,
     log: PathBuf,
+    /// Extra environment (a cluster node's store URL, secret key and node id).
+    env: Vec<(String, String)>,
     child: Option<Child>,
+    /// How the figures name it ("the server", "node-a").
+    pub name: String,
     pub base: String,
     /// How long each start took until the listening line (the first, then each restart).
     pub start_times: Vec<Duration>,
@@ -74,11 +78,23 @@ pub struct Server {
 
 impl Server {
     pub fn start(bin: &Path, data: &Path, log: &Path) -> Result<Server, String> {
+        Server::start_with(bin, data, log, Vec::new())
+    }
+
+    /// Like [`Server::start`], with `env` added to the server's environment on every start.
+    pub fn start_with(
+        bin: &Path,
+        data: &Path,
+        log: &Path,
+        env: Vec<(String, String)>,
+    ) -> Result<Server, String> {
         let mut s = Server {
             bin: bin.to_owned(),
             data: data.to_owned(),
             log: log.to_owned(),
+            env,
             child: None,
+            name: "the server".to_owned(),
             base: String::new(),
             start_times: Vec::new(),
         };
@@ -106,6 +122,9 @@ impl Server {
             .env_remove("HANGAR_DATA")
             .env_remove("HANGAR_ADDR")
             .env_remove("HANGAR_PUBLIC_URL")
+            .env_remove("HANGAR_STORE")
+            .env_remove("HANGAR_NODE_ID")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr)
@@ -159,9 +178,18 @@ impl Server {
 
     /// `hangar verify --data DIR` on the stopped server's directory.
     pub fn verify(&self) -> Result<(bool, String), String> {
+        self.verify_args(&["--data".as_ref(), self.data.as_os_str()])
+    }
+
+    /// `hangar verify --store URL`: every chain in a PostgreSQL store.
+    pub fn verify_store(&self, url: &str) -> Result<(bool, String), String> {
+        self.verify_args(&["--store".as_ref(), url.as_ref()])
+    }
+
+    fn verify_args(&self, args: &[&std::ffi::OsStr]) -> Result<(bool, String), String> {
         let out = Command::new(&self.bin)
-            .args(["verify", "--data"])
-            .arg(&self.data)
+            .arg("verify")
+            .args(args)
             .output()
             .map_err(|e| format!("running hangar verify: {e}"))?;
         let text = format!(

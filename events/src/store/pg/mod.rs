@@ -227,7 +227,12 @@ impl PgStore {
         if !self.breaker.admit() {
             return Box::pin(std::future::ready(Err(refused())));
         }
-        let task = self.rt.spawn(tokio::time::timeout(DEADLINE, work));
+        // The timeout is made inside the task: made here, its timer would need the caller's
+        // runtime, and callers may have none (the retention thread builds this future before
+        // its `block_on`; the crash program's cluster mode found it panicking there).
+        let task = self
+            .rt
+            .spawn(async move { tokio::time::timeout(DEADLINE, work).await });
         let breaker = self.breaker.clone();
         Box::pin(async move {
             let result = match task.await {

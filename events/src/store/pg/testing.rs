@@ -15,6 +15,8 @@ pub struct TempPostgres {
     port: u16,
     /// The user the server runs as, when the tests run as root.
     run_as: Option<String>,
+    /// fsync on (a benchmark comparing stores); off for tests of Hangar's logic.
+    durable: bool,
 }
 
 /// Where the server binaries are: `HANGAR_PG_BIN`, else Debian's newest
@@ -60,6 +62,38 @@ impl TempPostgres {
     /// Starts a fresh server, or `None` when PostgreSQL is not installed. Panics if it is
     /// installed but does not start (that is a failure, not a skip).
     pub fn start() -> Option<TempPostgres> {
+        TempPostgres::start_with(false)
+    }
+
+    /// [`TempPostgres::start`] with fsync on, as a production server runs: for figures that
+    /// compare a store's durable writes with sled's.
+    pub fn start_durable() -> Option<TempPostgres> {
+        TempPostgres::start_with(true)
+    }
+
+    fn start_with(durable: bool) -> Option<TempPostgres> {
+        let pg = TempPostgres::empty(durable)?;
+        let data = pg.data();
+        let out = pg.run(
+            "initdb",
+            &[
+                "-D",
+                path(&data),
+                "-U",
+                "hangar",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
+        );
+        assert!(out.status.success(), "initdb failed: {}", text(&out));
+        pg.start_again();
+        Some(pg)
+    }
+
+    /// A new, empty temporary directory (owned by the server's user) and a free port.
+    fn empty(durable: bool) -> Option<TempPostgres> {
         let bin = find_bin()?;
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -79,29 +113,75 @@ impl TempPostgres {
                 dir.display()
             );
         }
-        let pg = TempPostgres {
+        Some(TempPostgres {
             dir,
             bin,
             port: free_port(),
             run_as,
-        };
-        let data = pg.data();
-        let out = pg.run(
-            "initdb",
+            durable,
+        })
+    }
+
+    /// A streaming-replication standby of this server (`pg_basebackup -R -X stream
+    /// --checkpoint=fast`), started on a port of its own. Make it synchronous afterwards with
+    /// [`TempPostgres::sql`] on this server (`ALTER SYSTEM SET synchronous_standby_names`): set
+    /// before the backup, the standby would inherit it and, once promoted, wait for a standby of
+    /// its own on every commit.
+    pub fn standby(&self) -> TempPostgres {
+        let standby = TempPostgres::empty(self.durable).expect("the binaries this one runs");
+        let data = standby.data();
+        let out = standby.run(
+            "pg_basebackup",
             &[
                 "-D",
                 path(&data),
+                "-R",
+                "-X",
+                "stream",
+                "--checkpoint=fast",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
                 "-U",
                 "hangar",
-                "--auth=trust",
-                "-E",
-                "UTF8",
-                "--no-sync",
             ],
         );
-        assert!(out.status.success(), "initdb failed: {}", text(&out));
-        pg.start_again();
-        Some(pg)
+        assert!(out.status.success(), "pg_basebackup failed: {}", text(&out));
+        standby.start_again();
+        standby
+    }
+
+    /// Promotes a standby to primary (`pg_ctl promote`), waiting until it accepts writes.
+    pub fn promote(&self) {
+        let data = self.data();
+        let out = self.run("pg_ctl", &["-D", path(&data), "-w", "-t", "60", "promote"]);
+        assert!(
+            out.status.success(),
+            "pg_ctl promote failed: {}",
+            text(&out)
+        );
+    }
+
+    /// Runs `sql` on the `postgres` database with psql; panics if it fails.
+    pub fn sql(&self, sql: &str) -> String {
+        let out = self.run(
+            "psql",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "hangar",
+                "-d",
+                "postgres",
+                "-XAtc",
+                sql,
+            ],
+        );
+        assert!(out.status.success(), "psql {sql:?} failed: {}", text(&out));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 
     fn data(&self) -> PathBuf {
@@ -130,9 +210,10 @@ impl TempPostgres {
         // fsync off: these servers hold test data only, and the tests check Hangar's logic,
         // not the disk's; it keeps a suite's thousands of commits fast on a shared machine.
         let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync={} -c max_connections=200",
             self.port,
-            self.dir.display()
+            self.dir.display(),
+            if self.durable { "on" } else { "off" }
         );
         let log = self.dir.join("server.log");
         let data = self.data();

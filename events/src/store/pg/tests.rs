@@ -79,3 +79,23 @@ fn an_unreachable_database_is_unavailable_within_the_deadline() {
     }
     assert!(started.elapsed() < DEADLINE + std::time::Duration::from_secs(2));
 }
+
+/// A future made on a thread without a tokio runtime (the retention thread makes `purge`'s
+/// before its `block_on`) must not panic: the deadline's timer belongs to the store's runtime.
+#[test]
+fn a_future_made_outside_any_runtime_runs() {
+    let Some(pg) = server() else { return };
+    let store = PgStore::connect(&pg.url(), "test").expect("connects");
+    let purged = std::thread::spawn(move || {
+        let ping = store.ping();
+        let purge = crate::store::runs::RunStore::purge(&store, chrono::Utc::now());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime");
+        rt.block_on(ping).expect("ping");
+        rt.block_on(purge)
+    })
+    .join()
+    .expect("no panic outside a runtime");
+    assert_eq!(purged.expect("purges"), 0);
+}
