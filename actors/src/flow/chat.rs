@@ -23,21 +23,7 @@ impl HttpEffects {
         let failed = |what: String| {
             EffectError::new("model_failed", format!("model '{}': {what}", model.name))
         };
-        let base = model
-            .base_url
-            .as_deref()
-            .map(|url| url.trim().trim_end_matches('/'))
-            .filter(|url| !url.is_empty())
-            .ok_or_else(|| {
-                failed("set model.base_url to the server's OpenAI-compatible API".into())
-            })?;
-        let headers = match &model.connection {
-            Some(id) => {
-                self.check_model_origin(id, base)?;
-                self.authenticate(id)?.1
-            }
-            None => Vec::new(),
-        };
+        let (base, headers) = self.model_endpoint(model)?;
         let mut request = json!({"model": model.name, "messages": messages});
         if !tools.is_empty() {
             request["tools"] = Value::Array(tools.to_vec());

@@ -270,6 +270,36 @@ impl HttpEffects {
         })
     }
 
+    /// Where `model` is called (its `base_url`, without a trailing `/`) and the headers that
+    /// authenticate with its connection, checked to be on that connection's origin.
+    pub(super) fn model_endpoint<'m>(
+        &self,
+        model: &'m Model,
+    ) -> Result<(&'m str, Headers), EffectError> {
+        let base = model
+            .base_url
+            .as_deref()
+            .map(|url| url.trim().trim_end_matches('/'))
+            .filter(|url| !url.is_empty())
+            .ok_or_else(|| {
+                EffectError::new(
+                    "model_failed",
+                    format!(
+                        "model '{}': set model.base_url to the server's OpenAI-compatible API",
+                        model.name
+                    ),
+                )
+            })?;
+        let headers = match &model.connection {
+            Some(id) => {
+                self.check_model_origin(id, base)?;
+                self.authenticate(id)?.1
+            }
+            None => Vec::new(),
+        };
+        Ok((base, headers))
+    }
+
     async fn call_model(
         &self,
         model: &Model,
@@ -279,21 +309,7 @@ impl HttpEffects {
         let failed = |what: String| {
             EffectError::new("model_failed", format!("model '{}': {what}", model.name))
         };
-        let base = model
-            .base_url
-            .as_deref()
-            .map(|url| url.trim().trim_end_matches('/'))
-            .filter(|url| !url.is_empty())
-            .ok_or_else(|| {
-                failed("set model.base_url to the server's OpenAI-compatible API".into())
-            })?;
-        let headers = match &model.connection {
-            Some(id) => {
-                self.check_model_origin(id, base)?;
-                self.authenticate(id)?.1
-            }
-            None => Vec::new(),
-        };
+        let (base, headers) = self.model_endpoint(model)?;
         let request = json!({
             "model": model.name,
             "messages": [{"role": "system", "content": system}, {"role": "user", "content": prompt}],
@@ -337,21 +353,7 @@ impl HttpEffects {
         let failed = |what: String| {
             EffectError::new("model_failed", format!("model '{}': {what}", model.name))
         };
-        let base = model
-            .base_url
-            .as_deref()
-            .map(|url| url.trim().trim_end_matches('/'))
-            .filter(|url| !url.is_empty())
-            .ok_or_else(|| {
-                failed("set model.base_url to the server's OpenAI-compatible API".into())
-            })?;
-        let headers = match &model.connection {
-            Some(id) => {
-                self.check_model_origin(id, base)?;
-                self.authenticate(id)?.1
-            }
-            None => Vec::new(),
-        };
+        let (base, headers) = self.model_endpoint(model)?;
         let body = json!({
             "model": model.name,
             "messages": [{"role": "system", "content": system}, {"role": "user", "content": prompt}],
