@@ -100,3 +100,15 @@ pub struct Unavailable(ErrorBody<'static>);
     description = "timeout: a time limit fired (`details: {limit: agent|node|model, node, request_id, run}`)"
 )]
 pub struct RunTimedOut(ErrorBody<'static>);
+
+/// One server-sent event as a client reads it (`text/event-stream`): `id`, `event` and `data`
+/// (JSON text) lines. What each route's events hold is in its description.
+#[derive(utoipa::ToSchema)]
+pub struct SseEvent {
+    /// The event's number: send it back as `Last-Event-ID` to resume after it.
+    id: Option<String>,
+    /// The event's type, e.g. `run.finished`.
+    event: Option<String>,
+    /// JSON.
+    data: String,
+}

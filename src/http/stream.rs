@@ -25,8 +25,8 @@ use super::extract::{agent_id, Invoker, OptionalBody, RunHeaders};
 use super::invoke::{request, visible_run, InvokeBody};
 use super::resource;
 use super::responses::{
-    BadRequest, Forbidden, NotFound, Overloaded, PayloadTooLarge, RequestTimeout, Unauthorized,
-    Unavailable, UnsupportedMediaType,
+    BadRequest, Forbidden, NotFound, Overloaded, PayloadTooLarge, RequestTimeout, SseEvent,
+    Unauthorized, Unavailable, UnsupportedMediaType,
 };
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -145,7 +145,7 @@ pub(super) async fn start_streamed_run(
     ),
     request_body(content = Option<InvokeBody>, description = "`{\"input\": ...}`; may be empty"),
     responses(
-        (status = 200, description = "The run's events: `id: N`, `event: TYPE`, `data: JSON`, ending with `run.finished`; a `: keep-alive` comment every 15 s", body = String, content_type = "text/event-stream"),
+        (status = 200, description = "The run's events: `id: N`, `event: TYPE`, `data: JSON`, ending with `run.finished`; a `: keep-alive` comment every 15 s", body = SseEvent, content_type = "text/event-stream"),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
@@ -215,7 +215,7 @@ fn resume_after(req: &HttpRequest) -> Result<u64, ApiError> {
         EventsQuery,
     ),
     responses(
-        (status = 200, description = "The run's events after the one named, ending with `run.finished`", body = String, content_type = "text/event-stream"),
+        (status = 200, description = "The run's events after the one named, ending with `run.finished`", body = SseEvent, content_type = "text/event-stream"),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),

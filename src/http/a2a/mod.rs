@@ -22,8 +22,8 @@ use uuid::Uuid;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{agent_id, token_header, Body, Invoker};
 use super::responses::{
-    BadRequest, Forbidden, NotFound, PayloadTooLarge, RequestTimeout, Unauthorized, Unavailable,
-    UnsupportedMediaType,
+    BadRequest, Forbidden, NotFound, PayloadTooLarge, RequestTimeout, SseEvent, Unauthorized,
+    Unavailable, UnsupportedMediaType,
 };
 use super::stream::{event_stream, start_streamed_run};
 use super::{resource, PublicUrl};
@@ -878,10 +878,10 @@ fn rest_answer(result: Result<Value, A2aError>) -> HttpResponse {
     request_body(content = Object, description = "A2A `SendMessageRequest`: `{message, configuration}`"),
     responses(
         (status = 200, description = "`{\"task\": Task}`", body = Object),
-        (status = 400, response = BadRequest),
+        (status = 400, description = "INVALID_REQUEST in A2A's google.rpc error shape `{error: {code, status, message, details}}`, or a body Hangar cannot read (its own error shape)", body = Object),
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
-        (status = 404, response = NotFound),
+        (status = 404, description = "TASK_NOT_FOUND, or no such live agent (A2A's google.rpc error shape)", body = Object),
         (status = 408, response = RequestTimeout),
         (status = 409, description = "not_deployed", body = Object),
         (status = 413, response = PayloadTooLarge),
@@ -907,11 +907,11 @@ pub(super) async fn rest_send(
     params(("id" = Uuid, Path, description = "The agent's id")),
     request_body(content = Object, description = "A2A `SendMessageRequest`"),
     responses(
-        (status = 200, description = "`StreamResponse` events: the task, then its updates", body = String, content_type = "text/event-stream"),
-        (status = 400, response = BadRequest),
+        (status = 200, description = "`StreamResponse` events: the task, then its updates", body = SseEvent, content_type = "text/event-stream"),
+        (status = 400, description = "INVALID_REQUEST in A2A's google.rpc error shape `{error: {code, status, message, details}}`, or a body Hangar cannot read (its own error shape)", body = Object),
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
-        (status = 404, response = NotFound),
+        (status = 404, description = "TASK_NOT_FOUND, or no such live agent (A2A's google.rpc error shape)", body = Object),
         (status = 408, response = RequestTimeout),
         (status = 409, description = "not_deployed", body = Object),
         (status = 413, response = PayloadTooLarge),
@@ -996,7 +996,7 @@ pub(super) async fn rest_cancel(
         ("tid" = String, Path, description = "The task id (the request id)"),
     ),
     responses(
-        (status = 200, description = "`StreamResponse` events: the task, then its updates until it ends", body = String, content_type = "text/event-stream"),
+        (status = 200, description = "`StreamResponse` events: the task, then its updates until it ends", body = SseEvent, content_type = "text/event-stream"),
         (status = 400, description = "UNSUPPORTED_OPERATION: the task has ended", body = Object),
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
@@ -1027,7 +1027,7 @@ pub(super) async fn rest_subscribe(
         ("tid" = String, Path, description = "The task id (the request id)"),
     ),
     responses(
-        (status = 200, description = "`StreamResponse` events: the task, then its updates until it ends", body = String, content_type = "text/event-stream"),
+        (status = 200, description = "`StreamResponse` events: the task, then its updates until it ends", body = SseEvent, content_type = "text/event-stream"),
         (status = 400, description = "UNSUPPORTED_OPERATION: the task has ended", body = Object),
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
@@ -1058,7 +1058,7 @@ pub(super) async fn rest_subscribe_post(
         (status = 400, description = "INVALID_REQUEST: a parameter is malformed", body = Object),
         (status = 401, response = Unauthorized),
         (status = 403, response = Forbidden),
-        (status = 404, response = NotFound),
+        (status = 404, description = "TASK_NOT_FOUND, or no such live agent (A2A's google.rpc error shape)", body = Object),
         (status = 503, response = Unavailable),
     ),
 )]
