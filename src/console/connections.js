@@ -46,13 +46,27 @@ export async function connectionsSection(actx) {
 
   /** Proves the credentials against the server (`GET <server><check_path>`), when this server can. */
   async function check(c) {
-    try {
-      const r = await api.post(actx.path(`/connections/${encodeURIComponent(c.id)}/check`), {});
-      notice(`${c.id}: ${r.status}${r.http_status ? ` (HTTP ${r.http_status}, ${r.latency_ms} ms)` : ""}`, r.status === "authenticated" ? "ok" : "error");
-      await draw();
-    } catch (err) {
-      notice(api.isMissingRoute(err) ? "This server cannot check connections yet." : err.explanation, "error");
+    // A team connection is checked with its own credentials; a member one with each member's.
+    const bodies = c.credentials === "member" ? c.members.map((member) => ({ member })) : [{}];
+    if (!bodies.length) {
+      notice(`${c.id}: no member has stored credentials to check yet.`, "error");
+      return;
     }
+    const said = [];
+    let allOk = true;
+    for (const body of bodies) {
+      try {
+        const r = await api.post(actx.path(`/connections/${encodeURIComponent(c.id)}/check`), body);
+        allOk = allOk && r.status === "authenticated";
+        said.push(`${body.member ? `${body.member}: ` : ""}${r.status}${r.http_status ? ` (HTTP ${r.http_status}, ${r.latency_ms} ms)` : ""}${r.detail ? ` — ${r.detail}` : ""}`);
+      } catch (err) {
+        notice(api.isMissingRoute(err) ? "This server cannot check connections yet." : err.explanation, "error");
+        return;
+      }
+    }
+    notice(`${c.id}: ${said.join("; ")}`, allOk ? "ok" : "error");
+    await actx.refresh();
+    await draw();
   }
 
   async function remove(c) {

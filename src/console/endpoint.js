@@ -263,13 +263,14 @@ run = wh.verify(request_body, request_headers)      # raises if the signature is
  * The pre-deployment summary with its checks, then deploy on confirm. `version`: a rollback to
  * that version instead of the draft. Resolves true when something was deployed.
  */
-export async function deployDialog(actx, version) {
+export async function deployDialog(actx, version, { check = false } = {}) {
   let agent;
   let summary;
   try {
     const r = await api.call("GET", actx.path());
     agent = r.body;
-    summary = version === null ? await api.get(actx.path("/summary")) : null;
+    // `?check=true` first proves every connection the draft uses (servers that check connections).
+    summary = version === null ? await api.get(actx.path(check ? "/summary?check=true" : "/summary")) : null;
   } catch (err) {
     notice(err.explanation, "error");
     return false;
@@ -301,12 +302,22 @@ export async function deployDialog(actx, version) {
       problems,
       h("div", { class: "actions" },
         h("button", { type: "button", onclick: () => close(false) }, "Cancel"),
+        summary && summary.connections.length ? h("button", { type: "button", onclick: () => close("check") }, "Check the connections") : null,
         confirm));
-  }, { wide: true });
+  }, { wide: true }).then((result) => (result === "check" ? deployDialog(actx, version, { check: true }) : result));
 }
 
+/** A line of the summary: `ok` true (✓), false (✗), or null for "not known yet" (•). */
 function tick(ok, text) {
-  return h("li", { class: ok ? "check-ok" : "check-bad" }, h("span", { class: "tick", "aria-hidden": "true" }, ok ? "✓" : "✗"), h("span", { class: "sr" }, ok ? "OK: " : "Problem: "), text);
+  const [cls, mark, words] = ok === null ? ["check-unknown", "•", "Not checked: "] : ok ? ["check-ok", "✓", "OK: "] : ["check-bad", "✗", "Problem: "];
+  return h("li", { class: cls }, h("span", { class: "tick", "aria-hidden": "true" }, mark), h("span", { class: "sr" }, words), text);
+}
+
+/** A connection's status in the summary: proved, refused or unusable, or not checked yet. */
+function connectionOk(status) {
+  if (status === "authenticated" || status === "ready") return true;
+  if (status === "unchecked") return null;
+  return false; // rejected, unreachable, needs_member_credentials
 }
 
 function summaryView(actx, s) {
@@ -318,7 +329,8 @@ function summaryView(actx, s) {
       tick(true, h("span", {}, h("strong", {}, "Knowledge: "), s.knowledge.length ? s.knowledge.map((k) => `${k.name} (${k.bytes} bytes)`).join(", ") : "none")),
       ...s.tools.map((t) => tick(t.security_matches, h("span", {}, h("strong", {}, "Tool "), `${t.name} → ${t.connection} (${t.security})${t.security_matches ? "" : ": security does not match the connection"}`))),
       ...s.collaborators.map((c) => tick(c.live, h("span", {}, h("strong", {}, "Collaborator "), `${c.name || c.id}${c.live ? " is live" : " is not live"}`))),
-      ...s.connections.map((c) => tick(c.status === "ready" || c.status === "authenticated", h("span", {}, h("strong", {}, "Connection "), `${c.display_name || c.id} (${c.server}): ${c.status}`))),
+      ...s.connections.map((c) => tick(connectionOk(c.status), h("span", {}, h("strong", {}, "Connection "),
+        `${c.display_name || c.id} (${c.server}): ${c.status.replace(/_/g, " ")}${c.checked_at ? `, ${fmtTime(c.checked_at)}` : ""}`))),
       tick(s.errors.length === 0, h("span", {}, h("strong", {}, "Errors: "), String(s.errors.length))),
       tick(s.warnings.length === 0, h("span", {}, h("strong", {}, "Warnings: "), String(s.warnings.length)))),
     s.behavior.instructions ? h("details", {}, h("summary", {}, "Behavior (instructions)"), h("pre", {}, s.behavior.instructions)) : null,
