@@ -6,12 +6,11 @@
 //! goes (`base_url` + `/chat/completions`), under the same credentials, origin check and egress
 //! policy as [`super::HttpEffects`]'s plain model call.
 
-use awc::http::Method;
 use events::spec::Model;
 use serde_json::{json, Value};
 
-use super::effects::{excerpt, ChatReply, EffectError, RequestedCall};
-use super::http_effects::{client, parse_body, send, HttpEffects};
+use super::effects::{ChatReply, EffectError, RequestedCall};
+use super::http_effects::HttpEffects;
 
 impl HttpEffects {
     pub(super) async fn call_chat(
@@ -23,27 +22,11 @@ impl HttpEffects {
         let failed = |what: String| {
             EffectError::new("model_failed", format!("model '{}': {what}", model.name))
         };
-        let (base, headers) = self.model_endpoint(model)?;
         let mut request = json!({"model": model.name, "messages": messages});
         if !tools.is_empty() {
             request["tools"] = Value::Array(tools.to_vec());
         }
-        let url = format!("{base}/chat/completions");
-        let (status, body) = send(&client(), Method::POST, &url, headers, Some(&request))
-            .await
-            .map_err(|e| {
-                e.into_effect_error(
-                    |what| failed(format!("{base} could not be reached: {what}")),
-                    &format!("model '{}'", model.name),
-                )
-            })?;
-        let answer = parse_body(&body);
-        if !(200..300).contains(&status) {
-            return Err(failed(format!(
-                "the server answered HTTP {status}: {}",
-                excerpt(&answer)
-            )));
-        }
+        let answer = self.chat_completion(model, &request).await?;
         parse_reply(&answer).map_err(|what| failed(what.into()))
     }
 }

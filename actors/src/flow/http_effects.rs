@@ -300,22 +300,19 @@ impl HttpEffects {
         Ok((base, headers))
     }
 
-    async fn call_model(
+    /// POSTs `request` to `model`'s `/chat/completions` and returns the answer's JSON; a
+    /// transport failure or a non-2xx answer is `model_failed`. Not streamed.
+    pub(super) async fn chat_completion(
         &self,
         model: &Model,
-        system: &str,
-        prompt: &str,
-    ) -> Result<String, EffectError> {
+        request: &Value,
+    ) -> Result<Value, EffectError> {
         let failed = |what: String| {
             EffectError::new("model_failed", format!("model '{}': {what}", model.name))
         };
         let (base, headers) = self.model_endpoint(model)?;
-        let request = json!({
-            "model": model.name,
-            "messages": [{"role": "system", "content": system}, {"role": "user", "content": prompt}],
-        });
         let url = format!("{base}/chat/completions");
-        let (status, body) = send(&client(), Method::POST, &url, headers, Some(&request))
+        let (status, body) = send(&client(), Method::POST, &url, headers, Some(request))
             .await
             .map_err(|e| {
                 e.into_effect_error(
@@ -330,6 +327,23 @@ impl HttpEffects {
                 excerpt(&answer)
             )));
         }
+        Ok(answer)
+    }
+
+    async fn call_model(
+        &self,
+        model: &Model,
+        system: &str,
+        prompt: &str,
+    ) -> Result<String, EffectError> {
+        let failed = |what: String| {
+            EffectError::new("model_failed", format!("model '{}': {what}", model.name))
+        };
+        let request = json!({
+            "model": model.name,
+            "messages": [{"role": "system", "content": system}, {"role": "user", "content": prompt}],
+        });
+        let answer = self.chat_completion(model, &request).await?;
         answer
             .pointer("/choices/0/message/content")
             .and_then(Value::as_str)
@@ -467,7 +481,7 @@ impl Effects for HttpEffects {
 }
 
 /// Sends one request; the status and raw body, or why no answer came.
-pub(super) async fn send(
+async fn send(
     client: &awc::Client,
     method: Method,
     url: &str,
@@ -550,7 +564,7 @@ pub(crate) fn auth_headers(
 }
 
 /// JSON if it parses, else the text; `null` for an empty body.
-pub(super) fn parse_body(bytes: &[u8]) -> Value {
+fn parse_body(bytes: &[u8]) -> Value {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Value::Null;
     }
