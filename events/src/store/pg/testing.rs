@@ -257,26 +257,7 @@ impl TempPostgres {
     /// A URL to a database of its own (created here), so tests sharing one server never see
     /// each other's data.
     pub fn database(&self, name: &str) -> String {
-        let out = self.run(
-            "psql",
-            &[
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                "hangar",
-                "-d",
-                "postgres",
-                "-c",
-                &format!("CREATE DATABASE \"{name}\""),
-            ],
-        );
-        assert!(
-            out.status.success(),
-            "CREATE DATABASE failed: {}",
-            text(&out)
-        );
+        self.sql(&format!("CREATE DATABASE \"{name}\""));
         format!("postgres://hangar@127.0.0.1:{}/{name}", self.port)
     }
 
