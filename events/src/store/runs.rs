@@ -45,6 +45,23 @@ pub enum Accepted {
     KeyReused(Box<StoredRun>),
 }
 
+impl Accepted {
+    /// What an accept of `run` is when its key names `found`, fresh within the window: the
+    /// same request if the bodies match, else a reused key. A run stored before bodies were
+    /// fingerprinted counts as a repeat.
+    pub fn repeat_of(found: StoredRun, run: &StoredRun) -> Accepted {
+        let same = match (&found.fingerprint, &run.fingerprint) {
+            (Some(a), Some(b)) => a == b,
+            _ => true,
+        };
+        if same {
+            Accepted::Existing(Box::new(found))
+        } else {
+            Accepted::KeyReused(Box::new(found))
+        }
+    }
+}
+
 /// An entry of the push outbox: the delivery of run `rid`'s final state, due at `due`
 /// (millisecond precision).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

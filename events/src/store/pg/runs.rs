@@ -188,16 +188,7 @@ async fn accept(store: PgStore, run: StoredRun, enqueue: bool) -> Result<Accepte
             let (existing, at_ms): (Uuid, i64) = (found.get(0), found.get(1));
             let fresh = now_ms - at_ms < IDEMPOTENCY_WINDOW.num_milliseconds();
             if let (true, Some(found)) = (fresh, get_run(&tx, existing).await?) {
-                let same = match (&found.fingerprint, &run.fingerprint) {
-                    (Some(a), Some(b)) => a == b,
-                    // A run stored before bodies were fingerprinted: a repeat.
-                    _ => true,
-                };
-                return Ok(if same {
-                    Accepted::Existing(Box::new(found))
-                } else {
-                    Accepted::KeyReused(Box::new(found))
-                });
+                return Ok(Accepted::repeat_of(found, &run));
             }
             // The key is past its window (or its run is gone): it names this request now.
             tx.execute(

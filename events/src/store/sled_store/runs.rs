@@ -282,16 +282,7 @@ impl SledRuns {
                     let fresh = now_ms - at_ms < IDEMPOTENCY_WINDOW.num_milliseconds();
                     if let (true, Some(bytes)) = (fresh, runs.get(existing.as_bytes())?) {
                         let found = self.decode_run(&bytes).map_err(abort)?;
-                        let same = match (&found.fingerprint, &run.fingerprint) {
-                            (Some(a), Some(b)) => a == b,
-                            // A run stored before bodies were fingerprinted: a repeat.
-                            _ => true,
-                        };
-                        return Ok(if same {
-                            Accepted::Existing(Box::new(found))
-                        } else {
-                            Accepted::KeyReused(Box::new(found))
-                        });
+                        return Ok(Accepted::repeat_of(found, run));
                     }
                 }
                 let mut v = rid.as_bytes().to_vec();
