@@ -27,6 +27,7 @@ use sled::IVec;
 use uuid::Uuid;
 
 use self::group_commit::GroupCommit;
+use self::thread_keys::ThreadKeys;
 use super::{Commit, Error, EventStore};
 use crate::envelope::{Envelope, NewEvent, GENESIS_HASH};
 
@@ -42,8 +43,9 @@ const HASH_LEN: usize = 64;
 /// server's lock makes them fail with [`Error::Locked`] rather than read a log in motion.
 pub struct SledStore {
     db: sled::Db,
-    /// The directory, for what lives beside sled (`thread_keys`).
-    dir: std::path::PathBuf,
+    /// The keys of conversation threads, beside sled ([`thread_keys`]); synced by the group
+    /// commit before the log, shared with the run stores.
+    thread_keys: std::sync::Arc<ThreadKeys>,
     events: sled::Tree,
     heads: sled::Tree,
     /// Holds the lsn of the last logged transaction sled applied ([`wal`]).
@@ -81,10 +83,11 @@ impl SledStore {
                 "recovered writes from the write-ahead log"
             );
         }
-        let group_commit = GroupCommit::start(db.clone(), path)?;
+        let thread_keys = std::sync::Arc::new(ThreadKeys::open(path)?);
+        let group_commit = GroupCommit::start(db.clone(), path, thread_keys.clone())?;
         Ok(SledStore {
             db,
-            dir: path.to_path_buf(),
+            thread_keys,
             events,
             heads,
             wal_meta,
@@ -519,6 +522,29 @@ mod tests {
     use super::*;
     use crate::event::{Event, Undeployed};
     use crate::store::{conformance, verify_all, verify_stream, VerifyReport};
+
+    #[tokio::test]
+    async fn a_new_thread_key_is_durable_once_a_write_sealed_under_it_is() {
+        use crate::run::Turn;
+        use crate::store::ThreadStore;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = std::sync::Arc::new(SledStore::open(dir.path()).expect("opens"));
+        let runs = SledRuns::open(store.clone()).expect("run trees open");
+        let turn = Turn {
+            request_id: Uuid::now_v7(),
+            input: serde_json::json!({"q": "hello"}),
+            output: None,
+            at: chrono::Utc::now(),
+        };
+        // The key is made (in the page cache only) by this call; without the group commit's
+        // sync it would still be dirty once the write is durable.
+        let written = runs.append_turn(Uuid::now_v7(), "t".into(), turn);
+        written.await.expect("durable");
+        assert!(
+            !store.thread_keys.is_dirty(),
+            "the group commit synced the key before it answered"
+        );
+    }
 
     fn event(reason: &str) -> NewEvent {
         NewEvent::now(Event::Undeployed(Undeployed {

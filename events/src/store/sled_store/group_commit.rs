@@ -17,6 +17,7 @@ use std::thread::JoinHandle;
 use tokio::sync::oneshot;
 
 use super::super::Error;
+use super::thread_keys::ThreadKeys;
 use super::wal;
 
 type Waiter = oneshot::Sender<Result<(), Error>>;
@@ -65,7 +66,7 @@ impl Shared {
 impl GroupCommit {
     /// Starts the flusher for the sled db in `dir`, after a checkpoint: whatever recovery replayed
     /// into sled is durable, and the log starts empty.
-    pub(super) fn start(db: sled::Db, dir: &Path) -> Result<Self, Error> {
+    pub(super) fn start(db: sled::Db, dir: &Path, keys: Arc<ThreadKeys>) -> Result<Self, Error> {
         // sled 0.34 ends its own writes with sync_file_range on Linux, which writes the pages but
         // does not flush the disk's volatile cache; fdatasync on a descriptor of the same file
         // does. Our own descriptor does not touch sled's lock (flock is per open file).
@@ -94,6 +95,7 @@ impl GroupCommit {
             wal,
             wal_len: 0,
             blobs: BlobSync::new(dir.join("blobs")),
+            keys,
             shared: shared.clone(),
         };
         flusher.checkpoint()?;
@@ -192,6 +194,9 @@ struct Flusher {
     /// Its length since the last checkpoint.
     wal_len: u64,
     blobs: BlobSync,
+    /// Synced before the log and before sled: a record sealed under a new thread key must never
+    /// be durable without the key (`thread_keys`).
+    keys: Arc<ThreadKeys>,
     shared: Arc<Shared>,
 }
 
@@ -272,6 +277,9 @@ impl Flusher {
         if records.is_empty() {
             return Ok(());
         }
+        self.keys
+            .sync_if_dirty()
+            .map_err(|e| io_error("syncing the thread keys", &e))?;
         self.wal
             .write_all(records)
             .and_then(|()| self.wal.sync_data())
@@ -283,6 +291,9 @@ impl Flusher {
     /// Makes sled durable, then empties the log: every record in it is in sled by now (a record
     /// is queued only after sled applied its transaction).
     fn checkpoint(&mut self) -> Result<(), Error> {
+        self.keys
+            .sync_if_dirty()
+            .map_err(|e| io_error("syncing the thread keys", &e))?;
         self.db
             .flush()
             .map_err(|e| Error::Io(format!("flushing sled: {e}")))?;

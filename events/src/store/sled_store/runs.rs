@@ -53,7 +53,7 @@ pub struct SledRuns {
     run_events: Tree,
     turns: Tree,
     /// What threads say is sealed under these, so that deleting a thread destroys it.
-    keys: ThreadKeys,
+    keys: Arc<ThreadKeys>,
     /// Run slots by agent. One process is the whole of a sled Hangar, so its runtime counts
     /// slots itself and never calls the slot methods; they keep these in memory for the
     /// conformance suite (nothing about a slot outlives the process).
@@ -232,7 +232,7 @@ impl SledRuns {
             outbox: db.open_tree("push_outbox").map_err(storage)?,
             run_events: db.open_tree("run_events").map_err(storage)?,
             turns: db.open_tree("thread_turns").map_err(storage)?,
-            keys: ThreadKeys::open(&store.dir)?,
+            keys: store.thread_keys.clone(),
             slots: Mutex::default(),
             threads: Mutex::default(),
             store,
