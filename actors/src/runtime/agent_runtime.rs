@@ -94,6 +94,13 @@ impl StartSignal {
     }
 }
 
+/// Whether a run's events (and its final record) must be durable: all but an unkeyed sync
+/// call's, which nobody can find again after its answer, so they are kept as its record is
+/// (`RunStore::record`, `RunEventStore::record_run_events`).
+fn events_durable(run: &StoredRun) -> bool {
+    run.mode != Mode::Sync || run.idempotency_key.is_some()
+}
+
 fn fire(signal: &Option<StartSignal>, rid: Uuid) {
     if let Some(signal) = signal {
         signal.fire(rid);
@@ -286,6 +293,7 @@ impl AgentRuntime {
                 self.agent,
                 run.member.clone(),
                 run.thread_of(),
+                events_durable(&run),
             );
             recorder.started(run.run.version, rid);
             self.recorders.insert(rid, recorder.clone());
@@ -405,22 +413,42 @@ impl AgentRuntime {
         };
         // In a cluster the run's slot is in the store: the caller is answered once it is free
         // there (its final state stored), so that its next call finds it free on any node.
-        if run.mode == Mode::Sync
-            && run.idempotency_key.is_none()
-            && !durable_answer
-            && turn.is_none()
-            && !rt.runs().slots_are_shared()
-        {
+        if !durable_answer && !events_durable(&run) && !rt.runs().slots_are_shared() {
             // Recorded before the answer, so an engine that writes at once (sled) has it
             // readable by the time the caller learns its id.
             let recorded = rt.runs().record(run.clone());
             record_finished(&run);
-            answer(replies, &Ok(run));
+            let Some((thread, turn)) = turn else {
+                answer(replies, &Ok(run));
+                actix::spawn(async move {
+                    if let Err(e) = recorded.await {
+                        tracing::error!(request_id = %rid, error = %e, "cannot record a sync run");
+                    }
+                    rt.waiters().wake(rid);
+                });
+                return;
+            };
+            // A thread's turn is what its next run reads: the caller is answered, and the
+            // thread passes on, once the turn is durable (the record of the run itself need
+            // not be: nobody can find an unkeyed sync call again).
+            let appended = rt.runs().append_turn(self.agent, thread.clone(), turn);
+            let (me, agent) = (self.me.clone(), self.agent);
             actix::spawn(async move {
+                let appended = appended.await;
                 if let Err(e) = recorded.await {
                     tracing::error!(request_id = %rid, error = %e, "cannot record a sync run");
                 }
+                // The run happened either way: its caller gets it, as when its final state
+                // cannot be stored.
+                if let Err(e) = &appended {
+                    tracing::error!(request_id = %rid, error = %e, "cannot store a thread's turn");
+                }
+                slots::release_thread(&rt, agent, &thread, rid).await;
+                if let Some(me) = me {
+                    me.do_send(ThreadFree { thread, rid });
+                }
                 rt.waiters().wake(rid);
+                answer(replies, &Ok(run));
             });
             return;
         }

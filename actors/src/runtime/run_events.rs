@@ -142,6 +142,8 @@ struct Queue {
 impl Recorder {
     /// Starts recording run `rid` of `agent`: opens its live channel and spawns its writer on
     /// the current arbiter (the one its flow runs on). Must be called inside an actix system.
+    /// `durable`: whether the events are as durable as an accepted run (else they are kept as a
+    /// sync call's record is, `RunEventStore::record_run_events`).
     pub fn start(
         store: Arc<dyn RunStores>,
         hub: Arc<RunEventHub>,
@@ -149,6 +151,7 @@ impl Recorder {
         agent: Uuid,
         member: Option<String>,
         thread: Option<ThreadOf>,
+        durable: bool,
     ) -> Recorder {
         hub.open(rid, agent, member);
         let recorder = Recorder {
@@ -190,7 +193,12 @@ impl Recorder {
                     .into_iter()
                     .map(|(kind, data)| (kind.to_owned(), data))
                     .collect();
-                match store.append_run_events(rid, thread.clone(), events).await {
+                let written = if durable {
+                    store.append_run_events(rid, thread.clone(), events)
+                } else {
+                    store.record_run_events(rid, thread.clone(), events)
+                };
+                match written.await {
                     Ok(events) => {
                         for event in events {
                             hub.publish(rid, event);

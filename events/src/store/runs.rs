@@ -238,6 +238,19 @@ pub trait RunEventStore: Send + Sync + 'static {
         })
     }
 
+    /// [`RunEventStore::append_run_events`] for a run whose own record is kept the way
+    /// [`RunStore::record`] keeps it (a sync call nobody can find again): numbered and readable
+    /// at once, durable when the engine gets to it (sled: at its next checkpoint), so that a
+    /// run's events cost no more than the run. The default appends them.
+    fn record_run_events(
+        &self,
+        rid: Uuid,
+        thread: Option<ThreadOf>,
+        events: Vec<(String, Value)>,
+    ) -> StoreFuture<Vec<RunEvent>> {
+        self.append_run_events(rid, thread, events)
+    }
+
     /// Events of `rid` with seq > `after`, oldest first, at most `limit`.
     fn run_events(&self, rid: Uuid, after: u64, limit: usize) -> StoreFuture<Vec<RunEvent>>;
 }

@@ -15,7 +15,9 @@ use futures_util::future::join_all;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::run::{fingerprint, Mode, PushStatus, Run, RunError, RunStatus, StoredRun, Turn};
+use crate::run::{
+    fingerprint, Mode, PushStatus, Run, RunError, RunStatus, StoredRun, ThreadOf, Turn,
+};
 use crate::store::runs::{Accepted, RunStores, IDEMPOTENCY_WINDOW};
 
 type Case = fn(Arc<dyn RunStores>) -> Pin<Box<dyn Future<Output = ()>>>;
@@ -48,6 +50,7 @@ cases!(
     a_reader_never_sees_half_a_run,
     purge_keeps_what_must_stay,
     run_events_are_numbered_per_run,
+    recorded_and_appended_events_share_one_numbering,
     runs_are_listed_per_agent_newest_first,
     threads_keep_turns_in_order_and_delete_them_all,
     deleting_a_thread_erases_what_its_runs_said,
@@ -696,6 +699,71 @@ pub async fn run_events_are_numbered_per_run(store: Arc<dyn RunStores>) {
         .await
         .expect("read")
         .is_empty());
+}
+
+/// Events recorded the way a sync call's record is kept are numbered with the appended ones of
+/// their run, readable at once, sealed with their thread like any other, and a run whose last
+/// event was written numbers on from where it stopped (a paused run resumed).
+pub async fn recorded_and_appended_events_share_one_numbering(store: Arc<dyn RunStores>) {
+    let (agent, rid) = (Uuid::now_v7(), Uuid::now_v7());
+    let thread = ThreadOf {
+        agent,
+        scope: "recorded".into(),
+    };
+    let recorded = store
+        .record_run_events(
+            rid,
+            Some(thread.clone()),
+            vec![
+                ("run.started".into(), json!({"said": "hello"})),
+                ("node.finished".into(), json!({"said": "world"})),
+            ],
+        )
+        .await
+        .expect("record");
+    assert_eq!(recorded.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2]);
+    let appended = store
+        .append_run_event(
+            rid,
+            Some(thread.clone()),
+            "run.input_required".into(),
+            json!({}),
+        )
+        .await
+        .expect("append");
+    assert_eq!(appended.seq, 3);
+    let resumed = store
+        .record_run_events(
+            rid,
+            Some(thread.clone()),
+            vec![("run.finished".into(), json!({"said": "bye"}))],
+        )
+        .await
+        .expect("record");
+    assert_eq!(resumed[0].seq, 4);
+    let read = store.run_events(rid, 0, 10).await.expect("read");
+    assert_eq!(
+        read.iter()
+            .map(|e| (e.seq, e.kind.as_str()))
+            .collect::<Vec<_>>(),
+        [
+            (1, "run.started"),
+            (2, "node.finished"),
+            (3, "run.input_required"),
+            (4, "run.finished")
+        ]
+    );
+    assert_eq!(read[1].data, json!({"said": "world"}));
+    store
+        .delete_thread(agent, "recorded".into())
+        .await
+        .expect("delete");
+    let gone = store.run_events(rid, 0, 10).await.expect("read");
+    assert_eq!(gone.len(), 4, "the kinds stay");
+    assert!(
+        gone.iter().all(|e| !e.data.to_string().contains("said")),
+        "what the thread's run said is gone: {gone:?}"
+    );
 }
 
 /// Turns come back oldest first, the last N of them; deleting a thread removes all its turns and
