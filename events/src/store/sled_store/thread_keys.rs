@@ -73,6 +73,22 @@ struct Slots {
     free: Vec<u32>,
     /// One past the last slot in the file.
     end: u32,
+    /// The keys of threads used lately, so that sealing a run's events does not read the file
+    /// for each (a profile of thread runs showed those reads); emptied when it reaches
+    /// [`RECENT_KEYS`], so it stays small whatever the number of threads.
+    recent: HashMap<Name, Key>,
+}
+
+/// Keys kept in memory at most.
+const RECENT_KEYS: usize = 4096;
+
+impl Slots {
+    fn remember(&mut self, name: Name, key: Key) {
+        if self.recent.len() >= RECENT_KEYS {
+            self.recent.clear();
+        }
+        self.recent.insert(name, key);
+    }
 }
 
 fn io_error(what: &str, e: io::Error) -> Error {
@@ -231,6 +247,7 @@ impl ThreadKeys {
             slots.end += 1;
         }
         slots.by_name.insert(name, slot);
+        slots.remember(name, *key);
         self.dirty.store(true, Ordering::Release);
         Ok(())
     }
@@ -255,12 +272,25 @@ impl ThreadKeys {
     pub fn get(&self, agent: Uuid, thread: &str) -> Result<Option<Key>, Error> {
         let name = name_of(agent, thread);
         // Read under the lock: a slot freed by a deletion may be given to another thread.
-        let slots = self.lock();
-        slots
-            .by_name
-            .get(&name)
-            .map(|&slot| self.read_slot(slot, &name))
-            .transpose()
+        let mut slots = self.lock();
+        Self::known(&mut slots, name, |slot| self.read_slot(slot, &name))
+    }
+
+    /// `name`'s key from memory, or read from its slot (and remembered); `None` if it has none.
+    fn known(
+        slots: &mut Slots,
+        name: Name,
+        read: impl FnOnce(u32) -> Result<Key, Error>,
+    ) -> Result<Option<Key>, Error> {
+        if let Some(key) = slots.recent.get(&name) {
+            return Ok(Some(*key));
+        }
+        let Some(&slot) = slots.by_name.get(&name) else {
+            return Ok(None);
+        };
+        let key = read(slot)?;
+        slots.remember(name, key);
+        Ok(Some(key))
     }
 
     /// The thread's key, made if it has none yet. A new key is in the page cache when this
@@ -269,8 +299,8 @@ impl ThreadKeys {
     pub fn get_or_create(&self, agent: Uuid, thread: &str) -> Result<Key, Error> {
         let name = name_of(agent, thread);
         let mut slots = self.lock();
-        if let Some(&slot) = slots.by_name.get(&name) {
-            return self.read_slot(slot, &name);
+        if let Some(key) = Self::known(&mut slots, name, |slot| self.read_slot(slot, &name))? {
+            return Ok(key);
         }
         let mut key = [0u8; KEY_LEN];
         rand::rngs::OsRng.fill_bytes(&mut key);
@@ -283,6 +313,7 @@ impl ThreadKeys {
         let name = name_of(agent, thread);
         let slot = {
             let mut slots = self.lock();
+            slots.recent.remove(&name);
             let Some(slot) = slots.by_name.remove(&name) else {
                 return Ok(false);
             };
