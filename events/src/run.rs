@@ -169,6 +169,38 @@ pub struct A2aPush {
     pub credentials: Option<crate::secret::Sealed>,
 }
 
+/// What a store keeps of a stored run when the runtime writes the whole run again: the A2A push
+/// config, which clients set and delete through the store while the runtime holds the run
+/// (possibly on another node), and the push state that goes with it. Read from a stored
+/// record's JSON without the rest of it.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct StoredPush {
+    #[serde(default)]
+    pub a2a_push: Option<A2aPush>,
+    #[serde(default)]
+    pub push: Option<PushState>,
+}
+
+impl StoredPush {
+    /// Whether the stored run's push is pending with its entry due at `due` (the outbox's
+    /// millisecond precision): that entry is the delivery of the config stored now.
+    pub fn is_due_at(&self, due: DateTime<Utc>) -> bool {
+        self.push.as_ref().is_some_and(|p| {
+            p.status == PushStatus::Pending
+                && p.next_attempt_at.map(|at| at.timestamp_millis()) == Some(due.timestamp_millis())
+        })
+    }
+}
+
+/// What [`StoredRun::set_a2a_push`] changes in the push outbox.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct OutboxChange {
+    /// The entry (its due time) of a delivery that no longer stands, to remove.
+    pub remove: Option<DateTime<Utc>>,
+    /// A delivery to add, due then.
+    pub add: Option<DateTime<Utc>>,
+}
+
 /// The run that started another (a collaborator's run).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ParentRun {
@@ -278,15 +310,87 @@ impl StoredRun {
         })
     }
 
-    /// For a final async run whose version pushes: marks its delivery pending now and returns
-    /// when it is due (for the outbox); `None` for runs that push nothing.
+    /// Whether the run's end is pushed: to the endpoint's webhook (async runs of a version that
+    /// pushes), or to the task's A2A push config (any run that has one, whatever its mode: a
+    /// blocking `SendMessage` may be given one by another request while it runs).
+    pub fn pushes(&self) -> bool {
+        (self.mode == Mode::Async && self.push_enabled) || self.a2a_push.is_some()
+    }
+
+    /// For a final (or paused) run that [`pushes`](StoredRun::pushes): marks its delivery
+    /// pending now and returns when it is due (for the outbox); `None` for runs that push nothing.
     pub fn schedule_push(&mut self) -> Option<DateTime<Utc>> {
-        if self.mode != Mode::Async || !(self.push_enabled || self.a2a_push.is_some()) {
+        if !self.pushes() {
             return None;
         }
         let due = Utc::now();
         self.run.push = Some(PushState::pending(due));
         Some(due)
+    }
+
+    /// Gives the task the A2A push config `config` in place of its own (or takes it away), as a
+    /// store's `set_a2a_push` does, and says what changes in the outbox. A final task given a
+    /// config gets one delivery of its final state to it, due now (in place of one still
+    /// pending); a task that loses its config loses the delivery still pending for it, unless
+    /// the endpoint's webhook takes it. A task still on its way keeps no delivery: its end (or
+    /// pause) schedules one, from the config stored then.
+    pub fn set_a2a_push(&mut self, config: Option<A2aPush>) -> OutboxChange {
+        let pending = self
+            .run
+            .push
+            .as_ref()
+            .filter(|p| p.status == PushStatus::Pending)
+            .map(|p| p.next_attempt_at);
+        self.a2a_push = config;
+        let mut change = OutboxChange::default();
+        if self.a2a_push.is_some() {
+            if self.run.status.is_final() {
+                change.remove = pending.flatten();
+                let due = Utc::now();
+                self.run.push = Some(PushState::pending(due));
+                change.add = Some(due);
+            }
+        } else if let Some(due) = pending {
+            if !self.pushes() {
+                change.remove = due;
+                self.run.push = match self.run.push.take() {
+                    // Tried already: the run shows that it was given up.
+                    Some(push) if push.attempts > 0 => Some(PushState {
+                        status: PushStatus::Failed,
+                        next_attempt_at: None,
+                        ..push
+                    }),
+                    _ => None,
+                };
+            }
+        }
+        change
+    }
+
+    /// `self` as a store's `finish` writes it when the stored record's A2A push config is not
+    /// the one `self` holds (it was set or deleted through the store while the runtime held
+    /// the run): the stored config, the push it decides (due at `push_due`, or now), and when
+    /// that is due. `None` when they agree: `self` and `push_due` stand.
+    pub fn with_stored_push(
+        &self,
+        stored: &StoredPush,
+        push_due: Option<DateTime<Utc>>,
+    ) -> Option<(StoredRun, Option<DateTime<Utc>>)> {
+        if stored.a2a_push == self.a2a_push {
+            return None;
+        }
+        let mut run = self.clone();
+        run.a2a_push = stored.a2a_push.clone();
+        let settled = run.run.status.is_final() || run.run.status == RunStatus::InputRequired;
+        if settled && run.pushes() {
+            let due = push_due.unwrap_or_else(Utc::now);
+            run.run.push = Some(PushState::pending(due));
+            Some((run, Some(due)))
+        } else {
+            // What was pushed before (a pause's delivery), not a push for a config now gone.
+            run.run.push = stored.push.clone();
+            Some((run, None))
+        }
     }
 
     /// Ends the run. Its input is no longer needed to run it, so from here on only what
