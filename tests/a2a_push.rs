@@ -474,3 +474,61 @@ fn kill_9_after_create_still_delivers() {
     assert_eq!(state_at("/first"), Some(json!("TASK_STATE_FAILED")));
     assert_eq!(state_at("/second"), Some(json!("TASK_STATE_COMPLETED")));
 }
+
+/// In a cluster the task runs on one node and its config is created through another: the
+/// store, which every node shares, keeps it, and the end of the task is pushed to it once.
+#[test]
+fn a_config_created_through_another_node_gets_the_end_of_a_task_running_elsewhere() {
+    let Some(c) = common::cluster::Cluster::start(2) else {
+        return;
+    };
+    let tool = FakeServer::start(|_| {
+        Reply::json(200, json!({"ok": true})).slow(Duration::from_millis(1500))
+    });
+    let receiver = FakeServer::start(|_| Reply::json(200, json!({})));
+    let agent = tool_agent(&c[0], &tool.url, 4);
+    let (tid, answer) = std::thread::scope(|scope| {
+        let call = scope.spawn(|| {
+            c[0].call(
+                "POST",
+                &format!("/a2a/{agent}"),
+                Some(common::TOKEN),
+                &[("A2A-Version", "1.0"), ("Idempotency-Key", "cluster-1")],
+                Some(
+                    &json!({"jsonrpc": "2.0", "id": 1, "method": "SendMessage",
+                            "params": {"message": message("elsewhere")}})
+                    .to_string(),
+                ),
+            )
+        });
+        assert_eq!(tool.wait_requests(1, Duration::from_secs(10)).len(), 1);
+        let listed = rpc(&c[1], &agent, "ListTasks", json!({}));
+        let tid = listed["result"]["tasks"][0]["id"]
+            .as_str()
+            .expect("the running task, seen from the other node")
+            .to_owned();
+        let created = rpc(
+            &c[1],
+            &agent,
+            "CreateTaskPushNotificationConfig",
+            json!({"taskId": tid, "url": format!("{}/hook", receiver.url)}),
+        );
+        assert!(created.get("error").is_none(), "{created}");
+        (tid, call.join().expect("the blocking call"))
+    });
+    assert_eq!(
+        answer.body["result"]["task"]["status"]["state"], "TASK_STATE_COMPLETED",
+        "{}",
+        answer.body
+    );
+    let pushes = receiver.wait_requests(1, Duration::from_secs(20));
+    assert_eq!(pushes.len(), 1, "{pushes:?}");
+    assert_eq!(pushed_task(&pushes[0])["id"], tid.as_str());
+    assert_eq!(
+        pushed_task(&pushes[0])["status"]["state"],
+        "TASK_STATE_COMPLETED"
+    );
+    // Every pusher polls the outbox several times a second: give them time to repeat it.
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(receiver.requests().len(), 1, "delivered by one node");
+}
