@@ -4,7 +4,8 @@
 //! `/requests/{rid}` shows, with the same auth, limits, idempotency and events.
 //!
 //! Operations are written once (`send`, `get`, `cancel`, `subscribe`…) and each binding only
-//! wraps their answers and errors.
+//! wraps their answers and errors. A task's push notification config has its own module
+//! (`push_config`).
 
 use std::future::ready;
 
