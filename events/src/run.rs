@@ -192,7 +192,16 @@ impl StoredPush {
     }
 }
 
-/// What [`StoredRun::set_a2a_push`] changes in the push outbox.
+/// A change of a task's A2A push config (one per task), from a client.
+#[derive(Debug, Clone, PartialEq)]
+pub enum A2aPushChange {
+    /// The task's config becomes this one.
+    Set(A2aPush),
+    /// The task's config goes, if it is the one with this id (not one that replaced it).
+    Delete(String),
+}
+
+/// What [`StoredRun::change_a2a_push`] changes in the push outbox.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct OutboxChange {
     /// The entry (its due time) of a delivery that no longer stands, to remove.
@@ -328,13 +337,23 @@ impl StoredRun {
         Some(due)
     }
 
-    /// Gives the task the A2A push config `config` in place of its own (or takes it away), as a
-    /// store's `set_a2a_push` does, and says what changes in the outbox. A final task given a
-    /// config gets one delivery of its final state to it, due now (in place of one still
-    /// pending); a task that loses its config loses the delivery still pending for it, unless
-    /// the endpoint's webhook takes it. A task still on its way keeps no delivery: its end (or
-    /// pause) schedules one, from the config stored then.
-    pub fn set_a2a_push(&mut self, config: Option<A2aPush>) -> OutboxChange {
+    /// Applies `change` to the task's A2A push config, as a store's `change_a2a_push` does,
+    /// and says what changes in the outbox; `None` when nothing changes (a delete naming
+    /// another config than the task's). A final task given a config gets one delivery of its
+    /// final state to it, due now (in place of one still pending); a task that loses its
+    /// config loses the delivery still pending for it, unless the endpoint's webhook takes it.
+    /// A task still on its way keeps no delivery: its end (or pause) schedules one, from the
+    /// config stored then.
+    pub fn change_a2a_push(&mut self, change: A2aPushChange) -> Option<OutboxChange> {
+        let config = match change {
+            A2aPushChange::Set(config) => Some(config),
+            A2aPushChange::Delete(id) if self.a2a_push.as_ref().is_some_and(|c| c.id == id) => None,
+            A2aPushChange::Delete(_) => return None,
+        };
+        Some(self.set_a2a_push(config))
+    }
+
+    fn set_a2a_push(&mut self, config: Option<A2aPush>) -> OutboxChange {
         let pending = self
             .run
             .push

@@ -19,7 +19,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::Error;
-use crate::run::{A2aPush, RunError, RunEvent, StoredRun, ThreadOf, Turn};
+use crate::run::{A2aPushChange, RunError, RunEvent, StoredRun, ThreadOf, Turn};
 
 /// What a store method resolves to: `'static` and `Send`, so it can be spawned anywhere.
 pub type StoreFuture<T> = Pin<Box<dyn Future<Output = Result<T, Error>> + Send + 'static>>;
@@ -111,16 +111,16 @@ pub trait RunStore: Send + Sync + 'static {
     /// Stores a run's final state (or its pause), takes it off its agent's queue, lets go of its
     /// slot and, when `push_due` is set, schedules its push in the outbox: one atomic write.
     /// The A2A push config is the stored one, not `run`'s: one set or deleted meanwhile
-    /// ([`RunStore::set_a2a_push`]) stands, and decides the push
+    /// ([`RunStore::change_a2a_push`]) stands, and decides the push
     /// ([`StoredRun::with_stored_push`]). [`RunStore::put`] keeps it the same way.
     fn finish(&self, run: StoredRun, push_due: Option<DateTime<Utc>>) -> StoreFuture<()>;
 
-    /// Gives run `rid` the A2A push config `config` in place of its own, or takes it away
-    /// (`None`), with the outbox change [`StoredRun::set_a2a_push`] says (a final run given a
-    /// config is pushed now; a pending push of a config taken away is cancelled): one atomic
-    /// write, whatever state the run is in and whichever process runs it. Returns the run as
-    /// stored now; `None` when there is no such run.
-    fn set_a2a_push(&self, rid: Uuid, config: Option<A2aPush>) -> StoreFuture<Option<StoredRun>>;
+    /// Applies `change` to run `rid`'s A2A push config, with the outbox change
+    /// [`StoredRun::change_a2a_push`] says (a final run given a config is pushed now; a pending
+    /// push of a config deleted is cancelled): one atomic write, whatever state the run is in
+    /// and whichever process runs it; no write when nothing changes. Returns the run as stored
+    /// now; `None` when there is no such run.
+    fn change_a2a_push(&self, rid: Uuid, change: A2aPushChange) -> StoreFuture<Option<StoredRun>>;
 
     /// Stores the final state of a sync run that nothing durable refers to yet (no key, never
     /// queued, no push), so that a later read finds it. Unlike every other write it need not be

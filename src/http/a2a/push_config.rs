@@ -1,6 +1,6 @@
 //! A task's push notification config (A2A's `…TaskPushNotificationConfig` methods and the
 //! HTTP+JSON routes under `/tasks/{tid}/pushNotificationConfigs`): one config per task, kept
-//! with its run by the run store (`RunStore::set_a2a_push`), so that it holds whichever node
+//! with its run by the run store (`RunStore::change_a2a_push`), so that it holds whichever node
 //! runs the task and whatever state the task is in. Creating one on a task that has ended
 //! pushes the final task to it at once; deleting it cancels a push not yet delivered.
 //!
@@ -11,7 +11,7 @@
 
 use actix_web::{web, HttpResponse};
 use actors::runtime::Runtime;
-use events::run::A2aPush;
+use events::run::{A2aPush, A2aPushChange};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -179,7 +179,7 @@ pub(super) async fn create(
     let rid = run.run.request_id;
     let stored = rt
         .runs()
-        .set_a2a_push(rid, Some(config))
+        .change_a2a_push(rid, A2aPushChange::Set(config))
         .await
         .map_err(ApiError::from)?
         .ok_or_else(|| A2aError::TaskNotFound(format!("task {tid} not found")))?;
@@ -247,12 +247,11 @@ pub(super) async fn delete(
         A2aError::InvalidParams("params.id must name the push config to delete".into())
     })?;
     let run = visible(rt, invoker, agent, tid).await?;
-    if run.a2a_push.as_ref().is_some_and(|c| c.id == wanted) {
-        rt.runs()
-            .set_a2a_push(run.run.request_id, None)
-            .await
-            .map_err(ApiError::from)?;
-    }
+    // Decided in the store: a config that replaced this one meanwhile stays.
+    rt.runs()
+        .change_a2a_push(run.run.request_id, A2aPushChange::Delete(wanted.to_owned()))
+        .await
+        .map_err(ApiError::from)?;
     Ok(())
 }
 

@@ -29,7 +29,7 @@ use uuid::Uuid;
 
 use super::{is_unique_violation, pg_error, pool_error, PgStore, Result};
 use crate::run::{
-    A2aPush, PushStatus, RunError, RunEvent, RunStatus, StoredPush, StoredRun, ThreadOf, Turn,
+    A2aPushChange, PushStatus, RunError, RunEvent, RunStatus, StoredPush, StoredRun, ThreadOf, Turn,
 };
 use crate::store::runs::{
     Accepted, DuePush, RunEventStore, RunStore, StoreFuture, ThreadStore, IDEMPOTENCY_WINDOW,
@@ -500,17 +500,19 @@ async fn resume(store: PgStore, agent: Uuid, rid: Uuid) -> Result<Option<StoredR
     Ok(Some(run))
 }
 
-async fn set_a2a_push(
+async fn change_a2a_push(
     store: PgStore,
     rid: Uuid,
-    config: Option<A2aPush>,
+    change: A2aPushChange,
 ) -> Result<Option<StoredRun>> {
     let mut client = store.pool.get().await.map_err(pool_error)?;
     let tx = client.transaction().await.map_err(pg_error)?;
     let Some(mut run) = lock_run(&tx, rid).await? else {
         return Ok(None);
     };
-    let change = run.set_a2a_push(config);
+    let Some(change) = run.change_a2a_push(change) else {
+        return Ok(Some(run));
+    };
     if let Some(due) = change.remove {
         tx.execute(
             "DELETE FROM push_outbox WHERE due_ms = $1 AND rid = $2",
@@ -693,8 +695,8 @@ impl RunStore for PgStore {
         self.spawn(finish(self.clone(), run, push_due))
     }
 
-    fn set_a2a_push(&self, rid: Uuid, config: Option<A2aPush>) -> StoreFuture<Option<StoredRun>> {
-        self.spawn(set_a2a_push(self.clone(), rid, config))
+    fn change_a2a_push(&self, rid: Uuid, change: A2aPushChange) -> StoreFuture<Option<StoredRun>> {
+        self.spawn(change_a2a_push(self.clone(), rid, change))
     }
 
     /// As durable as every other write: the run and its slot's release in one commit.

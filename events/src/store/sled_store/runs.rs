@@ -31,7 +31,7 @@ use uuid::Uuid;
 use super::thread_keys::{self, ThreadKeys};
 use super::{storage, SledStore};
 use crate::run::{
-    A2aPush, PushStatus, RunError, RunEvent, RunStatus, StoredPush, StoredRun, ThreadOf, Turn,
+    A2aPushChange, PushStatus, RunError, RunEvent, RunStatus, StoredPush, StoredRun, ThreadOf, Turn,
 };
 use crate::store::runs::{
     Accepted, DuePush, RunEventStore, RunStore, StoreFuture, ThreadStore, IDEMPOTENCY_WINDOW,
@@ -331,13 +331,15 @@ impl SledRuns {
         })
     }
 
-    fn set_a2a_push_now(&self, rid: Uuid, config: &Option<A2aPush>) -> Result<Option<StoredRun>> {
+    fn change_a2a_push_now(&self, rid: Uuid, change: &A2aPushChange) -> Result<Option<StoredRun>> {
         self.transact(&[&self.runs, &self.outbox], |t| {
             let Some(bytes) = t[0].get(rid.as_bytes())? else {
                 return Ok(None);
             };
             let mut run = self.decode_run(&bytes).map_err(abort)?;
-            let change = run.set_a2a_push(config.clone());
+            let Some(change) = run.change_a2a_push(change.clone()) else {
+                return Ok(Some(run));
+            };
             if let Some(due) = change.remove {
                 t[1].remove(outbox_key(due, rid))?;
             }
@@ -660,8 +662,8 @@ impl RunStore for SledRuns {
         self.durable(self.finish_now(&run, push_due))
     }
 
-    fn set_a2a_push(&self, rid: Uuid, config: Option<A2aPush>) -> StoreFuture<Option<StoredRun>> {
-        self.durable(self.set_a2a_push_now(rid, &config))
+    fn change_a2a_push(&self, rid: Uuid, change: A2aPushChange) -> StoreFuture<Option<StoredRun>> {
+        self.durable(self.change_a2a_push_now(rid, &change))
     }
 
     fn record(&self, run: StoredRun) -> StoreFuture<()> {

@@ -1,5 +1,5 @@
 //! Cases of the run store suite for a task's A2A push config set or deleted through the store
-//! ([`crate::store::RunStore::set_a2a_push`]) while the runtime holds the run: the stored config
+//! ([`crate::store::RunStore::change_a2a_push`]) while the runtime holds the run: the stored config
 //! stands over the copy the runtime writes back whole, and decides the push.
 
 use std::sync::Arc;
@@ -9,7 +9,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::{accept_new, get, new_run};
-use crate::run::{A2aPush, Mode, PushStatus, RunStatus};
+use crate::run::{A2aPush, A2aPushChange, Mode, PushStatus, RunStatus};
 use crate::store::runs::RunStores;
 
 fn config(id: &str, url: &str) -> A2aPush {
@@ -44,7 +44,10 @@ pub async fn a_config_set_on_a_queued_run_is_pushed_when_it_ends(store: Arc<dyn 
     let mut held = claimed.pop().expect("the run is claimed");
 
     let set = store
-        .set_a2a_push(rid, Some(config("second", "http://127.0.0.1:9/second")))
+        .change_a2a_push(
+            rid,
+            A2aPushChange::Set(config("second", "http://127.0.0.1:9/second")),
+        )
         .await
         .expect("set")
         .expect("the run exists");
@@ -82,7 +85,7 @@ pub async fn a_config_set_while_running_survives_finish(store: Arc<dyn RunStores
     accept_new(&*store, &run, false).await;
     let rid = run.run.request_id;
     store
-        .set_a2a_push(rid, Some(config("c", "http://127.0.0.1:9/c")))
+        .change_a2a_push(rid, A2aPushChange::Set(config("c", "http://127.0.0.1:9/c")))
         .await
         .expect("set")
         .expect("the run exists");
@@ -108,7 +111,7 @@ pub async fn a_config_set_while_running_survives_finish(store: Arc<dyn RunStores
     accept_new(&*store, &waiting, true).await;
     let wid = waiting.run.request_id;
     store
-        .set_a2a_push(wid, Some(config("w", "http://127.0.0.1:9/w")))
+        .change_a2a_push(wid, A2aPushChange::Set(config("w", "http://127.0.0.1:9/w")))
         .await
         .expect("set")
         .expect("the run exists");
@@ -131,7 +134,10 @@ pub async fn a_config_set_on_a_final_run_is_due_now(store: Arc<dyn RunStores>) {
     assert!(!push_due_for(&*store, rid).await);
 
     let set = store
-        .set_a2a_push(rid, Some(config("late", "http://127.0.0.1:9/late")))
+        .change_a2a_push(
+            rid,
+            A2aPushChange::Set(config("late", "http://127.0.0.1:9/late")),
+        )
         .await
         .expect("set")
         .expect("the run exists");
@@ -142,7 +148,10 @@ pub async fn a_config_set_on_a_final_run_is_due_now(store: Arc<dyn RunStores>) {
     assert!(push_due_for(&*store, rid).await);
 
     store
-        .set_a2a_push(rid, Some(config("later", "http://127.0.0.1:9/later")))
+        .change_a2a_push(
+            rid,
+            A2aPushChange::Set(config("later", "http://127.0.0.1:9/later")),
+        )
         .await
         .expect("set again")
         .expect("the run exists");
@@ -160,7 +169,10 @@ pub async fn a_config_set_on_a_final_run_is_due_now(store: Arc<dyn RunStores>) {
 
     assert_eq!(
         store
-            .set_a2a_push(Uuid::now_v7(), Some(config("x", "http://127.0.0.1:9/x")))
+            .change_a2a_push(
+                Uuid::now_v7(),
+                A2aPushChange::Set(config("x", "http://127.0.0.1:9/x"))
+            )
             .await
             .expect("set on nothing"),
         None
@@ -168,16 +180,22 @@ pub async fn a_config_set_on_a_final_run_is_due_now(store: Arc<dyn RunStores>) {
 }
 
 /// Deleting a config means no push of it: not at the end of a run given it while running, and
-/// a final run's pending delivery leaves the outbox. An attempt that was under way for a config
-/// since replaced changes nothing of the new one.
+/// a final run's pending delivery leaves the outbox. A delete naming another config, or an
+/// attempt that was under way for a config since replaced, changes nothing of the new one.
 pub async fn deleting_a_config_cancels_its_push(store: Arc<dyn RunStores>) {
     let agent = Uuid::now_v7();
     let mut run = new_run(agent, Mode::Sync, json!({}));
     run.a2a_push = Some(config("sent", "http://127.0.0.1:9/sent"));
     accept_new(&*store, &run, false).await;
     let rid = run.run.request_id;
+    let kept = store
+        .change_a2a_push(rid, A2aPushChange::Delete("another".into()))
+        .await
+        .expect("delete another")
+        .expect("the run exists");
+    assert_eq!(kept.a2a_push, run.a2a_push, "only the config named goes");
     let deleted = store
-        .set_a2a_push(rid, None)
+        .change_a2a_push(rid, A2aPushChange::Delete("sent".into()))
         .await
         .expect("delete")
         .expect("the run exists");
@@ -198,7 +216,7 @@ pub async fn deleting_a_config_cancels_its_push(store: Arc<dyn RunStores>) {
     done.finish(RunStatus::Succeeded, None, None);
     store.finish(done, None).await.expect("finish");
     let attempted = store
-        .set_a2a_push(did, Some(config("a", "http://127.0.0.1:9/a")))
+        .change_a2a_push(did, A2aPushChange::Set(config("a", "http://127.0.0.1:9/a")))
         .await
         .expect("set")
         .expect("the run exists");
@@ -212,7 +230,7 @@ pub async fn deleting_a_config_cancels_its_push(store: Arc<dyn RunStores>) {
     // A courier reads the run, a client replaces the config during the attempt, and the
     // attempt's outcome is stored: the new config's delivery still stands.
     store
-        .set_a2a_push(did, Some(config("b", "http://127.0.0.1:9/b")))
+        .change_a2a_push(did, A2aPushChange::Set(config("b", "http://127.0.0.1:9/b")))
         .await
         .expect("replace")
         .expect("the run exists");
@@ -233,8 +251,18 @@ pub async fn deleting_a_config_cancels_its_push(store: Arc<dyn RunStores>) {
     );
     assert!(push_due_for(&*store, did).await, "b's delivery is due");
 
+    // A delete of the config that was replaced leaves the new one (and its delivery) alone.
     store
-        .set_a2a_push(did, None)
+        .change_a2a_push(did, A2aPushChange::Delete("a".into()))
+        .await
+        .expect("delete a")
+        .expect("the run exists");
+    assert!(
+        push_due_for(&*store, did).await,
+        "b's delivery is still due"
+    );
+    store
+        .change_a2a_push(did, A2aPushChange::Delete("b".into()))
         .await
         .expect("delete")
         .expect("the run exists");
