@@ -580,6 +580,60 @@ mod tests {
         }
     }
 
+    fn a2a_config(id: &str) -> A2aPush {
+        A2aPush {
+            id: id.into(),
+            url: "http://127.0.0.1:9/hook".into(),
+            token: None,
+            scheme: None,
+            credentials: None,
+        }
+    }
+
+    /// Guards against a deleted config taking the endpoint's webhook push with it, and against a
+    /// delivery that was tried already vanishing without a trace.
+    #[test]
+    fn deleting_a_config_cancels_only_a_push_nothing_else_takes() {
+        let mut run = run_with(serde_json::json!({}));
+        run.mode = Mode::Async;
+        run.push_enabled = true;
+        run.a2a_push = Some(a2a_config("c"));
+        run.finish(RunStatus::Succeeded, None, None);
+        let due = run.schedule_push().expect("pushes");
+        let change = run.change_a2a_push(A2aPushChange::Delete("c".into()));
+        assert_eq!(
+            change,
+            Some(OutboxChange::default()),
+            "the webhook takes it"
+        );
+        assert_eq!(run.run.push, Some(PushState::pending(due)));
+
+        let mut tried = run_with(serde_json::json!({}));
+        tried.a2a_push = Some(a2a_config("c"));
+        tried.finish(RunStatus::Failed, None, None);
+        let due = tried.schedule_push().expect("pushes, whatever its mode");
+        if let Some(push) = tried.run.push.as_mut() {
+            push.attempts = 2;
+            push.last_status = Some(503);
+        }
+        assert_eq!(
+            tried.change_a2a_push(A2aPushChange::Delete("other".into())),
+            None,
+            "another config's id changes nothing"
+        );
+        let change = tried.change_a2a_push(A2aPushChange::Delete("c".into()));
+        assert_eq!(
+            change,
+            Some(OutboxChange {
+                remove: Some(due),
+                add: None
+            })
+        );
+        let push = tried.run.push.expect("the attempts stay visible");
+        assert_eq!((push.status, push.attempts), (PushStatus::Failed, 2));
+        assert_eq!(push.next_attempt_at, None);
+    }
+
     #[test]
     fn a_fingerprint_ignores_key_order_but_not_values() {
         let a = fingerprint(&serde_json::json!({"a": 1, "b": [1, {"y": 2, "x": 1}]}));
