@@ -60,6 +60,14 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/a2a/{id}/tasks", &["get"]),
     ("/a2a/{id}/tasks/{tid}:cancel", &["post"]),
     ("/a2a/{id}/tasks/{tid}:subscribe", &["get", "post"]),
+    (
+        "/a2a/{id}/tasks/{tid}/pushNotificationConfigs",
+        &["get", "post"],
+    ),
+    (
+        "/a2a/{id}/tasks/{tid}/pushNotificationConfigs/{cid}",
+        &["get", "delete"],
+    ),
     ("/v1/agents/{id}/requests/{rid}/input", &["post"]),
     ("/v1/agents/{id}/threads/{tid}", &["get", "delete"]),
 ];

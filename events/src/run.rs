@@ -169,6 +169,47 @@ pub struct A2aPush {
     pub credentials: Option<crate::secret::Sealed>,
 }
 
+/// What a store keeps of a stored run when the runtime writes the whole run again: the A2A push
+/// config, which clients set and delete through the store while the runtime holds the run
+/// (possibly on another node), and the push state that goes with it. Read from a stored
+/// record's JSON without the rest of it.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct StoredPush {
+    #[serde(default)]
+    pub a2a_push: Option<A2aPush>,
+    #[serde(default)]
+    pub push: Option<PushState>,
+}
+
+impl StoredPush {
+    /// Whether the stored run's push is pending with its entry due at `due` (the outbox's
+    /// millisecond precision): that entry is the delivery of the config stored now.
+    pub fn is_due_at(&self, due: DateTime<Utc>) -> bool {
+        self.push.as_ref().is_some_and(|p| {
+            p.status == PushStatus::Pending
+                && p.next_attempt_at.map(|at| at.timestamp_millis()) == Some(due.timestamp_millis())
+        })
+    }
+}
+
+/// A change of a task's A2A push config (one per task), from a client.
+#[derive(Debug, Clone, PartialEq)]
+pub enum A2aPushChange {
+    /// The task's config becomes this one.
+    Set(A2aPush),
+    /// The task's config goes, if it is the one with this id (not one that replaced it).
+    Delete(String),
+}
+
+/// What [`StoredRun::change_a2a_push`] changes in the push outbox.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct OutboxChange {
+    /// The entry (its due time) of a delivery that no longer stands, to remove.
+    pub remove: Option<DateTime<Utc>>,
+    /// A delivery to add, due then.
+    pub add: Option<DateTime<Utc>>,
+}
+
 /// The run that started another (a collaborator's run).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ParentRun {
@@ -278,15 +319,97 @@ impl StoredRun {
         })
     }
 
-    /// For a final async run whose version pushes: marks its delivery pending now and returns
-    /// when it is due (for the outbox); `None` for runs that push nothing.
+    /// Whether the run's end is pushed: to the endpoint's webhook (async runs of a version that
+    /// pushes), or to the task's A2A push config (any run that has one, whatever its mode: a
+    /// blocking `SendMessage` may be given one by another request while it runs).
+    pub fn pushes(&self) -> bool {
+        (self.mode == Mode::Async && self.push_enabled) || self.a2a_push.is_some()
+    }
+
+    /// For a final (or paused) run that [`pushes`](StoredRun::pushes): marks its delivery
+    /// pending now and returns when it is due (for the outbox); `None` for runs that push nothing.
     pub fn schedule_push(&mut self) -> Option<DateTime<Utc>> {
-        if self.mode != Mode::Async || !(self.push_enabled || self.a2a_push.is_some()) {
+        if !self.pushes() {
             return None;
         }
         let due = Utc::now();
         self.run.push = Some(PushState::pending(due));
         Some(due)
+    }
+
+    /// Applies `change` to the task's A2A push config, as a store's `change_a2a_push` does,
+    /// and says what changes in the outbox; `None` when nothing changes (a delete naming
+    /// another config than the task's). A final task given a config gets one delivery of its
+    /// final state to it, due now (in place of one still pending); a task that loses its
+    /// config loses the delivery still pending for it, unless the endpoint's webhook takes it.
+    /// A task still on its way keeps no delivery: its end (or pause) schedules one, from the
+    /// config stored then.
+    pub fn change_a2a_push(&mut self, change: A2aPushChange) -> Option<OutboxChange> {
+        let config = match change {
+            A2aPushChange::Set(config) => Some(config),
+            A2aPushChange::Delete(id) if self.a2a_push.as_ref().is_some_and(|c| c.id == id) => None,
+            A2aPushChange::Delete(_) => return None,
+        };
+        Some(self.set_a2a_push(config))
+    }
+
+    fn set_a2a_push(&mut self, config: Option<A2aPush>) -> OutboxChange {
+        let pending = self
+            .run
+            .push
+            .as_ref()
+            .filter(|p| p.status == PushStatus::Pending)
+            .map(|p| p.next_attempt_at);
+        self.a2a_push = config;
+        let mut change = OutboxChange::default();
+        if self.a2a_push.is_some() {
+            if self.run.status.is_final() {
+                change.remove = pending.flatten();
+                let due = Utc::now();
+                self.run.push = Some(PushState::pending(due));
+                change.add = Some(due);
+            }
+        } else if let Some(due) = pending {
+            if !self.pushes() {
+                change.remove = due;
+                self.run.push = match self.run.push.take() {
+                    // Tried already: the run shows that it was given up.
+                    Some(push) if push.attempts > 0 => Some(PushState {
+                        status: PushStatus::Failed,
+                        next_attempt_at: None,
+                        ..push
+                    }),
+                    _ => None,
+                };
+            }
+        }
+        change
+    }
+
+    /// `self` as a store's `finish` writes it when the stored record's A2A push config is not
+    /// the one `self` holds (it was set or deleted through the store while the runtime held
+    /// the run): the stored config, the push it decides (due at `push_due`, or now), and when
+    /// that is due. `None` when they agree: `self` and `push_due` stand.
+    pub fn with_stored_push(
+        &self,
+        stored: &StoredPush,
+        push_due: Option<DateTime<Utc>>,
+    ) -> Option<(StoredRun, Option<DateTime<Utc>>)> {
+        if stored.a2a_push == self.a2a_push {
+            return None;
+        }
+        let mut run = self.clone();
+        run.a2a_push = stored.a2a_push.clone();
+        let settled = run.run.status.is_final() || run.run.status == RunStatus::InputRequired;
+        if settled && run.pushes() {
+            let due = push_due.unwrap_or_else(Utc::now);
+            run.run.push = Some(PushState::pending(due));
+            Some((run, Some(due)))
+        } else {
+            // What was pushed before (a pause's delivery), not a push for a config now gone.
+            run.run.push = stored.push.clone();
+            Some((run, None))
+        }
     }
 
     /// Ends the run. Its input is no longer needed to run it, so from here on only what
@@ -455,6 +578,60 @@ mod tests {
             a2a_push: None,
             checkpoint: None,
         }
+    }
+
+    fn a2a_config(id: &str) -> A2aPush {
+        A2aPush {
+            id: id.into(),
+            url: "http://127.0.0.1:9/hook".into(),
+            token: None,
+            scheme: None,
+            credentials: None,
+        }
+    }
+
+    /// Guards against a deleted config taking the endpoint's webhook push with it, and against a
+    /// delivery that was tried already vanishing without a trace.
+    #[test]
+    fn deleting_a_config_cancels_only_a_push_nothing_else_takes() {
+        let mut run = run_with(serde_json::json!({}));
+        run.mode = Mode::Async;
+        run.push_enabled = true;
+        run.a2a_push = Some(a2a_config("c"));
+        run.finish(RunStatus::Succeeded, None, None);
+        let due = run.schedule_push().expect("pushes");
+        let change = run.change_a2a_push(A2aPushChange::Delete("c".into()));
+        assert_eq!(
+            change,
+            Some(OutboxChange::default()),
+            "the webhook takes it"
+        );
+        assert_eq!(run.run.push, Some(PushState::pending(due)));
+
+        let mut tried = run_with(serde_json::json!({}));
+        tried.a2a_push = Some(a2a_config("c"));
+        tried.finish(RunStatus::Failed, None, None);
+        let due = tried.schedule_push().expect("pushes, whatever its mode");
+        if let Some(push) = tried.run.push.as_mut() {
+            push.attempts = 2;
+            push.last_status = Some(503);
+        }
+        assert_eq!(
+            tried.change_a2a_push(A2aPushChange::Delete("other".into())),
+            None,
+            "another config's id changes nothing"
+        );
+        let change = tried.change_a2a_push(A2aPushChange::Delete("c".into()));
+        assert_eq!(
+            change,
+            Some(OutboxChange {
+                remove: Some(due),
+                add: None
+            })
+        );
+        let push = tried.run.push.expect("the attempts stay visible");
+        assert_eq!((push.status, push.attempts), (PushStatus::Failed, 2));
+        assert_eq!(push.next_attempt_at, None);
     }
 
     #[test]

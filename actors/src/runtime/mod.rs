@@ -183,7 +183,9 @@ impl Runtime {
             .set(Box::new(move || pusher.do_send(Wake)));
     }
 
-    pub(crate) fn wake_pusher(&self) {
+    /// Tells this process's pusher to look at the outbox now (it also looks every 200 ms): after
+    /// a write that made a push due, such as a push config created on a task that has ended.
+    pub fn wake_pusher(&self) {
         if let Some(wake) = self.inner.pusher.get() {
             wake();
         }

@@ -19,7 +19,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::Error;
-use crate::run::{RunError, RunEvent, StoredRun, ThreadOf, Turn};
+use crate::run::{A2aPushChange, RunError, RunEvent, StoredRun, ThreadOf, Turn};
 
 /// What a store method resolves to: `'static` and `Send`, so it can be spawned anywhere.
 pub type StoreFuture<T> = Pin<Box<dyn Future<Output = Result<T, Error>> + Send + 'static>>;
@@ -104,12 +104,23 @@ pub trait RunStore: Send + Sync + 'static {
     ) -> StoreFuture<Option<StoredRun>>;
 
     /// Stores `run` as it is now (e.g. paused in `input_required` with its `pending`), whatever
-    /// was stored before. For runs the caller owns, i.e. that no queue or claim can race for.
+    /// was stored before but its A2A push config (kept as [`RunStore::finish`] keeps it). For
+    /// runs the caller owns, i.e. that no queue or claim can race for.
     fn put(&self, run: StoredRun) -> StoreFuture<()>;
 
     /// Stores a run's final state (or its pause), takes it off its agent's queue, lets go of its
     /// slot and, when `push_due` is set, schedules its push in the outbox: one atomic write.
+    /// The A2A push config is the stored one, not `run`'s: one set or deleted meanwhile
+    /// ([`RunStore::change_a2a_push`]) stands, and decides the push
+    /// ([`StoredRun::with_stored_push`]). [`RunStore::put`] keeps it the same way.
     fn finish(&self, run: StoredRun, push_due: Option<DateTime<Utc>>) -> StoreFuture<()>;
+
+    /// Applies `change` to run `rid`'s A2A push config, with the outbox change
+    /// [`StoredRun::change_a2a_push`] says (a final run given a config is pushed now; a pending
+    /// push of a config deleted is cancelled): one atomic write, whatever state the run is in
+    /// and whichever process runs it; no write when nothing changes. Returns the run as stored
+    /// now; `None` when there is no such run.
+    fn change_a2a_push(&self, rid: Uuid, change: A2aPushChange) -> StoreFuture<Option<StoredRun>>;
 
     /// Stores the final state of a sync run that nothing durable refers to yet (no key, never
     /// queued, no push), so that a later read finds it. Unlike every other write it need not be
@@ -187,7 +198,9 @@ pub trait RunStore: Send + Sync + 'static {
     fn next_push_due(&self) -> StoreFuture<Option<DateTime<Utc>>>;
 
     /// Replaces outbox entry `entry` by one due at `next` (or by none) and stores `run` with its
-    /// new push state: one atomic write.
+    /// new push state: one atomic write. When the stored A2A push config is no longer `run`'s
+    /// (set or deleted during the attempt), the attempt is moot: only `entry` goes, and the
+    /// stored run (with the delivery its new config scheduled, if any) stays as it is.
     fn reschedule_push(
         &self,
         entry: DuePush,

@@ -4,7 +4,8 @@
 //! `/requests/{rid}` shows, with the same auth, limits, idempotency and events.
 //!
 //! Operations are written once (`send`, `get`, `cancel`, `subscribe`…) and each binding only
-//! wraps their answers and errors.
+//! wraps their answers and errors. A task's push notification config has its own module
+//! (`push_config`).
 
 use std::future::ready;
 
@@ -27,6 +28,8 @@ use super::responses::{
 };
 use super::stream::{event_stream, start_streamed_run};
 use super::{resource, PublicUrl};
+
+pub(super) mod push_config;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(resource(
@@ -61,6 +64,20 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .service(resource(
         "/a2a/{id}/tasks",
         [(Method::GET, web::to(rest_list))],
+    ))
+    .service(resource(
+        "/a2a/{id}/tasks/{tid}/pushNotificationConfigs",
+        [
+            (Method::POST, web::to(push_config::rest_create)),
+            (Method::GET, web::to(push_config::rest_list)),
+        ],
+    ))
+    .service(resource(
+        "/a2a/{id}/tasks/{tid}/pushNotificationConfigs/{cid}",
+        [
+            (Method::GET, web::to(push_config::rest_get)),
+            (Method::DELETE, web::to(push_config::rest_delete)),
+        ],
     ));
 }
 
@@ -254,7 +271,12 @@ async fn send(
     }
     let (mut request, _) = run_request(req, invoker, params)?;
     request.a2a_push = match params.pointer("/configuration/taskPushNotificationConfig") {
-        Some(config) if !config.is_null() => Some(push_config(rt, agent, config)?),
+        Some(config) if !config.is_null() => Some(push_config::push_config(
+            rt,
+            agent,
+            config,
+            "params.configuration.taskPushNotificationConfig",
+        )?),
         _ => None,
     };
     let run = if immediately {
@@ -428,100 +450,6 @@ async fn list(
         _ => String::new(),
     };
     Ok(json!({"tasks": tasks, "nextPageToken": next, "pageSize": size}))
-}
-
-/// A task's push config as kept with its run: the URL checked, the secrets sealed for it.
-fn push_config(
-    rt: &Runtime,
-    agent: Uuid,
-    config: &Value,
-) -> Result<events::run::A2aPush, A2aError> {
-    let bad = |what: &str| {
-        A2aError::InvalidParams(format!(
-            "params.configuration.taskPushNotificationConfig.{what}"
-        ))
-    };
-    let url = config
-        .get("url")
-        .and_then(Value::as_str)
-        .filter(|u| u.starts_with("http://") || u.starts_with("https://"))
-        .filter(|u| u.len() <= 2048)
-        .ok_or_else(|| bad("url must be an http(s) URL"))?
-        .to_owned();
-    let text = |v: Option<&Value>, what: &str| -> Result<Option<String>, A2aError> {
-        match v {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) if s.len() <= 4096 => Ok(Some(s.clone())),
-            Some(_) => Err(bad(&format!("{what} must be a string"))),
-        }
-    };
-    let seal = |value: String, field: &str| {
-        rt.cipher()
-            .seal(&value, &events::secret::Place::a2a_push(agent, &url, field))
-    };
-    let token = text(config.get("token"), "token")?.map(|t| seal(t, "token"));
-    let auth = config.get("authentication");
-    let scheme = text(auth.and_then(|a| a.get("scheme")), "authentication.scheme")?;
-    if scheme
-        .as_deref()
-        .is_some_and(|s| s.is_empty() || !s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
-    {
-        return Err(bad("authentication.scheme must be a word such as Bearer"));
-    }
-    let credentials = text(
-        auth.and_then(|a| a.get("credentials")),
-        "authentication.credentials",
-    )?
-    .map(|c| seal(c, "credentials"));
-    let id = text(config.get("id"), "id")?
-        .filter(|i| !i.is_empty())
-        .unwrap_or_else(|| Uuid::now_v7().to_string());
-    Ok(events::run::A2aPush {
-        id,
-        url,
-        token,
-        scheme,
-        credentials,
-    })
-}
-
-/// A push config as a client sees it: never its secrets.
-fn push_config_view(tid: Uuid, config: &events::run::A2aPush) -> Value {
-    let mut view = json!({"id": config.id, "taskId": tid, "url": config.url});
-    if let Some(scheme) = &config.scheme {
-        view["authentication"] = json!({ "scheme": scheme });
-    }
-    view
-}
-
-/// `GetTaskPushNotificationConfig` and `ListTaskPushNotificationConfigs`: the config a task was
-/// sent with (one at most).
-async fn push_configs(
-    rt: &Runtime,
-    invoker: &Invoker,
-    agent: Uuid,
-    params: &Value,
-    one: bool,
-) -> Result<Value, A2aError> {
-    let tid = params
-        .get("taskId")
-        .or_else(|| params.get("id").filter(|_| !one))
-        .and_then(Value::as_str)
-        .ok_or_else(|| A2aError::InvalidParams("params.taskId must be a string".into()))?;
-    let run = visible(rt, invoker, agent, tid).await?;
-    let configs: Vec<Value> = run
-        .a2a_push
-        .iter()
-        .map(|c| push_config_view(run.run.request_id, c))
-        .collect();
-    if !one {
-        return Ok(json!({ "configs": configs }));
-    }
-    let wanted = params.get("id").and_then(Value::as_str);
-    configs
-        .into_iter()
-        .find(|c| wanted.is_none_or(|w| c["id"] == w))
-        .ok_or_else(|| A2aError::TaskNotFound(format!("task {tid} has no such push config")))
 }
 
 /// One `StreamResponse` per run event that changes the task: `WORKING` when it starts, its
@@ -712,7 +640,7 @@ pub(super) async fn agent_card(
         ("Idempotency-Key" = Option<String>, Header, max_length = 255, pattern = r"^[\t -~]*[!-~][\t -~]*$",
             description = "As on /invoke: the same key within 24 h is the same task"),
     ),
-    request_body(content = Object, description = "A JSON-RPC 2.0 request: `SendMessage`, `SendStreamingMessage`, `GetTask`, `CancelTask`, `SubscribeToTask` (and their 0.3 names)"),
+    request_body(content = Object, description = "A JSON-RPC 2.0 request: `SendMessage`, `SendStreamingMessage`, `GetTask`, `ListTasks`, `CancelTask`, `SubscribeToTask`, `CreateTaskPushNotificationConfig`, `GetTaskPushNotificationConfig`, `ListTaskPushNotificationConfigs`, `DeleteTaskPushNotificationConfig` (and their 0.3 names)"),
     responses(
         (status = 200, description = "A JSON-RPC response (its `error` carries A2A's codes), or for the streaming methods server-sent events each holding one", body = Object),
         (status = 400, response = BadRequest),
@@ -811,13 +739,23 @@ pub(super) async fn json_rpc(
                 Err(e) => answer(Err(e)),
             });
         }
+        "CreateTaskPushNotificationConfig" | "tasks/pushNotificationConfig/set" => {
+            push_config::create(&rt, &invoker, agent, &params, push_config::shape_of(v1)).await
+        }
         "GetTaskPushNotificationConfig" | "tasks/pushNotificationConfig/get" => {
-            push_configs(&rt, &invoker, agent, &params, true).await
+            let shape = push_config::shape_of(v1);
+            push_config::read(&rt, &invoker, agent, &params, true, shape).await
         }
         "ListTaskPushNotificationConfig"
         | "ListTaskPushNotificationConfigs"
         | "tasks/pushNotificationConfig/list" => {
-            push_configs(&rt, &invoker, agent, &params, false).await
+            let shape = push_config::shape_of(v1);
+            push_config::read(&rt, &invoker, agent, &params, false, shape).await
+        }
+        "DeleteTaskPushNotificationConfig" | "tasks/pushNotificationConfig/delete" => {
+            push_config::delete(&rt, &invoker, agent, &params)
+                .await
+                .map(|()| Value::Null)
         }
         "ListTasks" | "tasks/list" => list(&rt, &invoker, agent, &params).await.map(|mut r| {
             if !v1 {
@@ -825,13 +763,6 @@ pub(super) async fn json_rpc(
             }
             r
         }),
-        "CreateTaskPushNotificationConfig"
-        | "DeleteTaskPushNotificationConfig"
-        | "tasks/pushNotificationConfig/set"
-        | "tasks/pushNotificationConfig/delete" => Err(A2aError::Unsupported(format!(
-            "{method} is not supported by this server yet: give a task its push config in \
-             SendMessage's configuration.taskPushNotificationConfig"
-        ))),
         other => Err(A2aError::MethodNotFound(format!(
             "no method {other}: see the agent card's protocol version (1.0) for the methods"
         ))),

@@ -20,6 +20,9 @@ use crate::run::{
 };
 use crate::store::runs::{Accepted, RunStores, IDEMPOTENCY_WINDOW};
 
+mod a2a_push;
+use a2a_push::*;
+
 type Case = fn(Arc<dyn RunStores>) -> Pin<Box<dyn Future<Output = ()>>>;
 
 macro_rules! cases {
@@ -57,6 +60,10 @@ cases!(
     slots_never_exceed_the_limit_and_free_when_runs_end,
     claims_in_slots_take_no_more_than_the_free_slots,
     a_thread_is_held_by_one_run_at_a_time,
+    a_config_set_on_a_queued_run_is_pushed_when_it_ends,
+    a_config_set_while_running_survives_finish,
+    a_config_set_on_a_final_run_is_due_now,
+    deleting_a_config_cancels_its_push,
 );
 
 pub async fn run_all(store: Arc<dyn RunStores>) {

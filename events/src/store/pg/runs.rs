@@ -28,7 +28,9 @@ use tokio_postgres::Row;
 use uuid::Uuid;
 
 use super::{is_unique_violation, pg_error, pool_error, PgStore, Result};
-use crate::run::{PushStatus, RunError, RunEvent, RunStatus, StoredRun, ThreadOf, Turn};
+use crate::run::{
+    A2aPushChange, PushStatus, RunError, RunEvent, RunStatus, StoredPush, StoredRun, ThreadOf, Turn,
+};
 use crate::store::runs::{
     Accepted, DuePush, RunEventStore, RunStore, StoreFuture, ThreadStore, IDEMPOTENCY_WINDOW,
     THREAD_WAIT,
@@ -214,10 +216,26 @@ async fn accept(store: PgStore, run: StoredRun, enqueue: bool) -> Result<Accepte
     Ok(Accepted::New)
 }
 
+/// The A2A push config and push state of run `rid` as stored, locked until the transaction
+/// ends: what a write of the whole run keeps (`RunStore::finish`).
+async fn lock_stored_push(client: &impl GenericClient, rid: Uuid) -> Result<Option<StoredPush>> {
+    let row = client
+        .query_opt("SELECT body FROM runs WHERE rid = $1 FOR UPDATE", &[&rid])
+        .await
+        .map_err(pg_error)?;
+    row.map(|row| decode(row.get::<_, &[u8]>("body")))
+        .transpose()
+}
+
 async fn finish(store: PgStore, run: StoredRun, push_due: Option<DateTime<Utc>>) -> Result<()> {
-    let row = RunRow::of(&run)?;
     let mut client = store.pool.get().await.map_err(pool_error)?;
     let tx = client.transaction().await.map_err(pg_error)?;
+    let stored = lock_stored_push(&tx, run.run.request_id).await?;
+    let (run, push_due) = match stored.and_then(|s| run.with_stored_push(&s, push_due)) {
+        Some(merged) => merged,
+        None => (run, push_due),
+    };
+    let row = RunRow::of(&run)?;
     row.upsert(&tx, None).await?;
     tx.execute(
         "DELETE FROM run_queue WHERE agent = $1 AND rid = $2",
@@ -482,22 +500,71 @@ async fn resume(store: PgStore, agent: Uuid, rid: Uuid) -> Result<Option<StoredR
     Ok(Some(run))
 }
 
+async fn change_a2a_push(
+    store: PgStore,
+    rid: Uuid,
+    change: A2aPushChange,
+) -> Result<Option<StoredRun>> {
+    let mut client = store.pool.get().await.map_err(pool_error)?;
+    let tx = client.transaction().await.map_err(pg_error)?;
+    let Some(mut run) = lock_run(&tx, rid).await? else {
+        return Ok(None);
+    };
+    let Some(change) = run.change_a2a_push(change) else {
+        return Ok(Some(run));
+    };
+    if let Some(due) = change.remove {
+        tx.execute(
+            "DELETE FROM push_outbox WHERE due_ms = $1 AND rid = $2",
+            &[&millis(due), &rid],
+        )
+        .await
+        .map_err(pg_error)?;
+    }
+    if let Some(due) = change.add {
+        tx.execute(
+            "INSERT INTO push_outbox (due_ms, rid) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            &[&millis(due), &rid],
+        )
+        .await
+        .map_err(pg_error)?;
+    }
+    // A running run keeps the node that runs it.
+    let node = tx
+        .query_opt("SELECT node FROM runs WHERE rid = $1", &[&rid])
+        .await
+        .map_err(pg_error)?
+        .and_then(|row| row.get::<_, Option<String>>("node"));
+    RunRow::of(&run)?.upsert(&tx, node.as_deref()).await?;
+    tx.commit().await.map_err(pg_error)?;
+    Ok(Some(run))
+}
+
 async fn reschedule_push(
     store: PgStore,
     entry: DuePush,
     run: StoredRun,
     next: Option<DateTime<Utc>>,
 ) -> Result<()> {
-    let row = RunRow::of(&run)?;
     let mut client = store.pool.get().await.map_err(pool_error)?;
     let tx = client.transaction().await.map_err(pg_error)?;
+    let stored = lock_stored_push(&tx, run.run.request_id).await?;
+    let moot = stored.filter(|s| s.a2a_push != run.a2a_push);
+    // The config changed during the attempt: it was for a config gone. Its entry goes, unless
+    // it is (to the millisecond) the new config's own.
+    if moot.as_ref().is_none_or(|s| !s.is_due_at(entry.due)) {
+        tx.execute(
+            "DELETE FROM push_outbox WHERE due_ms = $1 AND rid = $2",
+            &[&millis(entry.due), &entry.rid],
+        )
+        .await
+        .map_err(pg_error)?;
+    }
+    if moot.is_some() {
+        return tx.commit().await.map_err(pg_error);
+    }
+    let row = RunRow::of(&run)?;
     row.upsert(&tx, None).await?;
-    tx.execute(
-        "DELETE FROM push_outbox WHERE due_ms = $1 AND rid = $2",
-        &[&millis(entry.due), &entry.rid],
-    )
-    .await
-    .map_err(pg_error)?;
     if let Some(next) = next {
         tx.execute(
             "INSERT INTO push_outbox (due_ms, rid) VALUES ($1, $2) ON CONFLICT DO NOTHING",
@@ -609,18 +676,27 @@ impl RunStore for PgStore {
         })
     }
 
-    fn put(&self, run: StoredRun) -> StoreFuture<()> {
+    fn put(&self, mut run: StoredRun) -> StoreFuture<()> {
         let store = self.clone();
         self.spawn(async move {
+            let mut client = store.pool.get().await.map_err(pool_error)?;
+            let tx = client.transaction().await.map_err(pg_error)?;
+            if let Some(stored) = lock_stored_push(&tx, run.run.request_id).await? {
+                run.a2a_push = stored.a2a_push;
+            }
             let row = RunRow::of(&run)?;
-            let client = store.pool.get().await.map_err(pool_error)?;
             let node = (run.run.status == RunStatus::Running).then_some(store.node());
-            row.upsert(&client, node).await
+            row.upsert(&tx, node).await?;
+            tx.commit().await.map_err(pg_error)
         })
     }
 
     fn finish(&self, run: StoredRun, push_due: Option<DateTime<Utc>>) -> StoreFuture<()> {
         self.spawn(finish(self.clone(), run, push_due))
+    }
+
+    fn change_a2a_push(&self, rid: Uuid, change: A2aPushChange) -> StoreFuture<Option<StoredRun>> {
+        self.spawn(change_a2a_push(self.clone(), rid, change))
     }
 
     /// As durable as every other write: the run and its slot's release in one commit.

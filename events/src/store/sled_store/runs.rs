@@ -30,7 +30,9 @@ use uuid::Uuid;
 
 use super::thread_keys::{self, ThreadKeys};
 use super::{storage, SledStore};
-use crate::run::{PushStatus, RunError, RunEvent, RunStatus, StoredRun, ThreadOf, Turn};
+use crate::run::{
+    A2aPushChange, PushStatus, RunError, RunEvent, RunStatus, StoredPush, StoredRun, ThreadOf, Turn,
+};
 use crate::store::runs::{
     Accepted, DuePush, RunEventStore, RunStore, StoreFuture, ThreadStore, IDEMPOTENCY_WINDOW,
     THREAD_WAIT,
@@ -304,14 +306,51 @@ impl SledRuns {
         let rid = run.run.request_id;
         let value = self.encode_run(run)?;
         let qkey = pair(&run.run.agent_id, rid.as_bytes());
-        let okey = push_due.map(|due| outbox_key(due, rid));
         self.transact(&[&self.runs, &self.queue, &self.outbox], |t| {
-            t[0].insert(rid.as_bytes(), value.as_slice())?;
+            // The stored A2A push config stands over the one the runtime held (`RunStore::finish`).
+            let stored = t[0].get(rid.as_bytes())?;
+            let merged = match &stored {
+                Some(bytes) => {
+                    let stored = stored_push(bytes).map_err(abort)?;
+                    run.with_stored_push(&stored, push_due)
+                }
+                None => None,
+            };
+            let push_due = match merged {
+                Some((merged, due)) => {
+                    t[0].insert(rid.as_bytes(), self.encode_run(&merged).map_err(abort)?)?;
+                    due
+                }
+                None => {
+                    t[0].insert(rid.as_bytes(), value.as_slice())?;
+                    push_due
+                }
+            };
             t[1].remove(qkey.as_slice())?;
-            if let Some(k) = &okey {
-                t[2].insert(k.as_slice(), [])?;
+            if let Some(due) = push_due {
+                t[2].insert(outbox_key(due, rid), [])?;
             }
             Ok(())
+        })
+    }
+
+    fn change_a2a_push_now(&self, rid: Uuid, change: &A2aPushChange) -> Result<Option<StoredRun>> {
+        self.transact(&[&self.runs, &self.outbox], |t| {
+            let Some(bytes) = t[0].get(rid.as_bytes())? else {
+                return Ok(None);
+            };
+            let mut run = self.decode_run(&bytes).map_err(abort)?;
+            let Some(change) = run.change_a2a_push(change.clone()) else {
+                return Ok(Some(run));
+            };
+            if let Some(due) = change.remove {
+                t[1].remove(outbox_key(due, rid))?;
+            }
+            if let Some(due) = change.add {
+                t[1].insert(outbox_key(due, rid), [])?;
+            }
+            t[0].insert(rid.as_bytes(), self.encode_run(&run).map_err(abort)?)?;
+            Ok(Some(run))
         })
     }
 
@@ -475,6 +514,25 @@ impl SledRuns {
     }
 }
 
+/// The A2A push config and push state of a run record as [`SledRuns::encode_run`] stored it,
+/// read from its JSON alone (never from sealed content, and without decoding the rest).
+fn stored_push(bytes: &[u8]) -> Result<StoredPush> {
+    let unreadable = |e: String| Error::Io(format!("unreadable run: {e}"));
+    let json = if bytes.first() == Some(&SEALED_RUN) {
+        let len = bytes
+            .get(1..5)
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .map(u32::from_be_bytes)
+            .ok_or_else(|| unreadable("truncated".into()))? as usize;
+        bytes
+            .get(5..5 + len)
+            .ok_or_else(|| unreadable("truncated".into()))?
+    } else {
+        bytes
+    };
+    serde_json::from_slice(json).map_err(|e| unreadable(e.to_string()))
+}
+
 fn now<T: Send + 'static>(result: Result<T>) -> StoreFuture<T> {
     Box::pin(ready(result))
 }
@@ -582,7 +640,20 @@ impl RunStore for SledRuns {
         let rid = run.run.request_id;
         let written = self.encode_run(&run).and_then(|value| {
             self.transact(&[&self.runs], |t| {
-                t[0].insert(rid.as_bytes(), value.as_slice())?;
+                let stored = match t[0].get(rid.as_bytes())? {
+                    Some(bytes) => Some(stored_push(&bytes).map_err(abort)?),
+                    None => None,
+                };
+                match stored.filter(|s| s.a2a_push != run.a2a_push) {
+                    Some(stored) => {
+                        let mut kept = run.clone();
+                        kept.a2a_push = stored.a2a_push;
+                        t[0].insert(rid.as_bytes(), self.encode_run(&kept).map_err(abort)?)?;
+                    }
+                    None => {
+                        t[0].insert(rid.as_bytes(), value.as_slice())?;
+                    }
+                }
                 Ok(())
             })
         });
@@ -592,6 +663,10 @@ impl RunStore for SledRuns {
     fn finish(&self, run: StoredRun, push_due: Option<DateTime<Utc>>) -> StoreFuture<()> {
         self.free_slot(run.run.agent_id, run.run.request_id);
         self.durable(self.finish_now(&run, push_due))
+    }
+
+    fn change_a2a_push(&self, rid: Uuid, change: A2aPushChange) -> StoreFuture<Option<StoredRun>> {
+        self.durable(self.change_a2a_push_now(rid, &change))
     }
 
     fn record(&self, run: StoredRun) -> StoreFuture<()> {
@@ -746,6 +821,18 @@ impl RunStore for SledRuns {
         let next_key = next.map(|due| outbox_key(due, rid));
         let written = self.encode_run(&run).and_then(|value| {
             self.transact(&[&self.runs, &self.outbox], |t| {
+                let stored = match t[0].get(rid.as_bytes())? {
+                    Some(bytes) => Some(stored_push(&bytes).map_err(abort)?),
+                    None => None,
+                };
+                if let Some(stored) = stored.filter(|s| s.a2a_push != run.a2a_push) {
+                    // The config changed during the attempt: it was for a config gone. The
+                    // entry goes, unless it is (to the millisecond) the new config's own.
+                    if !stored.is_due_at(entry.due) {
+                        t[1].remove(key.as_slice())?;
+                    }
+                    return Ok(());
+                }
                 t[0].insert(rid.as_bytes(), value.as_slice())?;
                 t[1].remove(key.as_slice())?;
                 if let Some(k) = &next_key {
