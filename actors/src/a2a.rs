@@ -212,9 +212,18 @@ pub fn to_v03(value: Value) -> Value {
             {
                 map.insert("kind".into(), json!("task"));
             }
-            Value::Object(map.into_iter().map(|(k, v)| (k, to_v03(v))).collect())
+            // In place: a task is converted on every 0.3 answer.
+            for v in map.values_mut() {
+                *v = to_v03(std::mem::take(v));
+            }
+            Value::Object(map)
         }
-        Value::Array(items) => Value::Array(items.into_iter().map(to_v03).collect()),
+        Value::Array(mut items) => {
+            for v in &mut items {
+                *v = to_v03(std::mem::take(v));
+            }
+            Value::Array(items)
+        }
         other => other,
     }
 }

@@ -771,18 +771,18 @@ pub(super) async fn json_rpc(
 }
 
 /// A 1.0 result in 0.3's form: the events of a stream unwrapped with their `kind`.
-fn v03_result(value: Value) -> Value {
-    let unwrapped = if let Some(task) = value.get("task") {
-        task.clone()
-    } else if let Some(update) = value.get("statusUpdate") {
-        let mut update = update.clone();
+fn v03_result(mut value: Value) -> Value {
+    let unwrapped = if let Some(task) = value.get_mut("task") {
+        task.take()
+    } else if let Some(update) = value.get_mut("statusUpdate") {
+        let mut update = update.take();
         let state = update["status"]["state"].as_str().unwrap_or("");
         let ended = !matches!(state, "TASK_STATE_SUBMITTED" | "TASK_STATE_WORKING");
         update["kind"] = json!("status-update");
         update["final"] = json!(ended);
         update
-    } else if let Some(update) = value.get("artifactUpdate") {
-        let mut update = update.clone();
+    } else if let Some(update) = value.get_mut("artifactUpdate") {
+        let mut update = update.take();
         update["kind"] = json!("artifact-update");
         update
     } else {
