@@ -169,9 +169,6 @@ fn an_input_node_waits_across_a_crash_and_resumes_after_the_restart() {
         json!({"kind": "input", "node": "ask", "prompt": "Which city, Ada?"})
     );
 
-    // sled shows a write to readers a moment before its group commit makes it durable
-    // (docs/storage.md): the crash comes once the pause has had time to be committed.
-    std::thread::sleep(Duration::from_millis(300));
     let s = s.restart();
     let after = s.get(&format!("/v1/agents/{id}/requests/{rid}"));
     assert_eq!(
