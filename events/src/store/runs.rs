@@ -10,7 +10,8 @@
 //! `Ok`** (committed and flushed: it survives `kill -9`), and visible to every reader from then on;
 //! an engine may show it earlier, but never before it is durable: what a reader was shown survives
 //! a crash (sled: its reads wait for the group commit, `docs/storage.md`). Each write is atomic:
-//! all of it or none, also across a crash. The conformance suites ([`super::conformance`]) hold every implementation to this.
+//! all of it or none, also across a crash. The conformance suites ([`super::conformance`]) hold
+//! every implementation to this.
 
 use std::future::Future;
 use std::pin::Pin;
