@@ -238,8 +238,8 @@ impl GroupCommit {
         Settled::Later(rx)
     }
 
-    /// [`GroupCommit::settled`], blocking the calling thread until it is: for tests and offline
-    /// tools, never on an async executor's thread.
+    /// [`GroupCommit::settled`], blocking the calling thread until it is (tests only: on an
+    /// async executor's thread it would panic).
     #[cfg(test)]
     pub(super) fn settled_blocking(&self) -> Result<(), Error> {
         match self.settled() {
