@@ -256,12 +256,23 @@ impl Handler<Refresh> for AgentActor {
 pub struct GetState;
 
 impl Handler<GetState> for AgentActor {
-    type Result = Result<Arc<AgentState>, Error>;
+    type Result = ResponseFuture<Result<Arc<AgentState>, Error>>;
 
     fn handle(&mut self, _msg: GetState, _ctx: &mut Self::Context) -> Self::Result {
         match &self.broken {
-            Some(why) => Err(Error::Unavailable(why.clone())),
-            None => Ok(self.state.clone()),
+            Some(why) => Box::pin(ready(Err(Error::Unavailable(why.clone())))),
+            None => {
+                // The state may hold an append whose commit is still on its way (its command is
+                // not answered yet): answered once that is durable, off the actor's thread, so
+                // that a reader never sees what a crash could take back. At once when nothing
+                // is in flight.
+                let state = self.state.clone();
+                let settled = self.store.settled();
+                Box::pin(async move {
+                    settled.await?;
+                    Ok(state)
+                })
+            }
         }
     }
 }

@@ -113,6 +113,8 @@ pub(super) async fn events(
     }
     let from = q.after.unwrap_or(0).saturating_add(1);
     let page = store.read(id, from, limit)?;
+    // Shown only once durable: the page may hold an append whose commit is on its way.
+    store.settled().await?;
     let events: Vec<_> = page.iter().map(|e| e.redacted_json()).collect();
     Ok(HttpResponse::Ok().json(EventList { events }))
 }
@@ -162,6 +164,7 @@ pub(super) async fn history(
         ));
     }
     let log = store.read(id, 1, at as usize)?;
+    store.settled().await?;
     let state = AgentState::replay(id, &log);
     Ok(HttpResponse::Ok()
         .insert_header((actix_web::http::header::ETAG, format!("\"{}\"", state.seq)))
@@ -213,6 +216,8 @@ pub(super) async fn verify(
                 format!("the check could not run: {e}"),
             )
         })?;
+    // The count it reports may include an append whose commit is on its way.
+    reg.store().settled().await?;
     let answer = match checked {
         // Every agent's log starts with its Created event: an empty one is no agent.
         Ok(0) => return Err(ApiError::not_found(format!("agent {id}"))),

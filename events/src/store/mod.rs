@@ -123,6 +123,15 @@ pub trait EventStore: Send + Sync + 'static {
     /// Every stream id, in id order.
     fn streams(&self) -> Result<Vec<Uuid>, Error>;
 
+    /// Resolves once everything the reads made before this call could have returned is durable.
+    /// The reads above return what the store holds, which may include appends whose [`Commit`]
+    /// has not resolved yet (sled applies before it syncs, `docs/storage.md`); whoever shows what
+    /// it read to a client awaits this first, so that a crash never takes back what a client saw.
+    /// Stores whose reads see only durable writes resolve at once.
+    fn settled(&self) -> StoreFuture<()> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+
     /// Decoded events with `seq >= from`, oldest first, at most `limit` of them.
     fn read(&self, stream: Uuid, from: u64, limit: usize) -> Result<Vec<Envelope>, Error> {
         self.read_raw(stream, from, limit)?

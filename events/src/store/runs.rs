@@ -8,8 +8,10 @@
 //! Every method returns a `'static` future, so that an actor can hand it to its context and a
 //! networked engine can do its I/O inside it. **A write is durable when its future resolves
 //! `Ok`** (committed and flushed: it survives `kill -9`), and visible to every reader from then on;
-//! an engine may make it visible earlier. Each write is atomic: all of it or none, also across a
-//! crash. The conformance suites ([`super::conformance`]) hold every implementation to this.
+//! an engine may show it earlier, but never before it is durable: what a reader was shown survives
+//! a crash (sled: its reads wait for the group commit, `docs/storage.md`). Each write is atomic:
+//! all of it or none, also across a crash. The conformance suites ([`super::conformance`]) hold
+//! every implementation to this.
 
 use std::future::Future;
 use std::pin::Pin;

@@ -26,9 +26,9 @@ use sled::transaction::{
 use sled::IVec;
 use uuid::Uuid;
 
-use self::group_commit::GroupCommit;
+use self::group_commit::{GroupCommit, Settled};
 use self::thread_keys::ThreadKeys;
-use super::{Commit, Error, EventStore};
+use super::{Commit, Error, EventStore, StoreFuture};
 use crate::envelope::{Envelope, NewEvent, GENESIS_HASH};
 
 const EVENTS_TREE: &str = "events";
@@ -84,7 +84,8 @@ impl SledStore {
             );
         }
         let thread_keys = std::sync::Arc::new(ThreadKeys::open(path)?);
-        let group_commit = GroupCommit::start(db.clone(), path, thread_keys.clone())?;
+        let group_commit =
+            GroupCommit::start(db.clone(), path, recovered.last_lsn, thread_keys.clone())?;
         Ok(SledStore {
             db,
             thread_keys,
@@ -145,6 +146,9 @@ impl SledStore {
         }
         let lsn = *next_lsn;
         *next_lsn += 1;
+        // Before sled shows any of it: a reader that sees one of these writes then waits for
+        // this lsn to be durable (`group_commit::GroupCommit::settled`).
+        self.group_commit.applying(lsn);
         let applied = apply(&self.db, trees, &names, &self.wal_meta, lsn, &ops);
         // Queued only once applied: a checkpoint makes what sled holds durable and then empties
         // the log, so a record queued earlier could be dropped with its writes not yet in sled.
@@ -188,6 +192,29 @@ impl SledStore {
     pub fn flushed(&self) -> impl std::future::Future<Output = Result<(), Error>> + 'static {
         let rx = self.group_commit.request();
         async move { rx.await.map_err(|_| Error::Closed)? }
+    }
+
+    /// Resolves once everything sled showed to reads made before this call is durable: what a
+    /// read returns to a client is passed on only then, so that a crash cannot take back what
+    /// a client has seen (`docs/storage.md`, "What a reader sees"). Call it *after* the read.
+    /// Resolves at once (two atomic loads) when no logged write is in flight; otherwise it waits
+    /// for the group commit already carrying the writes the read may have seen, and fails if the
+    /// store failed before they became durable.
+    pub fn settled(&self) -> StoreFuture<()> {
+        self.after_read(Ok(()))
+    }
+
+    /// `read`, the result of reading sled, once all it can hold is durable ([`SledStore::settled`]).
+    /// `read` is evaluated by the caller, i.e. before the barrier is taken, as it must be.
+    fn after_read<T: Send + 'static>(&self, read: Result<T, Error>) -> StoreFuture<T> {
+        match self.group_commit.settled() {
+            Settled::Now => Box::pin(std::future::ready(read)),
+            Settled::Failed(e) => Box::pin(std::future::ready(Err(e))),
+            Settled::Later(durable) => Box::pin(async move {
+                durable.await.map_err(|_| Error::Closed)??;
+                read
+            }),
+        }
     }
 
     fn read_head(&self, stream: Uuid) -> Result<Head, Error> {
@@ -319,6 +346,10 @@ impl EventStore for SledStore {
 
     fn head(&self, stream: Uuid) -> Result<u64, Error> {
         Ok(self.read_head(stream)?.seq)
+    }
+
+    fn settled(&self) -> StoreFuture<()> {
+        SledStore::settled(self)
     }
 
     fn streams(&self) -> Result<Vec<Uuid>, Error> {
@@ -665,6 +696,69 @@ mod tests {
             assert!(std::time::Instant::now() < deadline, "nothing written");
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
+    }
+
+    /// Polls `f` once: its output if it is ready now.
+    fn ready_now<T>(f: &mut StoreFuture<T>) -> Option<Result<T, Error>> {
+        use std::task::{Context, Poll, Waker};
+        match f.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(out) => Some(out),
+            Poll::Pending => None,
+        }
+    }
+
+    /// Guards against a client being shown an append a crash can take back: sled shows it at
+    /// once, and `settled` (which a read awaits before it answers) resolves only once the
+    /// append's record is synced.
+    #[test]
+    fn settled_waits_for_the_appends_a_reader_can_see() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = open(dir.path());
+        let s = Uuid::now_v7();
+        store
+            .append(s, 0, &[event("a")])
+            .expect("append")
+            .wait()
+            .expect("durable");
+        let mut settled = EventStore::settled(&store);
+        assert!(
+            matches!(ready_now(&mut settled), Some(Ok(()))),
+            "with nothing in flight a read is settled at once"
+        );
+
+        let held = store.group_commit.hold();
+        let commit = store.append(s, 1, &[event("b")]).expect("append");
+        assert_eq!(store.head(s).expect("head"), 2, "sled shows the append");
+        let mut settled = EventStore::settled(&store);
+        assert!(
+            ready_now(&mut settled).is_none(),
+            "settled before the append is durable"
+        );
+        drop(held);
+        commit.wait().expect("durable");
+        // Readers are answered before the writers of the same flush.
+        assert!(matches!(ready_now(&mut settled), Some(Ok(()))));
+    }
+
+    /// Guards against a reader being shown a write that failed to become durable: it gets the
+    /// store's error instead, and so does every later read while the store holds such a write.
+    #[test]
+    fn a_reader_gets_the_error_when_what_it_saw_cannot_be_made_durable() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = open(dir.path());
+        let s = Uuid::now_v7();
+        let held = store.group_commit.hold();
+        let commit = store.append(s, 0, &[event("a")]).expect("append");
+        let mut settled = EventStore::settled(&store);
+        assert!(ready_now(&mut settled).is_none());
+        store.group_commit.fail_next_write();
+        drop(held);
+        assert!(matches!(commit.wait(), Err(Error::Io(_))));
+        assert!(matches!(ready_now(&mut settled), Some(Err(Error::Io(_)))));
+        assert!(matches!(
+            store.group_commit.settled_blocking(),
+            Err(Error::Io(_))
+        ));
     }
 
     fn fs_len(dir: &Path) -> u64 {

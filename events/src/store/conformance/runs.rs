@@ -73,7 +73,7 @@ pub async fn run_all(store: Arc<dyn RunStores>) {
     }
 }
 
-fn new_run(agent: Uuid, mode: Mode, input: Value) -> StoredRun {
+pub(crate) fn new_run(agent: Uuid, mode: Mode, input: Value) -> StoredRun {
     let now = Utc::now();
     StoredRun {
         run: Run {
@@ -106,7 +106,7 @@ fn new_run(agent: Uuid, mode: Mode, input: Value) -> StoredRun {
     }
 }
 
-fn keyed(mut run: StoredRun, caller: &str, key: &str) -> StoredRun {
+pub(crate) fn keyed(mut run: StoredRun, caller: &str, key: &str) -> StoredRun {
     run.caller = Some(caller.into());
     run.idempotency_key = Some(key.into());
     run

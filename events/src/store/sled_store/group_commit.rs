@@ -5,12 +5,25 @@
 //! every record and waiter that has gathered, writes the records to the log, `fdatasync`s it once,
 //! and answers them all. The same thread checkpoints (makes sled itself durable and empties the
 //! log) when the log has grown long.
+//!
+//! It also keeps readers from seeing what is not durable yet. sled shows a logged write to
+//! readers as soon as it is applied, before its record is synced, so the store tracks two lsns:
+//! `visible`, raised *before* sled applies a transaction, and `durable`, raised once the
+//! transaction's record is synced. A read reads sled first and then asks [`GroupCommit::settled`],
+//! which compares the two: equal (nothing in flight, the common case for reads) costs two atomic
+//! loads; otherwise the read waits until `durable` reaches the `visible` it saw, which the flush in
+//! flight (or the next one, which the writers' own waiters ask for anyway) brings about. Raising
+//! `visible` before applying and loading it after reading is what makes this sound: anything the
+//! read saw was applied after its lsn was published, so the lsn loaded covers it. (Loading it
+//! *before* the read would not: a write applied between the load and the read would be returned
+//! unguarded.)
 
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 
@@ -36,11 +49,60 @@ pub(super) struct GroupCommit {
 struct Shared {
     queue: Mutex<Queue>,
     wake: Condvar,
+    /// The lsn of the last logged transaction sled may show to readers: raised before sled
+    /// applies it ([`GroupCommit::applying`]).
+    visible: AtomicU64,
+    /// The lsn of the last logged transaction whose record is synced. Raised only under the
+    /// queue's lock, so that a reader registering under it cannot miss the raise.
+    durable: AtomicU64,
+    /// Holds the flusher before it writes a batch, so that a test can look at the store with a
+    /// write applied and not yet durable; or fails its next write.
+    #[cfg(test)]
+    hold: TestHold,
+}
+
+/// See `Shared::hold`.
+#[cfg(test)]
+#[derive(Default)]
+struct TestHold {
+    held: Mutex<bool>,
+    released: Condvar,
+    fail_next: std::sync::atomic::AtomicBool,
+}
+
+/// See [`GroupCommit::hold`].
+#[cfg(test)]
+pub(super) struct HeldFlusher<'a>(&'a GroupCommit);
+
+#[cfg(test)]
+impl Drop for HeldFlusher<'_> {
+    fn drop(&mut self) {
+        let hold = &self.0.shared.hold;
+        *hold.held.lock().unwrap_or_else(PoisonError::into_inner) = false;
+        hold.released.notify_all();
+    }
+}
+
+/// What a read must wait for before it returns what it read ([`GroupCommit::settled`]).
+pub(super) enum Settled {
+    /// Everything sled shows is durable.
+    Now,
+    /// Some of what sled shows is not durable yet: resolves once it is, or with the error that
+    /// kept it from becoming durable.
+    Later(oneshot::Receiver<Result<(), Error>>),
+    /// The store failed: what sled shows may never become durable.
+    Failed(Error),
 }
 
 #[derive(Default)]
 struct Queue {
     waiters: Vec<Waiter>,
+    /// Reads waiting until the lsn they saw `visible` at is durable. They do not make the
+    /// flusher write on their own unless records are queued (`Queue::records`): a read needs no
+    /// flush of its own, only the one that carries the writes it saw.
+    readers: Vec<(u64, Waiter)>,
+    /// The lsn of the last record queued (in `records` or already written).
+    queued_lsn: u64,
     /// Waiting for a checkpoint (sled durable, log emptied), e.g. at a graceful shutdown.
     checkpoints: Vec<Waiter>,
     /// Encoded write-ahead records not yet written to the log, in lsn order.
@@ -63,10 +125,25 @@ impl Shared {
     }
 }
 
+impl Queue {
+    /// Whether the flusher has something to do.
+    fn has_work(&self) -> bool {
+        !self.waiters.is_empty()
+            || !self.checkpoints.is_empty()
+            || (!self.readers.is_empty() && !self.records.is_empty())
+    }
+}
+
 impl GroupCommit {
     /// Starts the flusher for the sled db in `dir`, after a checkpoint: whatever recovery replayed
-    /// into sled is durable, and the log starts empty.
-    pub(super) fn start(db: sled::Db, dir: &Path, keys: Arc<ThreadKeys>) -> Result<Self, Error> {
+    /// into sled is durable, and the log starts empty. `last_lsn`: the lsn of the last logged
+    /// transaction sled holds.
+    pub(super) fn start(
+        db: sled::Db,
+        dir: &Path,
+        last_lsn: u64,
+        keys: Arc<ThreadKeys>,
+    ) -> Result<Self, Error> {
         // sled 0.34 ends its own writes with sync_file_range on Linux, which writes the pages but
         // does not flush the disk's volatile cache; fdatasync on a descriptor of the same file
         // does. Our own descriptor does not touch sled's lock (flock is per open file).
@@ -81,8 +158,15 @@ impl GroupCommit {
         }
 
         let shared = Arc::new(Shared {
-            queue: Mutex::new(Queue::default()),
+            queue: Mutex::new(Queue {
+                queued_lsn: last_lsn,
+                ..Queue::default()
+            }),
             wake: Condvar::new(),
+            visible: AtomicU64::new(last_lsn),
+            durable: AtomicU64::new(last_lsn),
+            #[cfg(test)]
+            hold: TestHold::default(),
         });
         let wal = OpenOptions::new()
             .create(true)
@@ -130,11 +214,77 @@ impl GroupCommit {
         rx
     }
 
+    /// Says that sled is about to apply logged transaction `lsn`, so that readers who may see its
+    /// writes wait for its record ([`GroupCommit::settled`]). Called under the store's writer
+    /// lock, before the first write reaches sled.
+    pub(super) fn applying(&self, lsn: u64) {
+        self.shared.visible.store(lsn, Ordering::SeqCst);
+    }
+
+    /// Called by a read *after* it read sled: whether what it read is durable, or what to wait
+    /// for until it is. Costs two atomic loads when no logged write is in flight.
+    pub(super) fn settled(&self) -> Settled {
+        let seen = self.shared.visible.load(Ordering::SeqCst);
+        if self.shared.durable.load(Ordering::SeqCst) >= seen {
+            return Settled::Now;
+        }
+        let mut queue = self.shared.lock();
+        // `durable` is raised under this lock: checked again, no raise can slip between the
+        // check and the registration.
+        if self.shared.durable.load(Ordering::SeqCst) >= seen {
+            return Settled::Now;
+        }
+        if let Some(e) = queue.failed.as_ref().or(queue.poisoned.as_ref()) {
+            return Settled::Failed(e.clone());
+        }
+        let (tx, rx) = oneshot::channel();
+        queue.readers.push((seen, tx));
+        if queue.has_work() {
+            self.shared.wake.notify_one();
+        }
+        Settled::Later(rx)
+    }
+
+    /// [`GroupCommit::settled`], blocking the calling thread until it is (tests only: on an
+    /// async executor's thread it would panic).
+    #[cfg(test)]
+    pub(super) fn settled_blocking(&self) -> Result<(), Error> {
+        match self.settled() {
+            Settled::Now => Ok(()),
+            Settled::Failed(e) => Err(e),
+            Settled::Later(rx) => rx.blocking_recv().map_err(|_| Error::Closed)?,
+        }
+    }
+
+    /// Holds the flusher before its next write, until the guard is dropped (a failing test
+    /// releases it too: the store's drop joins the flusher).
+    #[cfg(test)]
+    pub(super) fn hold(&self) -> HeldFlusher<'_> {
+        *self
+            .shared
+            .hold
+            .held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = true;
+        HeldFlusher(self)
+    }
+
+    /// Makes the flusher's next write of the log fail, as a failing disk would.
+    #[cfg(test)]
+    pub(super) fn fail_next_write(&self) {
+        self.shared.hold.fail_next.store(true, Ordering::SeqCst);
+    }
+
     /// Queues the write-ahead record of a transaction sled has just applied. Called in lsn order
     /// (under the store's writer lock), so the log keeps that order.
     pub(super) fn log(&self, lsn: u64, ops: &[wal::Op]) {
         let mut queue = self.shared.lock();
         wal::encode(lsn, ops, &mut queue.records);
+        queue.queued_lsn = lsn;
+        // A reader that saw this transaction may be waiting for it.
+        if !queue.readers.is_empty() {
+            self.shared.wake.notify_one();
+        }
         // Records nobody waits for (a purge's removals under sync-only load) would pile up in
         // memory without bound: past UNWAITED_BYTES they are written for a waiter nobody awaits.
         if queue.records.len() >= UNWAITED_BYTES && queue.waiters.is_empty() {
@@ -151,6 +301,7 @@ impl GroupCommit {
         let (tx, _) = oneshot::channel();
         let mut queue = self.shared.lock();
         wal::encode(lsn, ops, &mut queue.records);
+        queue.queued_lsn = lsn;
         queue.poisoned.get_or_insert(e);
         queue.waiters.push(tx);
         self.shared.wake.notify_one();
@@ -203,9 +354,9 @@ struct Flusher {
 impl Flusher {
     fn run(mut self) {
         loop {
-            let (batch, records, checkpoints, failed) = {
+            let (batch, records, batch_lsn, checkpoints, failed) = {
                 let mut queue = self.shared.lock();
-                while queue.waiters.is_empty() && queue.checkpoints.is_empty() && !queue.stopping {
+                while !queue.has_work() && !queue.stopping {
                     queue = self
                         .shared
                         .wake
@@ -213,7 +364,7 @@ impl Flusher {
                         .unwrap_or_else(PoisonError::into_inner);
                 }
                 // Stopping still answers whoever is waiting; it ends only on an empty queue.
-                if queue.waiters.is_empty() && queue.checkpoints.is_empty() {
+                if !queue.has_work() {
                     let healthy = queue.failed.is_none() && queue.poisoned.is_none();
                     drop(queue);
                     // A clean close leaves sled durable and the log empty.
@@ -227,24 +378,47 @@ impl Flusher {
                 (
                     std::mem::take(&mut queue.waiters),
                     std::mem::take(&mut queue.records),
+                    queue.queued_lsn,
                     std::mem::take(&mut queue.checkpoints),
                     queue.failed.clone(),
                 )
             };
+            #[cfg(test)]
+            self.wait_while_held();
             let result = match failed {
                 Some(e) => Err(e),
                 None => self.write_log(&records),
             };
             if let Err(e) = &result {
                 tracing::error!(error = %e, "writing the write-ahead log failed; refusing further writes");
-                self.shared.lock().failed.get_or_insert_with(|| e.clone());
             }
-            {
+            let (readers, answer): (Vec<(u64, Waiter)>, Result<(), Error>) = {
                 let mut queue = self.shared.lock();
+                if let Err(e) = &result {
+                    queue.failed.get_or_insert_with(|| e.clone());
+                }
                 if let Some(e) = queue.poisoned.take() {
                     tracing::error!(error = %e, "sled failed to apply a logged write; refusing further writes");
                     queue.failed.get_or_insert(e);
                 }
+                match queue.failed.clone() {
+                    // Readers who saw a write of this batch or an earlier one may go on; the
+                    // others wait for the next batch.
+                    None => {
+                        self.shared.durable.store(batch_lsn, Ordering::SeqCst);
+                        let (done, waiting) = std::mem::take(&mut queue.readers)
+                            .into_iter()
+                            .partition(|(lsn, _)| *lsn <= batch_lsn);
+                        queue.readers = waiting;
+                        (done, Ok(()))
+                    }
+                    // What they saw may never be durable (or, poisoned, was only half applied):
+                    // they get the error rather than the state.
+                    Some(e) => (std::mem::take(&mut queue.readers), Err(e)),
+                }
+            };
+            for (_, reader) in readers {
+                let _ = reader.send(answer.clone());
             }
             for waiter in batch {
                 // A dropped receiver only means the caller stopped caring.
@@ -272,10 +446,28 @@ impl Flusher {
         }
     }
 
+    #[cfg(test)]
+    fn wait_while_held(&self) {
+        let hold = &self.shared.hold;
+        let mut held = hold.held.lock().unwrap_or_else(PoisonError::into_inner);
+        while *held {
+            held = hold
+                .released
+                .wait(held)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
     /// Makes `records` durable: one write, one fdatasync.
     fn write_log(&mut self, records: &[u8]) -> Result<(), Error> {
         if records.is_empty() {
             return Ok(());
+        }
+        #[cfg(test)]
+        if self.shared.hold.fail_next.swap(false, Ordering::SeqCst) {
+            return Err(Error::Io(
+                "writing the write-ahead log: a test failed it".into(),
+            ));
         }
         self.keys
             .sync_if_dirty()

@@ -16,6 +16,13 @@
 //! commit has made it durable. Logged transactions run one at a time under the store's writer
 //! lock, so a transaction that scans a tree directly (a claim, a purge, numbering an event) sees
 //! every earlier transaction whole and none of a later one.
+//!
+//! A read a client can observe (a run, a page of runs, a run found by its key, run events, a
+//! thread's turns, the push outbox the pusher delivers from) returns what it read only once all
+//! of it is durable ([`SledStore::after_read`]): a crash never takes back what a client saw. The
+//! counts (`queued`, `queue_len`, `agents_with_queue`) and `running` (read at start, when all is
+//! durable) only steer work, whose results go through those reads or through writes, and return
+//! at once.
 
 use std::collections::{HashMap, HashSet};
 use std::future::ready;
@@ -576,7 +583,7 @@ impl RunStore for SledRuns {
     }
 
     fn get(&self, rid: Uuid) -> StoreFuture<Option<StoredRun>> {
-        now(match self.runs.get(rid.as_bytes()) {
+        self.store.after_read(match self.runs.get(rid.as_bytes()) {
             Ok(Some(bytes)) => self.decode_run(&bytes).map(Some),
             Ok(None) => Ok(None),
             Err(e) => Err(storage(e)),
@@ -611,7 +618,7 @@ impl RunStore for SledRuns {
                 Err(e) => return now(Err(e)),
             }
         }
-        now(Ok(found))
+        self.store.after_read(Ok(found))
     }
 
     fn find_by_key(
@@ -627,6 +634,7 @@ impl RunStore for SledRuns {
             Err(e) => return now(Err(storage(e))),
         };
         match found {
+            // `get` waits for what both reads saw: the key and the run.
             Some((rid, ms))
                 if at.timestamp_millis() - ms < IDEMPOTENCY_WINDOW.num_milliseconds() =>
             {
@@ -793,13 +801,14 @@ impl RunStore for SledRuns {
 
     fn due_pushes(&self, at: DateTime<Utc>, limit: usize) -> StoreFuture<Vec<DuePush>> {
         let end = outbox_key(at, Uuid::max());
-        now(self
-            .outbox
-            .range(..=end)
-            .keys()
-            .take(limit)
-            .map(|key| decode_outbox_key(&key.map_err(storage)?))
-            .collect())
+        self.store.after_read(
+            self.outbox
+                .range(..=end)
+                .keys()
+                .take(limit)
+                .map(|key| decode_outbox_key(&key.map_err(storage)?))
+                .collect(),
+        )
     }
 
     fn next_push_due(&self) -> StoreFuture<Option<DateTime<Utc>>> {
@@ -1036,22 +1045,23 @@ impl RunEventStore for SledRuns {
     fn run_events(&self, rid: Uuid, after: u64, limit: usize) -> StoreFuture<Vec<RunEvent>> {
         let start = pair(&rid, &after.saturating_add(1).to_be_bytes());
         let end = pair(&rid, &u64::MAX.to_be_bytes());
-        now(self
-            .run_events
-            .range(start..=end)
-            .take(limit)
-            .map(|item| {
-                let (key, value) = item.map_err(storage)?;
-                let seq = u64::from_be_bytes(key[16..24].try_into().map_err(io)?);
-                let e = self.decode_run_event(rid, &value)?;
-                Ok(RunEvent {
-                    seq,
-                    kind: e.kind,
-                    data: e.data,
-                    at: e.at,
+        self.store.after_read(
+            self.run_events
+                .range(start..=end)
+                .take(limit)
+                .map(|item| {
+                    let (key, value) = item.map_err(storage)?;
+                    let seq = u64::from_be_bytes(key[16..24].try_into().map_err(io)?);
+                    let e = self.decode_run_event(rid, &value)?;
+                    Ok(RunEvent {
+                        seq,
+                        kind: e.kind,
+                        data: e.data,
+                        at: e.at,
+                    })
                 })
-            })
-            .collect())
+                .collect(),
+        )
     }
 }
 
@@ -1095,7 +1105,7 @@ impl ThreadStore for SledRuns {
             })
             .take(last)
             .collect();
-        now(newest.map(|mut turns| {
+        self.store.after_read(newest.map(|mut turns| {
             turns.reverse();
             turns
         }))
@@ -1124,8 +1134,105 @@ impl ThreadStore for SledRuns {
 
 #[cfg(test)]
 mod tests {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::task::{Context, Poll, Waker};
+
+    use serde_json::json;
+
     use super::*;
+    use crate::run::Mode;
     use crate::store::conformance::runs as conformance;
+    use crate::store::conformance::runs::{keyed, new_run};
+
+    /// Polls `f` once: its output if it is ready now.
+    fn ready_now<T>(f: &mut StoreFuture<T>) -> Option<Result<T>> {
+        match Pin::new(f).poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(out) => Some(out),
+            Poll::Pending => None,
+        }
+    }
+
+    /// Guards against a client being shown a write that a crash can take back (a run read as
+    /// `input_required` that comes back `running`, then interrupted): sled shows a logged write
+    /// at once, so every read a client observes holds what it read until the group commit has
+    /// made it durable.
+    #[tokio::test]
+    async fn reads_answer_only_once_what_they_read_is_durable() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Arc::new(SledStore::open(dir.path()).expect("opens"));
+        let runs = SledRuns::open(store.clone()).expect("run trees open");
+        let agent = Uuid::now_v7();
+        let run = new_run(agent, Mode::Sync, json!({"q": 1}));
+        let rid = run.run.request_id;
+        runs.put(run.clone()).await.expect("durable");
+        let mut get = runs.get(rid);
+        assert_eq!(
+            ready_now(&mut get).map(|r| r.expect("get")),
+            Some(Some(run.clone())),
+            "with nothing in flight a read answers at once"
+        );
+
+        let held = store.group_commit.hold();
+        let mut paused = run.clone();
+        paused.run.status = RunStatus::InputRequired;
+        paused.run.pending = Some(json!({"kind": "input", "prompt": "Which city?"}));
+        let put = runs.put(paused.clone());
+        let event = runs.append_run_event(rid, None, "run.paused".into(), json!({}));
+        let turn = Turn {
+            request_id: rid,
+            input: json!("hi"),
+            output: Some(json!("hello")),
+            at: Utc::now(),
+        };
+        let said = runs.append_turn(agent, "t".into(), turn.clone());
+        let key_run = keyed(new_run(agent, Mode::Async, json!({"q": 2})), "admin", "k");
+        let accepted = runs.accept(key_run.clone(), true);
+
+        // Each read has read sled (which shows the writes above) before the flush.
+        let mut get = runs.get(rid);
+        let mut list = runs.list_runs(agent, None, 10);
+        let mut by_key = runs.find_by_key(agent, Some("admin".into()), "k".into(), Utc::now());
+        let mut events = runs.run_events(rid, 0, 10);
+        let mut turns = runs.turns(agent, "t".into(), 10);
+        assert!(
+            ready_now(&mut get).is_none(),
+            "get answered before the flush"
+        );
+        assert!(
+            ready_now(&mut list).is_none(),
+            "list_runs answered before the flush"
+        );
+        assert!(
+            ready_now(&mut by_key).is_none(),
+            "find_by_key answered before the flush"
+        );
+        assert!(
+            ready_now(&mut events).is_none(),
+            "run_events answered before the flush"
+        );
+        assert!(
+            ready_now(&mut turns).is_none(),
+            "turns answered before the flush"
+        );
+
+        drop(held);
+        put.await.expect("durable");
+        event.await.expect("durable");
+        said.await.expect("durable");
+        assert_eq!(accepted.await.expect("durable"), Accepted::New);
+        assert_eq!(get.await.expect("get"), Some(paused.clone()));
+        assert_eq!(
+            list.await.expect("list"),
+            vec![key_run.clone(), paused],
+            "newest first"
+        );
+        assert_eq!(by_key.await.expect("found"), Some(key_run));
+        let events = events.await.expect("events");
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].kind, "run.paused");
+        assert_eq!(turns.await.expect("turns"), vec![turn]);
+    }
 
     #[tokio::test]
     async fn passes_the_run_store_conformance_suites() {
