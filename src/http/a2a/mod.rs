@@ -661,7 +661,7 @@ pub(super) async fn json_rpc(
     body: Result<Body<Value>, ApiError>,
 ) -> Result<HttpResponse, ApiError> {
     let agent = agent_id(&id)?;
-    let call = match body {
+    let mut call = match body {
         Ok(Body(call)) => call,
         // Not JSON: JSON-RPC's parse error. A body too large, too slow or compressed stays
         // the HTTP error it is.
@@ -676,6 +676,11 @@ pub(super) async fn json_rpc(
     rt.state(agent).await?;
     let v1 = speaks_v1(&req);
     let rpc_id = call.get("id").cloned().unwrap_or(Value::Null);
+    // Taken out, not copied: a message's parts may be large.
+    let params = call
+        .get_mut("params")
+        .map(Value::take)
+        .unwrap_or_else(|| json!({}));
     let answer = |result: Result<Value, A2aError>| -> HttpResponse {
         let body = match result {
             Ok(result) => json!({"jsonrpc": "2.0", "id": rpc_id, "result": result}),
@@ -694,7 +699,6 @@ pub(super) async fn json_rpc(
             "method must be a string".into(),
         ))));
     };
-    let params = call.get("params").cloned().unwrap_or(json!({}));
     if !params.is_object() {
         return Ok(answer(Err(A2aError::InvalidParams(
             "params must be an object".into(),
@@ -710,7 +714,7 @@ pub(super) async fn json_rpc(
     let result = match method {
         "SendMessage" | "message/send" => send(&rt, &req, &invoker, agent, &params)
             .await
-            .map(|r| if v1 { r } else { v03_result(r["task"].clone()) }),
+            .map(|mut r| if v1 { r } else { v03_result(r["task"].take()) }),
         "GetTask" | "tasks/get" => match str_param(&params, "id") {
             Ok(tid) => visible(&rt, &invoker, agent, tid)
                 .await
