@@ -67,11 +67,7 @@ impl SledStore {
     /// Opens with sled's page cache bounded to `cache_bytes`. A server passes its `--cache-mb`:
     /// sled's default lets a busy server's page cache grow to 1 GiB.
     pub fn open_with(path: &Path, cache_bytes: u64) -> Result<Self, Error> {
-        let db = sled::Config::new()
-            .path(path)
-            .cache_capacity(cache_bytes)
-            .open()
-            .map_err(|e| open_error(path, e))?;
+        let db = open_db(path, cache_bytes)?;
         let events = db.open_tree(EVENTS_TREE).map_err(storage)?;
         let heads = db.open_tree(HEADS_TREE).map_err(storage)?;
         let wal_meta = db.open_tree(wal::META_TREE).map_err(storage)?;
@@ -534,6 +530,30 @@ fn storage(e: sled::Error) -> Error {
 
 /// sled 0.34 reports a held lock as `Io(Other, "could not acquire lock on \"<dir>/db\": …")`,
 /// wrapping the `WouldBlock` of the non-blocking flock; the kind is matched for later versions.
+/// How long an open waits for a lock that a store closing in this process may still hold.
+const LOCK_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// sled's db in `path`. A store just dropped releases its lock only once sled's own background
+/// threads let go of the file, a few milliseconds later (seen as a reopen refused about once in
+/// 20 tries under load), so a locked directory is tried again for [`LOCK_GRACE`] before it is
+/// refused: a directory another process holds is still refused, that much later.
+fn open_db(path: &Path, cache_bytes: u64) -> Result<sled::Db, Error> {
+    let since = std::time::Instant::now();
+    loop {
+        match sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_bytes)
+            .open()
+            .map_err(|e| open_error(path, e))
+        {
+            Err(Error::Locked(_)) if since.elapsed() < LOCK_GRACE => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            opened => return opened,
+        }
+    }
+}
+
 fn open_error(path: &Path, e: sled::Error) -> Error {
     match &e {
         sled::Error::Io(io)
