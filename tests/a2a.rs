@@ -6,6 +6,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::a2a::{message, rpc, tool_agent};
 use common::fake_http::{FakeServer, Reply};
 use common::Server;
 use serde_json::{json, Value};
@@ -13,49 +14,6 @@ use serde_json::{json, Value};
 fn deploy(s: &Server, id: &str) {
     let r = s.post(&format!("/v1/agents/{id}/deploy"), &json!({}));
     assert_eq!(r.status, 200, "deploy: {}", r.body);
-}
-
-/// An agent whose flow calls a tool at `tool_url` and then answers with an echo model.
-fn tool_agent(s: &Server, tool_url: &str, max_concurrency: u32) -> String {
-    let id = s.create(&json!({
-        "name": "Tasks", "description": "answers after asking a tool",
-        "model": {"provider": "echo", "name": "echo-1"},
-        "instructions": "Be brief.",
-        "tools": [{"name": "t", "connection": "svc", "security": "bearer", "method": "GET", "path": "/x"}],
-        "flow": {"start": "call", "nodes": [
-            {"id": "call", "type": "tool", "tool": "t", "args": {}, "next": "m"},
-            {"id": "m", "type": "model", "prompt": "You said: {{ input.message }}", "next": "done"},
-            {"id": "done", "type": "end", "output": {"text": "{{ nodes.m.text }}"}}
-        ]}
-    }));
-    let c = s.post(
-        &format!("/v1/agents/{id}/connections"),
-        &json!({"id": "svc", "server": tool_url, "auth": {"type": "bearer", "token": "t"}}),
-    );
-    assert_eq!(c.status, 201, "{}", c.body);
-    let e = s.put(
-        &format!("/v1/agents/{id}/endpoint"),
-        &json!({"max_concurrency": max_concurrency}),
-    );
-    assert_eq!(e.status, 200, "{}", e.body);
-    deploy(s, &id);
-    id
-}
-
-fn rpc(s: &Server, agent: &str, method: &str, params: Value) -> Value {
-    let r = s.call(
-        "POST",
-        &format!("/a2a/{agent}"),
-        Some(common::TOKEN),
-        &[("A2A-Version", "1.0")],
-        Some(&json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string()),
-    );
-    assert_eq!(r.status, 200, "{}", r.body);
-    r.body
-}
-
-fn message(text: &str) -> Value {
-    json!({"messageId": format!("m-{text}"), "role": "ROLE_USER", "parts": [{"text": text}]})
 }
 
 #[test]

@@ -9,37 +9,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::a2a::{message, rpc, rpc_as, tool_agent};
 use common::fake_http::{FakeServer, Recorded, Reply};
 use common::{Resp, Server};
 use serde_json::{json, Value};
-
-/// An agent whose flow calls a tool at `tool_url` and answers with an echo model.
-fn tool_agent(s: &Server, tool_url: &str, max_concurrency: u32) -> String {
-    let id = s.create(&json!({
-        "name": "Tasks", "description": "answers after asking a tool",
-        "model": {"provider": "echo", "name": "echo-1"},
-        "instructions": "Be brief.",
-        "tools": [{"name": "t", "connection": "svc", "security": "bearer", "method": "GET", "path": "/x"}],
-        "flow": {"start": "call", "nodes": [
-            {"id": "call", "type": "tool", "tool": "t", "args": {}, "next": "m"},
-            {"id": "m", "type": "model", "prompt": "You said: {{ input.message }}", "next": "done"},
-            {"id": "done", "type": "end", "output": {"text": "{{ nodes.m.text }}"}}
-        ]}
-    }));
-    let c = s.post(
-        &format!("/v1/agents/{id}/connections"),
-        &json!({"id": "svc", "server": tool_url, "auth": {"type": "bearer", "token": "t"}}),
-    );
-    assert_eq!(c.status, 201, "{}", c.body);
-    let e = s.put(
-        &format!("/v1/agents/{id}/endpoint"),
-        &json!({"max_concurrency": max_concurrency}),
-    );
-    assert_eq!(e.status, 200, "{}", e.body);
-    let d = s.post(&format!("/v1/agents/{id}/deploy"), &json!({}));
-    assert_eq!(d.status, 200, "deploy: {}", d.body);
-    id
-}
 
 /// The agent's signing secret (made by a rotation), which signs its A2A pushes too.
 fn signing_secret(s: &Server, agent: &str) -> String {
@@ -52,28 +25,6 @@ fn signing_secret(s: &Server, agent: &str) -> String {
         .as_str()
         .expect("secret shown once")
         .to_owned()
-}
-
-/// A JSON-RPC call; `v1` adds `A2A-Version: 1.0` (without it the call is 0.3).
-fn rpc_as(s: &Server, token: &str, agent: &str, v1: bool, method: &str, params: Value) -> Value {
-    let headers: &[(&str, &str)] = if v1 { &[("A2A-Version", "1.0")] } else { &[] };
-    let r = s.call(
-        "POST",
-        &format!("/a2a/{agent}"),
-        Some(token),
-        headers,
-        Some(&json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string()),
-    );
-    assert_eq!(r.status, 200, "{}", r.body);
-    r.body
-}
-
-fn rpc(s: &Server, agent: &str, method: &str, params: Value) -> Value {
-    rpc_as(s, common::TOKEN, agent, true, method, params)
-}
-
-fn message(text: &str) -> Value {
-    json!({"messageId": format!("m-{text}"), "role": "ROLE_USER", "parts": [{"text": text}]})
 }
 
 fn configs_path(agent: &str, tid: &str) -> String {

@@ -3,6 +3,7 @@
 //! and speaks HTTP to it.
 #![allow(dead_code)]
 
+pub mod a2a;
 pub mod cluster;
 pub mod fake_http;
 pub mod scripted_model;
