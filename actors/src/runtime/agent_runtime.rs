@@ -172,6 +172,24 @@ fn answer(replies: Vec<Answer>, result: &Result<StoredRun, Error>) {
     }
 }
 
+/// Waits for run `rid`'s turn to be stored in `thread`, then lets the thread pass to its next
+/// run (in the store, for a cluster, and in the agent's lanes).
+async fn pass_thread_on(
+    rt: &Runtime,
+    me: Option<Addr<AgentRuntime>>,
+    agent: Uuid,
+    rid: Uuid,
+    (thread, append): (String, events::store::StoreFuture<()>),
+) {
+    if let Err(e) = append.await {
+        tracing::error!(request_id = %rid, error = %e, "cannot store a thread's turn");
+    }
+    slots::release_thread(rt, agent, &thread, rid).await;
+    if let Some(me) = me {
+        me.do_send(ThreadFree { thread, rid });
+    }
+}
+
 /// The reply of a handler whose answer comes through `rx`.
 fn reply_from(rx: oneshot::Receiver<Result<StoredRun, Error>>) -> Reply<StoredRun> {
     Box::pin(async move {
@@ -411,6 +429,15 @@ impl AgentRuntime {
                 actix::spawn(run_events::record_finished(rt.runs(), run));
             }
         };
+        let (me, agent) = (self.me.clone(), self.agent);
+        // A thread's turn is stored after the run's final state, and before the thread passes
+        // to its next run, which reads it.
+        let append_turn = |turn: Option<(String, Turn)>| {
+            turn.map(|(thread, turn)| {
+                let append = rt.runs().append_turn(agent, thread.clone(), turn);
+                (thread, append)
+            })
+        };
         // In a cluster the run's slot is in the store: the caller is answered once it is free
         // there (its final state stored), so that its next call finds it free on any node.
         if !durable_answer && !events_durable(&run) && !rt.runs().slots_are_shared() {
@@ -418,62 +445,42 @@ impl AgentRuntime {
             // readable by the time the caller learns its id.
             let recorded = rt.runs().record(run.clone());
             record_finished(&run);
-            let Some((thread, turn)) = turn else {
-                answer(replies, &Ok(run));
-                actix::spawn(async move {
-                    if let Err(e) = recorded.await {
-                        tracing::error!(request_id = %rid, error = %e, "cannot record a sync run");
-                    }
-                    rt.waiters().wake(rid);
-                });
-                return;
+            let appended = append_turn(turn);
+            let done = Ok(run);
+            // Answered at once, or for a thread's run once its turn is durable: the turn is
+            // what the conversation keeps of the answer (the record of the run itself need not
+            // be durable: nobody can find an unkeyed sync call again).
+            let replies = if appended.is_none() {
+                answer(replies, &done);
+                Vec::new()
+            } else {
+                replies
             };
-            // A thread's turn is what its next run reads: the caller is answered, and the
-            // thread passes on, once the turn is durable (the record of the run itself need
-            // not be: nobody can find an unkeyed sync call again).
-            let appended = rt.runs().append_turn(self.agent, thread.clone(), turn);
-            let (me, agent) = (self.me.clone(), self.agent);
             actix::spawn(async move {
-                let appended = appended.await;
                 if let Err(e) = recorded.await {
                     tracing::error!(request_id = %rid, error = %e, "cannot record a sync run");
                 }
-                // The run happened either way: its caller gets it, as when its final state
-                // cannot be stored.
-                if let Err(e) = &appended {
-                    tracing::error!(request_id = %rid, error = %e, "cannot store a thread's turn");
-                }
-                slots::release_thread(&rt, agent, &thread, rid).await;
-                if let Some(me) = me {
-                    me.do_send(ThreadFree { thread, rid });
+                if let Some(appended) = appended {
+                    pass_thread_on(&rt, me, agent, rid, appended).await;
                 }
                 rt.waiters().wake(rid);
-                answer(replies, &Ok(run));
+                // The run happened even if its turn could not be stored, as when its final
+                // state cannot be.
+                answer(replies, &done);
             });
             return;
         }
         let push_due = run.schedule_push();
         let finished = rt.runs().finish(run.clone(), push_due);
         record_finished(&run);
-        // A thread's turn is stored before the thread passes to its next run, which reads it.
-        let appended = turn.map(|(thread, turn)| {
-            let append = rt.runs().append_turn(self.agent, thread.clone(), turn);
-            (thread, append)
-        });
-        let (me, agent) = (self.me.clone(), self.agent);
+        let appended = append_turn(turn);
         actix::spawn(async move {
             let stored = finished.await;
             if let Err(e) = &stored {
                 tracing::error!(request_id = %rid, error = %e, "cannot store a run's final state");
             }
-            if let Some((thread, append)) = appended {
-                if let Err(e) = append.await {
-                    tracing::error!(request_id = %rid, error = %e, "cannot store a thread's turn");
-                }
-                slots::release_thread(&rt, agent, &thread, rid).await;
-                if let Some(me) = me {
-                    me.do_send(ThreadFree { thread, rid });
-                }
+            if let Some(appended) = appended {
+                pass_thread_on(&rt, me, agent, rid, appended).await;
             }
             rt.waiters().wake(rid);
             if push_due.is_some() {
