@@ -273,22 +273,18 @@ impl ThreadKeys {
         let name = name_of(agent, thread);
         // Read under the lock: a slot freed by a deletion may be given to another thread.
         let mut slots = self.lock();
-        Self::known(&mut slots, name, |slot| self.read_slot(slot, &name))
+        self.known(&mut slots, name)
     }
 
     /// `name`'s key from memory, or read from its slot (and remembered); `None` if it has none.
-    fn known(
-        slots: &mut Slots,
-        name: Name,
-        read: impl FnOnce(u32) -> Result<Key, Error>,
-    ) -> Result<Option<Key>, Error> {
+    fn known(&self, slots: &mut Slots, name: Name) -> Result<Option<Key>, Error> {
         if let Some(key) = slots.recent.get(&name) {
             return Ok(Some(*key));
         }
         let Some(&slot) = slots.by_name.get(&name) else {
             return Ok(None);
         };
-        let key = read(slot)?;
+        let key = self.read_slot(slot, &name)?;
         slots.remember(name, key);
         Ok(Some(key))
     }
@@ -299,7 +295,7 @@ impl ThreadKeys {
     pub fn get_or_create(&self, agent: Uuid, thread: &str) -> Result<Key, Error> {
         let name = name_of(agent, thread);
         let mut slots = self.lock();
-        if let Some(key) = Self::known(&mut slots, name, |slot| self.read_slot(slot, &name))? {
+        if let Some(key) = self.known(&mut slots, name)? {
             return Ok(key);
         }
         let mut key = [0u8; KEY_LEN];
